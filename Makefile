@@ -1,0 +1,58 @@
+# Everyday entry points. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ENGINES := $(VENV)/bin/engines
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= models/models.yaml
+COMPOSE ?= docker compose
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install engines test test-fast lint bench image engines-docker verify-gpu deploy clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[rtx,test,lint]'
+	# stubs of the full TensorRT API (10.13) for the API-compatibility test; --no-deps
+	# because they depend on `tensorrt`, which PyPI cannot install here.
+	$(PY) -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the pipeline with its test tools
+
+engines: $(STAMP) ## Export, build, verify and publish the engine set (demo weights if no checkpoints)
+	$(ENGINES) --config $(CONFIG) run $(ARGS)
+
+test: $(STAMP) ## Run the test suite (starts its own Docker Engine where it can)
+	$(PY) -m pytest -q -rs $(ARGS)
+
+test-fast: $(STAMP) ## Tests without the slow exports/builds
+	$(PY) -m pytest -q -rs -m "not slow" $(ARGS)
+
+lint: $(STAMP) ## ruff over the package and tests
+	$(VENV)/bin/ruff check pipeline tests benchmarks
+
+bench: $(STAMP) ## Benchmarks: export, build, cached rerun, resolve start-up (prints tables)
+	$(PY) -m benchmarks
+
+image: ## Build the NGC TensorRT builder image (needs Docker)
+	$(COMPOSE) -f docker-compose.build.yml build builder
+
+engines-docker: ## Build engines for this host's GPU inside the builder container
+	$(COMPOSE) -f docker-compose.build.yml run --rm builder $(ARGS)
+
+verify-gpu: ## GPU acceptance: build, verify, benchmark the three models in the container
+	$(COMPOSE) -f docker-compose.build.yml run --rm builder --config /workspace/models/models.yaml run --backend tensorrt --benchmark
+	@cat models/engines/current/report.md 2>/dev/null || ls models/engines
+
+deploy: $(STAMP) ## Resolve the engine set for this host, then start pyt-api-prod
+	$(ENGINES) --config $(CONFIG) resolve --require --write-env .env.engines $(ARGS)
+	$(COMPOSE) -f docker-compose.prod.full.yml --env-file .env.engines up -d
+
+clean: ## Remove generated ONNX and engines (never a checkpoint you placed)
+	$(PY) -m pipeline --config $(CONFIG) clean

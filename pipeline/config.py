@@ -1,0 +1,259 @@
+"""models.yaml: schema, defaults and validation.
+
+Every error names the model (or section), the file and the fix. Paths in the file are
+relative to the file's own folder and may not leave it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+TASKS = ("detect", "pose")
+PRECISIONS = ("fp16", "fp32")
+MIN_OPSET = 12
+
+# Comparator thresholds (see README "Verification thresholds" for the reasoning).
+DEFAULT_VERIFY = {
+    "fp32": {"atol": 1e-3, "rtol": 1e-3, "min_cosine": 0.9999, "min_match_rate": 0.99,
+             "max_score_delta": 0.01, "min_iou": 0.99, "max_kpt_px": 1.0},
+    "fp16": {"atol": 0.5, "rtol": 0.05, "min_cosine": 0.999, "min_match_rate": 0.95,
+             "max_score_delta": 0.05, "min_iou": 0.95, "max_kpt_px": 3.0},
+}
+
+DEFAULTS_KEYS = {"imgsz", "opset", "precision", "batch", "workspace", "verify", "verify_images"}
+MODEL_KEYS = {"name", "source", "task"} | DEFAULTS_KEYS
+PASSTHROUGH_KEYS = {"name", "source"}
+TOP_KEYS = {"defaults", "models", "passthrough"}
+BUILTIN_DEFAULTS: dict[str, Any] = {"imgsz": 640, "opset": 12, "precision": "fp16", "batch": 1,
+                                    "workspace": None, "verify": {}, "verify_images": None}
+
+
+@dataclass(frozen=True)
+class Batch:
+    min: int
+    opt: int
+    max: int
+
+    @property
+    def dynamic(self) -> bool:
+        return not (self.min == self.opt == self.max)
+
+    def to_json(self) -> dict:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    source: str               # relative to the config folder, e.g. yolo/yolov8n.pt
+    task: str
+    imgsz: int
+    opset: int
+    precision: str
+    batch: Batch
+    workspace: float | None   # GiB; None lets TensorRT decide
+    verify: dict
+    verify_images: Path | None
+    root: Path                # the config's folder
+
+    @property
+    def source_path(self) -> Path:
+        return self.root / self.source
+
+    @property
+    def stem(self) -> str:
+        """Source path without suffix, e.g. ``yolo/yolov8n``: outputs mirror it."""
+        return str(Path(self.source).with_suffix(""))
+
+    def export_options(self) -> dict:
+        return {"imgsz": self.imgsz, "opset": self.opset, "batch": self.batch.to_json(),
+                "task": self.task}
+
+    def thresholds(self, precision: str | None = None) -> dict:
+        base = dict(DEFAULT_VERIFY[precision or self.precision])
+        base.update(self.verify.get(precision or self.precision, {}) if any(
+            k in self.verify for k in PRECISIONS) else self.verify)
+        return base
+
+
+@dataclass
+class PassthroughSpec:
+    name: str
+    source: str
+    root: Path
+
+    @property
+    def source_path(self) -> Path:
+        return self.root / self.source
+
+
+@dataclass
+class Config:
+    path: Path
+    models: list[ModelSpec]
+    passthrough: list[PassthroughSpec] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def onnx_dir(self) -> Path:
+        return self.root / "onnx"
+
+    @property
+    def engines_dir(self) -> Path:
+        return self.root / "engines"
+
+    def select(self, names: tuple[str, ...] | list[str] | None) -> list[ModelSpec]:
+        if not names:
+            return list(self.models)
+        known = {m.name: m for m in self.models}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"unknown model(s) {', '.join(unknown)}", file=self.path,
+                              fix=f"use one of: {', '.join(known)}")
+        return [known[n] for n in names]
+
+
+def _err(what: str, where: str, path: Path, fix: str) -> ConfigError:
+    return ConfigError(what, model=where, file=path, fix=fix)
+
+
+def _check_keys(entry: dict, allowed: set[str], where: str, path: Path) -> None:
+    extra = sorted(set(entry) - allowed)
+    if extra:
+        raise _err(f"unknown key(s) {', '.join(extra)}", where, path,
+                   f"remove them; allowed keys are {', '.join(sorted(allowed))}")
+
+
+def _parse_batch(value: Any, where: str, path: Path) -> Batch:
+    fix = "write batch as a positive integer (static) or {min: 1, opt: 4, max: 8} (dynamic)"
+    if isinstance(value, bool):
+        raise _err(f"batch {value!r} is not valid", where, path, fix)
+    if isinstance(value, int):
+        if value < 1:
+            raise _err(f"batch {value} must be at least 1", where, path, fix)
+        return Batch(value, value, value)
+    if isinstance(value, dict):
+        if set(value) != {"min", "opt", "max"} or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value.values()):
+            raise _err(f"batch {value!r} needs exactly min, opt and max, each a positive integer",
+                       where, path, fix)
+        b = Batch(value["min"], value["opt"], value["max"])
+        if not b.min <= b.opt <= b.max:
+            raise _err(f"batch needs min <= opt <= max, got {value!r}", where, path, fix)
+        return b
+    raise _err(f"batch {value!r} is not valid", where, path, fix)
+
+
+def _merged(entry: dict, defaults: dict, where: str, path: Path, root: Path) -> dict:
+    opts = {**BUILTIN_DEFAULTS, **defaults, **{k: v for k, v in entry.items() if k in DEFAULTS_KEYS}}
+    imgsz = opts["imgsz"]
+    if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz <= 0 or imgsz % 32:
+        raise _err(f"imgsz {imgsz!r} is not a positive multiple of 32 (the YOLO stride)", where,
+                   path, "use 320, 416, 480, 640, ... (a multiple of 32)")
+    opset = opts["opset"]
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
+        raise _err(f"opset {opset!r} is below {MIN_OPSET}", where, path,
+                   f"use opset {MIN_OPSET} or higher (TensorRT's ONNX parser needs it)")
+    if opts["precision"] not in PRECISIONS:
+        raise _err(f"precision {opts['precision']!r} is not one of {', '.join(PRECISIONS)}",
+                   where, path, "use precision: fp16 or precision: fp32")
+    ws = opts["workspace"]
+    if ws is not None and (isinstance(ws, bool) or not isinstance(ws, (int, float)) or ws <= 0):
+        raise _err(f"workspace {ws!r} must be a positive number of GiB", where, path,
+                   "write e.g. workspace: 4, or remove it to let TensorRT decide")
+    if not isinstance(opts["verify"], dict):
+        raise _err("verify must be a mapping of thresholds", where, path,
+                   "write e.g. verify: {min_match_rate: 0.9}")
+    known_thr = set(DEFAULT_VERIFY["fp32"]) | set(PRECISIONS)
+    bad = sorted(set(opts["verify"]) - known_thr)
+    if bad:
+        raise _err(f"unknown verify threshold(s) {', '.join(bad)}", where, path,
+                   f"use any of {', '.join(sorted(known_thr))}")
+    vi = opts["verify_images"]
+    opts["verify_images"] = _inside(root, vi, where, path, "verify_images") if vi else None
+    opts["batch"] = _parse_batch(opts["batch"], where, path)
+    return opts
+
+
+def _inside(root: Path, rel: Any, where: str, path: Path, key: str) -> Path:
+    if not isinstance(rel, str) or not rel:
+        raise _err(f"{key} must be a relative path string", where, path,
+                   f"set {key}: to a path relative to {root}")
+    p = Path(rel)
+    resolved = (root / p).resolve()
+    if p.is_absolute() or not resolved.is_relative_to(root.resolve()):
+        raise _err(f"{key} {rel!r} points outside the config's folder {root}", where, path,
+                   f"move the file under {root} and give its path relative to it")
+    return root / p
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", file=path,
+                          fix="pass --config PATH or create models/models.yaml (see README)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", file=path, fix="fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError("top level must be a mapping", file=path,
+                          fix="start the file with defaults:, models: and passthrough:")
+    _check_keys(data, TOP_KEYS, "(top level)", path)
+    root = path.parent
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise _err("defaults must be a mapping", "defaults", path, "write defaults: {imgsz: 640}")
+    _check_keys(defaults, DEFAULTS_KEYS, "defaults", path)
+    raw_models = data.get("models") or []
+    if not isinstance(raw_models, list) or not raw_models:
+        raise ConfigError("models: must be a non-empty list", file=path,
+                          fix="list at least one {name, source, task} entry under models:")
+    seen: set[str] = set()
+    models: list[ModelSpec] = []
+    for i, entry in enumerate(raw_models):
+        if not isinstance(entry, dict):
+            raise _err("entry is not a mapping", f"models[{i}]", path, "write {name:, source:, task:}")
+        where = str(entry.get("name") or f"models[{i}]")
+        _check_keys(entry, MODEL_KEYS, where, path)
+        for req in ("name", "source", "task"):
+            if not entry.get(req):
+                raise _err(f"missing required field '{req}'", where, path,
+                           f"add {req}: to this entry")
+        name = str(entry["name"])
+        if name in seen:
+            raise _err("duplicate model name", name, path, "give every model a unique name")
+        seen.add(name)
+        if entry["task"] not in TASKS:
+            raise _err(f"task {entry['task']!r} is not supported", name, path,
+                       f"use one of: {', '.join(TASKS)}")
+        _inside(root, entry["source"], name, path, "source")
+        opts = _merged(entry, defaults, name, path, root)
+        models.append(ModelSpec(name=name, source=str(Path(entry["source"])), task=entry["task"],
+                                imgsz=opts["imgsz"], opset=opts["opset"],
+                                precision=opts["precision"], batch=opts["batch"],
+                                workspace=opts["workspace"], verify=opts["verify"],
+                                verify_images=opts["verify_images"], root=root))
+    passthrough: list[PassthroughSpec] = []
+    for i, entry in enumerate(data.get("passthrough") or []):
+        where = str(entry.get("name") or f"passthrough[{i}]") if isinstance(entry, dict) else f"passthrough[{i}]"
+        if not isinstance(entry, dict):
+            raise _err("entry is not a mapping", where, path, "write {name:, source:}")
+        _check_keys(entry, PASSTHROUGH_KEYS, where, path)
+        for req in ("name", "source"):
+            if not entry.get(req):
+                raise _err(f"missing required field '{req}'", where, path, f"add {req}: to this entry")
+        if entry["name"] in seen:
+            raise _err("duplicate model name", entry["name"], path, "give every model a unique name")
+        seen.add(entry["name"])
+        _inside(root, entry["source"], entry["name"], path, "source")
+        passthrough.append(PassthroughSpec(entry["name"], str(Path(entry["source"])), root))
+    return Config(path=path, models=models, passthrough=passthrough)

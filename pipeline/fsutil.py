@@ -1,0 +1,80 @@
+"""Atomic writes, hashing and locks: every stage writes through these."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path | str, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it over ``dest`` only on success.
+
+    The temp file lives in the same folder so the final ``os.replace`` is atomic; on any
+    exception (Ctrl-C included) it is removed and ``dest`` keeps its previous content.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + suffix, dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes_atomic(dest: Path | str, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(dest: Path | str, obj: object) -> None:
+    write_bytes_atomic(dest, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path: Path | str) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def lock_for(path: Path | str, timeout: float = -1) -> FileLock:
+    """A lock file beside ``path`` (``.<name>.lock``), shared by every process."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.parent / f".{path.name}.lock"), timeout=timeout)
+
+
+def check_writable(folder: Path) -> str | None:
+    """Return a reason if ``folder`` (created if missing) cannot be written, else None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+        return None
+    except OSError as exc:
+        return f"{exc.strerror or exc}"

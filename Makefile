@@ -55,4 +55,4 @@ deploy: $(STAMP) ## Resolve the engine set for this host, then start pyt-api-pro
 	$(COMPOSE) -f docker-compose.prod.full.yml --env-file .env.engines up -d
 
 clean: ## Remove generated ONNX and engines (never a checkpoint you placed)
-	$(PY) -m pipeline --config $(CONFIG) clean
+	$(PY) -m pipeline --config $(CONFIG) clean --yes

@@ -1,4 +1,214 @@
-"""Registers every subcommand on `pipeline.cli.cli`."""
+"""The stage commands, registered on `pipeline.cli.cli`."""
 from __future__ import annotations
 
-from .cli import cli  # noqa: F401
+import shutil
+from pathlib import Path
+
+import click
+
+from .cli import Ctx, cli, fail
+from .errors import PipelineError
+
+MODEL_OPT = click.option("--model", "-m", "models", multiple=True, metavar="NAME",
+                         help="Only this model (repeatable). Default: every model in models.yaml.")
+KEEP_GOING_OPT = click.option("--keep-going", is_flag=True,
+                              help="Carry on with the other models after one fails (exit is still 1).")
+FORCE_OPT = click.option("--force", is_flag=True, help="Redo the work even when the cache says it is current.")
+
+
+def _load(ctx: Ctx):
+    try:
+        return ctx.config()
+    except PipelineError as err:
+        fail(ctx, err, code=2)
+
+
+@cli.command("demo-models")
+@click.pass_obj
+def demo_models_cmd(ctx: Ctx) -> None:
+    """Write seeded demo checkpoints where models.yaml's sources are missing.
+
+    Built from Ultralytics' bundled architectures (yolov8n, a 2-class hairnet yolov8n,
+    yolov8n-pose) with a fixed seed; never overwrites an existing file. Everything built
+    from them is marked as demo weights, and `engines resolve` refuses such sets unless
+    --allow-demo is given.
+    """
+    from .demo import demo_models
+    cfg = _load(ctx)
+    done = demo_models(cfg, log=ctx.echo)
+    ctx.emit({"ok": True, "models": done})
+    for d in done:
+        ctx.echo(f"{d['model']}: {d['action']}")
+
+
+def run_export(ctx: Ctx, cfg, names, keep_going: bool, force: bool):
+    from .stages.export import export_all
+    try:
+        specs = cfg.select(names)
+    except PipelineError as err:
+        fail(ctx, err, code=2)
+    records, errors = export_all(cfg, specs, keep_going=keep_going, force=force, log=ctx.echo)
+    return records, errors
+
+
+@cli.command("export")
+@MODEL_OPT
+@KEEP_GOING_OPT
+@FORCE_OPT
+@click.pass_obj
+def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool) -> None:
+    """Export checkpoints to ONNX (opset from models.yaml), simplified and checked.
+
+    Writes models/onnx/<source path>.onnx, an FP16 twin (.fp16.onnx) and a record
+    (.export.json) with I/O, simplification and parity against PyTorch on real images.
+    Skipped when the checkpoint, options and tool versions are unchanged.
+    """
+    cfg = _load(ctx)
+    records, errors = run_export(ctx, cfg, models, keep_going, force)
+    ctx.emit({"ok": not errors, "exports": records, "errors": [e.to_json() for e in errors]})
+    if errors:
+        fail(ctx, errors)
+
+
+@cli.command("clean")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def clean_cmd(ctx: Ctx, yes: bool) -> None:
+    """Remove generated ONNX files and engine sets; checkpoints are never touched."""
+    cfg = _load(ctx)
+    targets = [p for p in (cfg.onnx_dir, cfg.engines_dir) if p.exists()]
+    if not targets:
+        ctx.echo("nothing to clean")
+        return
+    if not yes and not ctx.json:
+        click.confirm(f"Remove {', '.join(map(str, targets))}?", abort=True)
+    for p in targets:
+        shutil.rmtree(p)
+        ctx.echo(f"removed {p}")
+
+
+BACKEND_OPT = click.option(
+    "--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True,
+    envvar="ENGINES_BACKEND",
+    help="auto: the full TensorRT when it imports and a GPU is present, else TensorRT for RTX.")
+TARGET_OPT = click.option(
+    "--target", "targets", default=None, metavar="SM,...", envvar="ENGINES_TARGET",
+    help="TensorRT for RTX only: compute capabilities to build for, e.g. sm86,sm89,sm120 "
+         "(default: every one it supports). The full TensorRT builds for the GPU it runs on.")
+WORKSPACE_OPT = click.option(
+    "--workspace", type=float, default=None, metavar="GIB", envvar="ENGINES_WORKSPACE",
+    help="Builder workspace limit in GiB, overriding models.yaml; checked against the GPU's free "
+         "memory. Default: let TensorRT decide.")
+GPU_FACTS_OPT = click.option(
+    "--gpu-facts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="Saved `nvidia-smi --query-gpu=...` CSV or NVML JSON used instead of asking the driver "
+         "(for checks on a machine without the GPU).")
+
+
+def _backend(ctx: Ctx, name: str, targets: str | None, gpu_facts: Path | None):
+    from .backends.trt_backends import choose_backend, parse_target
+    from .hardware import detect_gpus
+    try:
+        tlist = [parse_target(t) for t in targets.split(",")] if targets else None
+    except ValueError as exc:
+        fail(ctx, PipelineError(f"unknown target {exc}", fix="write targets like sm86,sm89,sm120"), code=2)
+    gpus = detect_gpus(gpu_facts)
+    try:
+        return choose_backend(name, tlist, gpus, log=ctx.echo), gpus
+    except PipelineError as err:
+        fail(ctx, err, code=2)
+
+
+def run_build(ctx: Ctx, cfg, names, backend, gpus, workspace, keep_going, force):
+    from .stages.build import build_all
+    try:
+        return build_all(cfg, cfg.select(names), backend, gpus, workspace=workspace,
+                         keep_going=keep_going, force=force, log=ctx.echo)
+    except PipelineError as err:
+        return {"models": {}}, [err]
+
+
+@cli.command("build")
+@MODEL_OPT
+@BACKEND_OPT
+@TARGET_OPT
+@WORKSPACE_OPT
+@GPU_FACTS_OPT
+@KEEP_GOING_OPT
+@FORCE_OPT
+@click.pass_obj
+def build_cmd(ctx: Ctx, models, backend, targets, workspace, gpu_facts, keep_going, force) -> None:
+    """Build engines from the exported ONNX into models/engines/<tag>/.
+
+    <tag> is trt-<version>-sm<cc> (full TensorRT) or trtrtx-<version>-sm<cc>_<cc>...
+    (TensorRT for RTX). Each engine is gated by the onnx-level verification before it is
+    published; unchanged models are skipped.
+    """
+    cfg = _load(ctx)
+    be, gpus = _backend(ctx, backend, targets, gpu_facts)
+    summary, errors = run_build(ctx, cfg, models, be, gpus, workspace, keep_going, force)
+    ctx.emit({"ok": not errors, "build": summary, "errors": [e.to_json() for e in errors]})
+    if errors:
+        fail(ctx, errors)
+
+
+@cli.command("run")
+@MODEL_OPT
+@BACKEND_OPT
+@TARGET_OPT
+@WORKSPACE_OPT
+@GPU_FACTS_OPT
+@KEEP_GOING_OPT
+@FORCE_OPT
+@click.option("--no-demo", is_flag=True,
+              help="Fail on missing checkpoints instead of writing seeded demo weights.")
+@click.pass_obj
+def run_cmd(ctx: Ctx, models, backend, targets, workspace, gpu_facts, keep_going, force, no_demo) -> None:
+    """All stages: demo weights where checkpoints are missing, export, build, verify, publish.
+
+    This is what `make engines` and the builder container run. A second run with nothing
+    changed does no work.
+    """
+    cfg = _load(ctx)
+    if not no_demo and any(not m.source_path.exists() for m in cfg.models):
+        from .demo import demo_models
+        demo_models(cfg, log=ctx.echo)
+    records, errors = run_export(ctx, cfg, models, keep_going, force)
+    exported = [r["model"] for r in records]
+    summary: dict = {"models": {}}
+    if exported:
+        be, gpus = _backend(ctx, backend, targets, gpu_facts)
+        summary, build_errors = run_build(ctx, cfg, exported, be, gpus, workspace, keep_going, force)
+        errors += build_errors
+        ctx.echo(f"engine set: {summary.get('set')}")
+        for name, state in summary["models"].items():
+            ctx.echo(f"  {name}: {state}")
+    ctx.emit({"ok": not errors, "exports": [{k: r[k] for k in ("model", "status", "files")} for r in records],
+              "build": summary, "errors": [e.to_json() for e in errors]})
+    if errors:
+        fail(ctx, errors)
+
+
+@cli.command("list")
+@click.pass_obj
+def list_cmd(ctx: Ctx) -> None:
+    """Show every engine set: tag, backend, version, targets, models, status, demo weights."""
+    cfg_path = ctx.config_path
+    sets = es_list(cfg_path.parent / "engines")
+    rows = [{"tag": s.tag, "backend": s.manifest.get("backend"), "version": s.manifest.get("trt_version"),
+             "targets": s.manifest.get("targets"), "models": sorted(s.models), "status": s.status(),
+             "demo": s.demo, "path": str(s.path)} for s in sets]
+    ctx.emit({"ok": True, "sets": rows})
+    if not rows:
+        ctx.echo(f"no engine sets under {cfg_path.parent / 'engines'} (run `make engines`)")
+    for r in rows:
+        ctx.echo(f"{r['tag']}  {r['backend']} {r['version']}  targets {','.join(r['targets'] or [])}  "
+                 f"status {r['status']}{'  DEMO WEIGHTS' if r['demo'] else ''}\n    models: {', '.join(r['models'])}")
+
+
+def es_list(path):
+    from .engine_set import list_sets
+    return list_sets(path)
+
+
+from . import cli_deploy, cli_docker  # noqa: E402,F401  (register resolve and docker)

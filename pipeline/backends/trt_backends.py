@@ -1,0 +1,173 @@
+"""The two TensorRT build backends behind one interface, and `--backend auto`.
+
+``tensorrt``: the full TensorRT (NGC container), builds for the GPU it runs on.
+``tensorrt-rtx``: TensorRT for RTX from PyPI, builds ahead of time for listed compute
+capabilities on a machine with or without a GPU; its engines run only on those GPUs.
+
+Versions come from package metadata, so the incremental check imports no TensorRT.
+"""
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+
+from ..errors import PipelineError
+
+# Distribution names that carry each module (metadata lookups, no import).
+TRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
+             "tensorrt-cu12-bindings", "tensorrt-bindings")
+RTX_DISTS = ("tensorrt-rtx-cu13-bindings", "tensorrt-rtx-cu12-bindings", "tensorrt-rtx")
+# TensorRT for RTX 1.7's ComputeCapability enum; read from the module when it imports.
+RTX_KNOWN_TARGETS = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+
+
+def _dist_version(names) -> str | None:
+    for n in names:
+        try:
+            return metadata.version(n)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _import_real(name: str):
+    """Import a TensorRT module, rejecting stub-only namespace packages (tensorrt-stubs
+    installs a bare ``tensorrt/`` folder of .pyi files that imports as an empty package)."""
+    try:
+        mod = importlib.import_module(name)
+    except ImportError as exc:
+        return None, f"`import {name}` failed: {exc}"
+    if not hasattr(mod, "Builder"):
+        return None, f"`{name}` is only type stubs here (no Builder)"
+    return mod, None
+
+
+def parse_target(token: str) -> str:
+    """'sm86' / '86' / '8.6' -> '8.6'."""
+    t = token.strip().lower().removeprefix("sm").removeprefix("_")
+    if "." in t:
+        major, minor = t.split(".", 1)
+    elif len(t) >= 2 and t.isdigit():
+        major, minor = t[:-1], t[-1]
+    else:
+        raise ValueError(token)
+    return f"{int(major)}.{int(minor)}"
+
+
+class TensorRTRTX:
+    name = "tensorrt-rtx"
+    module_name = "tensorrt_rtx_bindings"
+    strongly_typed = True   # TensorRT for RTX networks are always strongly typed
+    gpu = None              # builds ahead of time; no build GPU recorded
+
+    def __init__(self, targets: list[str] | None = None):
+        self.targets = sorted(targets or self.supported_targets(), key=_cc_key)
+        unknown = [t for t in self.targets if t not in self.supported_targets()]
+        if unknown:
+            raise PipelineError(
+                f"TensorRT for RTX cannot target compute capability {', '.join(unknown)}",
+                fix=f"use --target with any of: {', '.join('sm' + t.replace('.', '') for t in self.supported_targets())}")
+
+    @classmethod
+    def supported_targets(cls) -> tuple[str, ...]:
+        return RTX_KNOWN_TARGETS
+
+    @classmethod
+    def version(cls) -> str | None:
+        return _dist_version(RTX_DISTS)
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        v = cls.version()
+        return (True, f"TensorRT for RTX {v} is installed") if v else (
+            False, "TensorRT for RTX is not installed (pip install '.[rtx]')")
+
+    def module(self):
+        mod, why = _import_real(self.module_name)
+        if mod is None:
+            raise PipelineError(f"TensorRT for RTX cannot be used: {why}",
+                                fix="pip install 'tensorrt-rtx-cu13-libs' 'tensorrt-rtx-cu13-bindings' "
+                                    "(the `rtx` extra), or use --backend tensorrt in the NGC container")
+        return mod
+
+    def target_enums(self, trt) -> list:
+        return [getattr(trt.ComputeCapability, "SM" + t.replace(".", "")) for t in self.targets]
+
+    def can_run_engines(self) -> bool:
+        """Never on the build machine here: engines are verified on a target GPU later."""
+        return False
+
+
+class TensorRT:
+    name = "tensorrt"
+    module_name = "tensorrt"
+
+    def __init__(self, gpu):
+        self.gpu = gpu  # hardware.GpuFacts of the build GPU (the engine's only target)
+        self.targets = [gpu.compute_cap]
+
+    @classmethod
+    def version(cls) -> str | None:
+        return _dist_version(TRT_DISTS)
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        v = cls.version()
+        return (True, f"TensorRT {v} is installed") if v else (
+            False, "the full TensorRT is not installed (it ships in the NGC container)")
+
+    def module(self):
+        mod, why = _import_real(self.module_name)
+        if mod is None:
+            raise PipelineError(f"TensorRT cannot be used: {why}",
+                                fix="run inside the builder container (`make engines-docker`), "
+                                    "or use --backend tensorrt-rtx")
+        return mod
+
+    @property
+    def strongly_typed(self) -> bool:
+        """TensorRT 11 removed BuilderFlag.FP16: FP16 then means building the FP16 ONNX."""
+        return not hasattr(self.module().BuilderFlag, "FP16")
+
+    def target_enums(self, trt) -> list:
+        return []
+
+    def can_run_engines(self) -> bool:
+        return True
+
+
+def _cc_key(cc: str):
+    return tuple(int(x) for x in cc.split("."))
+
+
+def choose_backend(name: str, targets: list[str] | None, gpus: list, log=lambda m: None):
+    """Resolve --backend (auto|tensorrt|tensorrt-rtx) to a backend object, saying why."""
+    if name == "auto":
+        ok, why = TensorRT.available()
+        if ok and gpus:
+            log(f"backend: tensorrt ({why}; GPU {gpus[0].name})")
+            name = "tensorrt"
+        else:
+            reason = why if not ok else "no GPU found"
+            log(f"backend: tensorrt-rtx ({reason}; TensorRT for RTX builds without a GPU)")
+            name = "tensorrt-rtx"
+    if name == "tensorrt-rtx":
+        ok, why = TensorRTRTX.available()
+        if not ok:
+            raise PipelineError(why, fix="pip install -e '.[rtx]' (make install does this)")
+        return TensorRTRTX(targets)
+    if name == "tensorrt":
+        ok, why = TensorRT.available()
+        if not ok:
+            raise PipelineError(why, fix="run in the builder container: docker compose -f "
+                                         "docker-compose.build.yml run builder")
+        if not gpus:
+            raise PipelineError("--backend tensorrt needs a GPU to build on, and none was found",
+                                fix="run on a GPU host, or use --backend tensorrt-rtx for RTX targets")
+        if targets and targets != [gpus[0].compute_cap]:
+            raise PipelineError(
+                f"TensorRT builds only for the GPU it runs on (sm{gpus[0].compute_cap}); "
+                f"--target {', '.join(targets)} cannot be honoured",
+                fix="drop --target, or build on a GPU of that compute capability")
+        return TensorRT(gpus[0])
+    raise PipelineError(f"unknown backend {name!r}", fix="use auto, tensorrt or tensorrt-rtx")

@@ -1,0 +1,118 @@
+"""ONNX -> serialized plan with the TensorRT builder API shared by TensorRT 10/11 and
+TensorRT for RTX (same class and method names; the module object is passed in).
+
+Only post-10.0 API is used: ``create_network``, ``OnnxParser``, ``set_memory_pool_limit``,
+``build_serialized_network``, optimization profiles by tensor name. Features are
+detected with ``hasattr``, never by parsing version numbers.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import PipelineError
+from ..fsutil import atomic_path, lock_for
+
+
+@dataclass
+class BuildRequest:
+    model: str
+    onnx: Path                      # the file to parse (the FP16 twin for strongly typed FP16)
+    use_fp16_flag: bool             # BuilderFlag.FP16 (weakly typed TensorRT 10 only)
+    strongly_typed: bool            # pass NetworkDefinitionCreationFlag.STRONGLY_TYPED if it exists
+    imgsz: int
+    batch: dict                     # {min, opt, max}
+    workspace_bytes: int | None
+    timing_cache: Path | None
+    targets: list = field(default_factory=list)  # TensorRT for RTX ComputeCapability enums
+
+
+def make_logger(trt, keep: int = 40):
+    """A logger that keeps the last ``keep`` warnings/errors for error messages."""
+    class _Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.lines = collections.deque(maxlen=keep)
+
+        def log(self, severity, msg):
+            if severity <= trt.ILogger.Severity.WARNING:
+                self.lines.append(f"[{severity.name}] {msg}")
+    return _Logger()
+
+
+def parse_onnx(trt, builder, logger, req: BuildRequest):
+    flags = 0
+    if req.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    try:
+        ok = parser.parse_from_file(str(req.onnx))
+    except Exception as exc:  # the bindings raise on unreadable files
+        ok, extra = False, [f"parser raised {type(exc).__name__}: {exc}"]
+    else:
+        extra = []
+    if not ok:
+        details = extra + [
+            f"node '{e.node_name()}' (op {e.node_operator() or '?'}): {e.desc()}"
+            for e in (parser.get_error(i) for i in range(parser.num_errors))]
+        raise PipelineError(
+            f"TensorRT's ONNX parser rejected the model ({len(details)} error(s))",
+            model=req.model, file=req.onnx, details=details or list(logger.lines)[-5:],
+            fix="if the file is truncated, rerun `engines export --force`; for an unsupported op, "
+                "re-export with a different opset or replace the op in the model")
+    return network, parser
+
+
+def build_plan(trt, req: BuildRequest) -> bytes:
+    """Build and return the serialized plan; errors name the model, file and next step."""
+    logger = make_logger(trt)
+    builder = trt.Builder(logger)
+    network, _parser = parse_onnx(trt, builder, logger, req)
+    config = builder.create_builder_config()
+    if req.workspace_bytes:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(req.workspace_bytes))
+    if req.use_fp16_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if req.targets:
+        config.num_compute_capabilities = len(req.targets)
+        for i, cc in enumerate(req.targets):
+            config.set_compute_capability(cc, i)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        shape = lambda b: (b, 3, req.imgsz, req.imgsz)  # noqa: E731
+        profile.set_shape(t.name, shape(req.batch["min"]), shape(req.batch["opt"]), shape(req.batch["max"]))
+    config.add_optimization_profile(profile)
+
+    cache = None
+    if req.timing_cache is not None and hasattr(config, "create_timing_cache"):
+        with lock_for(req.timing_cache):
+            data = req.timing_cache.read_bytes() if req.timing_cache.is_file() else b""
+        cache = config.create_timing_cache(data)
+        config.set_timing_cache(cache, False)  # ignore_mismatch=False: never reuse across GPUs
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise PipelineError("TensorRT returned no engine", model=req.model, file=req.onnx,
+                            details=list(logger.lines)[-10:] or ["(TensorRT logged nothing)"],
+                            fix="read the log lines above; for out-of-memory lower `workspace` "
+                                "or the batch max in models.yaml")
+    if cache is not None:
+        merge_timing_cache(config, cache, req.timing_cache)
+    return bytes(plan)
+
+
+def merge_timing_cache(config, cache, path: Path) -> None:
+    """Merge this build's timings into the shared file under a lock (Polygraphy's way):
+    another builder may have added entries since we loaded it."""
+    with lock_for(path):
+        current = path.read_bytes() if path.is_file() else b""
+        merged = config.create_timing_cache(current)
+        with contextlib.suppress(Exception):  # a corrupt file is replaced, not fatal
+            merged.combine(cache, False)
+        if not current:
+            merged = cache
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(bytes(merged.serialize()))

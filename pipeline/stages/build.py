@@ -1,0 +1,222 @@
+"""Build stage: ONNX -> TensorRT engine sets, checked before and verified after.
+
+Per model: pre-build checks (workspace vs free GPU memory, fast FP16, disk room), build
+into ``models/engines/.staging/``, the ``onnx`` verification level as a gate, then the
+set is published: files renamed into ``models/engines/<tag>/`` and the manifest written
+last, all under the set's lock. A model whose inputs, options, backend version and
+targets are unchanged is skipped without importing TensorRT.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from .. import engine_set as es
+from ..config import Config, ModelSpec
+from ..engine_file import engine_bytes, metadata_from_onnx
+from ..errors import PipelineError
+from ..fsutil import check_writable, sha256_file, sha256_json
+from .export import cached_record, onnx_paths
+
+GIB = 1 << 30
+BUILD_VERSION = 1  # bump when the build procedure changes
+
+
+def build_options(spec: ModelSpec, backend, workspace_gib: float | None) -> dict:
+    strongly = backend.strongly_typed
+    fp16 = spec.precision == "fp16"
+    return {"precision": spec.precision, "imgsz": spec.imgsz, "batch": spec.batch.to_json(),
+            "workspace_gib": workspace_gib,
+            "onnx": "fp16" if (fp16 and strongly) else "fp32",
+            "fp16_flag": bool(fp16 and not strongly), "strongly_typed": strongly}
+
+
+def cache_key(onnx_sha: str, options: dict, backend) -> str:
+    return sha256_json({"onnx": onnx_sha, "options": options, "backend": backend.name,
+                        "version": backend.version(), "targets": backend.targets,
+                        "gpu": getattr(backend.gpu, "name", None), "build_version": BUILD_VERSION})
+
+
+def pre_build_checks(spec: ModelSpec, backend, workspace_gib: float | None, gpus: list,
+                     onnx_file: Path, out_dir: Path) -> None:
+    """Refuse builds that would fail late: memory, FP16 support, disk room."""
+    from ..hardware import free_memory_gib, has_fast_fp16
+    target_gpu = backend.gpu or (gpus[0] if gpus else None)
+    if workspace_gib is not None and target_gpu is not None:
+        free = free_memory_gib(target_gpu)
+        if free is not None and workspace_gib > free:
+            raise PipelineError(
+                f"workspace {workspace_gib:g} GiB exceeds the {free:.1f} GiB free on "
+                f"{target_gpu.name} (GPU {target_gpu.index})", model=spec.name, file=spec.root / "models.yaml",
+                fix=f"set workspace: {max(int(free * 0.8), 1)} (or less) in models.yaml or pass "
+                    "--workspace, or free GPU memory")
+    if spec.precision == "fp16":
+        for cc in backend.targets:
+            if not has_fast_fp16(cc):
+                raise PipelineError(
+                    f"FP16 requested but compute capability {cc} has no fast FP16",
+                    model=spec.name, file=onnx_file,
+                    fix="set precision: fp32 for this model, or build for a newer GPU")
+    why = check_writable(out_dir)
+    if why:
+        raise PipelineError(f"engine folder is not writable: {why}", model=spec.name, file=out_dir,
+                            fix="fix its permissions (the container runs as your uid) or pass "
+                                "--config pointing at a writable copy")
+    need = onnx_file.stat().st_size * 3  # engine + plan + headroom; FP16 engines are smaller
+    free_disk = shutil.disk_usage(out_dir).free
+    if free_disk < need:
+        raise PipelineError(f"not enough disk: about {need >> 20} MiB needed, {free_disk >> 20} MiB free",
+                            model=spec.name, file=out_dir, fix="free disk space or run `make clean`")
+
+
+def timing_cache_path(cfg: Config, backend) -> Path:
+    gpu = getattr(backend.gpu, "name", None) or "aot-" + "_".join(backend.targets)
+    cuda = getattr(backend.gpu, "cuda", None) or "none"
+    slug = "".join(c if c.isalnum() or c in ".-_" else "_" for c in f"{backend.name}-{backend.version()}-{gpu}-cuda{cuda}")
+    return cfg.engines_dir / ".cache" / f"{slug}.timing"
+
+
+def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dict, staging: Path,
+               gpus: list, log) -> dict:
+    """Build and gate one engine into ``staging``; returns its manifest entry."""
+    from ..backends.trt_builder import BuildRequest, build_plan
+    from .verify import verify_onnx_level
+
+    paths = onnx_paths(cfg, spec)
+    onnx_file = paths["fp16"] if options["onnx"] == "fp16" else paths["fp32"]
+    pre_build_checks(spec, backend, options["workspace_gib"], gpus, onnx_file, staging)
+    trt = backend.module()
+    req = BuildRequest(model=spec.name, onnx=onnx_file, use_fp16_flag=options["fp16_flag"],
+                       strongly_typed=options["strongly_typed"], imgsz=spec.imgsz, batch=options["batch"],
+                       workspace_bytes=int(options["workspace_gib"] * GIB) if options["workspace_gib"] else None,
+                       timing_cache=timing_cache_path(cfg, backend), targets=backend.target_enums(trt))
+    log(f"{spec.name}: building {onnx_file.name} with {backend.name} {backend.version()} "
+        f"for sm{', sm'.join(backend.targets)}")
+    t0 = time.perf_counter()
+    plan = build_plan(trt, req)
+    seconds = round(time.perf_counter() - t0, 2)
+
+    import onnx
+    props = {p.key: p.value for p in onnx.load(str(paths["fp32"]), load_external_data=False).metadata_props}
+    meta = metadata_from_onnx(props)
+    meta["batch"] = spec.batch.max
+    meta["engine_pipeline"] = {"backend": backend.name, "trt_version": backend.version(),
+                               "targets": backend.targets, "precision": spec.precision,
+                               "batch": spec.batch.to_json(), "demo": record.get("demo", False)}
+    stem = Path(spec.stem)
+    files = {"engine": staging / f"{stem}.engine", "plan": staging / f"{stem}.plan"}
+    files["engine"].parent.mkdir(parents=True, exist_ok=True)
+    files["engine"].write_bytes(engine_bytes(plan, meta))
+    files["plan"].write_bytes(plan)
+
+    log(f"{spec.name}: built in {seconds}s; verifying the {options['onnx']} ONNX it was built from")
+    onnx_level = verify_onnx_level(spec, record, paths["fp32"], onnx_file, spec.precision)
+    return {"task": spec.task, "source": spec.source, "engine": f"{stem}.engine", "plan": f"{stem}.plan",
+            "sha256": {"source": record["sha256"]["source"], "onnx": record["sha256"][options["onnx"]]},
+            "options": options, "build_seconds": seconds, "demo": record.get("demo", False),
+            "status": "ok" if onnx_level["status"] == "passed" else "failed",
+            "error": None if onnx_level["status"] == "passed" else "; ".join(onnx_level["reasons"]),
+            "verification": {"onnx": onnx_level,
+                             "engine": {"status": "pending", "runs": [],
+                                        "note": "run `engines verify` on a target GPU"}},
+            "reproduce": f"engines build --model {spec.name} --backend {backend.name}"
+                         + (f" --target {','.join('sm' + t.replace('.', '') for t in backend.targets)}"
+                            if backend.name == "tensorrt-rtx" else ""),
+            "_staged": files}
+
+
+def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspace: float | None = None,
+              keep_going: bool = False, force: bool = False,
+              log: Callable[[str], None] = lambda m: None) -> tuple[dict, list[PipelineError]]:
+    """Build ``specs`` into the backend's set; returns (summary, errors)."""
+    tag = es.make_tag(backend.name, backend.version(), backend.targets)
+    set_dir = cfg.engines_dir / tag
+    errors: list[PipelineError] = []
+    summary: dict = {"tag": tag, "set": str(set_dir), "backend": backend.name,
+                     "version": backend.version(), "targets": backend.targets, "models": {}}
+    why = check_writable(cfg.engines_dir)
+    if why:
+        raise PipelineError(f"engines folder is not writable: {why}", file=cfg.engines_dir,
+                            fix="fix its permissions or pass --config pointing at a writable copy")
+    with es.set_lock(set_dir):
+        old = es.load_set(set_dir)
+        manifest = old.manifest if old else es.new_manifest(
+            tag, backend.name, backend.version(), backend.targets,
+            backend.gpu.__dict__ if backend.gpu is not None else None)
+        staging = cfg.engines_dir / ".staging" / f"{tag}.{int(time.time() * 1000)}"
+        staged: dict = {}
+        try:
+            for spec in specs:
+                try:
+                    record = cached_record(cfg, spec)
+                    if record is None:
+                        raise PipelineError("no current ONNX export for this checkpoint",
+                                            model=spec.name, file=onnx_paths(cfg, spec)["fp32"],
+                                            fix="run `engines export` first (or `engines run`)")
+                    ws = workspace if workspace is not None else spec.workspace
+                    options = build_options(spec, backend, ws)
+                    key = cache_key(record["sha256"][options["onnx"]], options, backend)
+                    prev = manifest["engines"].get(spec.name)
+                    if (not force and prev and prev.get("cache_key") == key and prev.get("status") == "ok"
+                            and not old.check_files()):
+                        summary["models"][spec.name] = "cached"
+                        log(f"{spec.name}: up to date in {tag}")
+                        continue
+                    entry = _build_one(cfg, spec, backend, record, options, staging, gpus, log)
+                    entry["cache_key"] = key
+                    if entry["status"] != "ok":
+                        errors.append(PipelineError(
+                            "engine failed verification and was not published", model=spec.name,
+                            file=entry["_staged"]["engine"].name, details=entry["error"].split("; "),
+                            fix="inspect the figures in manifest.json; try precision: fp32 or loosen "
+                                "verify: thresholds in models.yaml if the figures are acceptable"))
+                    staged[spec.name] = entry
+                    summary["models"][spec.name] = entry["status"] if entry["status"] != "ok" else "built"
+                except PipelineError as err:
+                    errors.append(err)
+                    summary["models"][spec.name] = "error"
+                    if not keep_going:
+                        break
+            _publish(cfg, set_dir, manifest, staged, specs)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return summary, errors
+
+
+def _publish(cfg: Config, set_dir: Path, manifest: dict, staged: dict, specs: list[ModelSpec]) -> None:
+    """Rename passing engines into the set, then write the manifest (last, atomically).
+    A failed engine keeps the previous good entry and files, recording the attempt."""
+    for name, entry in staged.items():
+        files = entry.pop("_staged")
+        if entry["status"] == "ok":
+            for kind in ("engine", "plan"):
+                entry["sha256"][kind] = es.install_file(files[kind], set_dir, entry[kind])
+            manifest["engines"][name] = entry
+        else:
+            prev = manifest["engines"].get(name)
+            if prev and prev.get("status") == "ok":
+                prev["last_attempt"] = {k: entry[k] for k in ("status", "error", "verification", "cache_key")}
+            else:
+                manifest["engines"][name] = entry
+    changed = bool(staged)
+    for p in cfg.passthrough:
+        if not p.source_path.is_file():
+            raise PipelineError("passthrough model not found", model=p.name, file=p.source_path,
+                                fix="place the file there, or run `engines demo-models` for a stand-in")
+        digest, have = sha256_file(p.source_path), manifest["passthrough"].get(p.name, {})
+        dest = set_dir / p.source
+        if have.get("sha256") == digest and dest.is_file() and sha256_file(dest) == digest:
+            continue
+        es.install_file(p.source_path, set_dir, p.source)
+        manifest["passthrough"][p.name] = {"file": p.source, "sha256": digest,
+                                           "demo": _is_demo_passthrough(p.source_path)}
+        changed = True
+    if changed:
+        es.write_manifest(set_dir, manifest)
+
+
+def _is_demo_passthrough(path: Path) -> bool:
+    head = path.read_bytes()[:4096]
+    return b"demo_weights" in head and b"handwash-classifier-placeholder" in head

@@ -1,0 +1,212 @@
+"""Export stage: .pt -> ONNX (opset from models.yaml, >= 12), simplified with onnxsim,
+checked, plus an FP16 twin for strongly typed builds, with measured parity.
+
+Outputs per model, mirroring the source layout under ``models/onnx/``:
+``<stem>.onnx`` (FP32), ``<stem>.fp16.onnx`` (FP16 weights and math, FP32 I/O) and
+``<stem>.export.json`` (the record: cache key, I/O, simplification, parity). The record
+is written last, so its presence with matching hashes means the export is complete.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from ..config import Config, ModelSpec
+from ..errors import PipelineError
+from ..fsutil import atomic_path, check_writable, read_json, sha256_file, sha256_json, write_json_atomic
+
+EXPORT_VERSION = 1  # bump when the export procedure changes: invalidates every cache entry
+TOOL_PACKAGES = ("torch", "ultralytics", "onnx", "onnxsim", "onnxruntime", "onnxconverter-common")
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions from package metadata: no import of torch or ultralytics."""
+    out = {}
+    for pkg in TOOL_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def onnx_paths(cfg: Config, spec: ModelSpec) -> dict[str, Path]:
+    base = cfg.onnx_dir / spec.stem
+    return {"fp32": base.with_suffix(".onnx"), "fp16": Path(f"{base}.fp16.onnx"),
+            "record": Path(f"{base}.export.json")}
+
+
+def check_source(spec: ModelSpec) -> None:
+    """Cheap checks before anything heavy is imported."""
+    src = spec.source_path
+    if not src.is_file():
+        raise PipelineError("checkpoint not found", model=spec.name, file=src,
+                            fix="place the trained .pt there, or run `engines demo-models` "
+                                "to write seeded demo weights for a trial run")
+    if src.stat().st_size == 0:
+        raise PipelineError("checkpoint is an empty file", model=spec.name, file=src,
+                            fix="copy the checkpoint again from where it was trained")
+
+
+def cache_key(spec: ModelSpec) -> str:
+    return sha256_json({"source": sha256_file(spec.source_path), "options": spec.export_options(),
+                        "tools": tool_versions(), "export_version": EXPORT_VERSION})
+
+
+def cached_record(cfg: Config, spec: ModelSpec) -> dict | None:
+    """The previous record if it is still valid for these inputs, else None."""
+    paths = onnx_paths(cfg, spec)
+    rec = read_json(paths["record"])
+    if not rec or rec.get("cache_key") != cache_key(spec):
+        return None
+    for kind in ("fp32", "fp16"):
+        if not paths[kind].is_file() or sha256_file(paths[kind]) != rec["sha256"].get(kind):
+            return None
+    return rec
+
+
+def _load_checked(spec: ModelSpec):
+    """Load with Ultralytics, mapping its failures to errors people can act on."""
+    from ..backends.torch import load_yolo
+    src = spec.source_path
+    try:
+        model = load_yolo(src)
+    except Exception as exc:  # torch/pickle/ultralytics raise many types for a bad file
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if any(s in text.lower() for s in ("zip", "eof", "truncat", "unpickl", "magic", "archive")):
+            what = f"checkpoint is not a readable PyTorch file (truncated or corrupt?): {text}"
+            fix = "copy the checkpoint again; its size should match the original"
+        else:
+            what = f"checkpoint is not an Ultralytics YOLO model: {text}"
+            fix = "give the .pt that Ultralytics training wrote (weights/best.pt)"
+        raise PipelineError(what, model=spec.name, file=src, fix=fix) from None
+    if getattr(model, "task", None) != spec.task:
+        raise PipelineError(
+            f"checkpoint is a '{model.task}' model but models.yaml declares task '{spec.task}'",
+            model=spec.name, file=src,
+            fix=f"set task: {model.task} if supported, or point source: at a {spec.task} checkpoint")
+    return model
+
+
+def _simplify(model_proto, record: dict):
+    """onnxsim with its own numeric check; keep the unsimplified model if it fails."""
+    import onnxsim
+    try:
+        simplified, ok = onnxsim.simplify(model_proto, check_n=1)
+    except Exception as exc:  # onnxsim raises RuntimeError/ValueError/onnx errors
+        record["simplify"] = {"applied": False, "reason": f"{type(exc).__name__}: {exc}"[:500]}
+        return model_proto
+    if not ok:
+        record["simplify"] = {"applied": False, "reason": "onnxsim's numeric check failed"}
+        return model_proto
+    record["simplify"] = {"applied": True, "nodes_before": len(model_proto.graph.node),
+                          "nodes_after": len(simplified.graph.node)}
+    return simplified
+
+
+def _io(model_proto) -> dict:
+    from onnx import helper
+    def spec(v):
+        t = v.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+        return {"name": v.name, "shape": dims, "dtype": helper.tensor_dtype_to_np_dtype(t.elem_type).name}
+    return {"inputs": [spec(v) for v in model_proto.graph.input],
+            "outputs": [spec(v) for v in model_proto.graph.output]}
+
+
+def to_fp16(model_proto):
+    """FP16 weights and math, FP32 inputs and outputs (what strongly typed TensorRT builds)."""
+    from onnxconverter_common import float16
+    return float16.convert_float_to_float16(model_proto, keep_io_types=True)
+
+
+def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
+                 log: Callable[[str], None] = lambda m: None) -> dict:
+    """Export one model; returns its record (``status`` ``cached`` or ``exported``)."""
+    check_source(spec)
+    paths = onnx_paths(cfg, spec)
+    why = check_writable(paths["fp32"].parent)
+    if why:
+        raise PipelineError(f"output folder is not writable: {why}", model=spec.name,
+                            file=paths["fp32"].parent,
+                            fix="fix its permissions or pass --config pointing at a writable copy")
+    if not force and (rec := cached_record(cfg, spec)):
+        return {**rec, "status": "cached"}
+
+    import onnx
+    from .parity import measure_parity
+
+    t0 = time.perf_counter()
+    yolo = _load_checked(spec)
+    record: dict = {"model": spec.name, "source": spec.source, "task": spec.task,
+                    "cache_key": cache_key(spec), "sha256": {"source": sha256_file(spec.source_path)},
+                    "options": spec.export_options(), "tools": tool_versions(),
+                    "demo": bool(getattr(yolo, "ckpt", {}) and yolo.ckpt.get("demo_weights"))}
+    log(f"{spec.name}: exporting {spec.source} (opset {spec.opset}, imgsz {spec.imgsz})")
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=paths["fp32"].parent) as tmp:
+        tmp_pt = Path(tmp) / Path(spec.source).name
+        shutil.copyfile(spec.source_path, tmp_pt)  # Ultralytics writes beside its input
+        from ..backends.torch import load_yolo
+        try:
+            out = load_yolo(tmp_pt).export(
+                format="onnx", opset=spec.opset, simplify=False, imgsz=spec.imgsz,
+                dynamic=spec.batch.dynamic, batch=spec.batch.opt if not spec.batch.dynamic else 1,
+                device="cpu", verbose=False)
+        except Exception as exc:
+            raise PipelineError(f"Ultralytics export failed: {type(exc).__name__}: {exc}",
+                                model=spec.name, file=spec.source_path,
+                                fix="check that the checkpoint loads with `yolo predict model=...`") from None
+        proto = onnx.load(out)
+        meta = {p.key: p.value for p in proto.metadata_props}
+        proto = _simplify(proto, record)
+        # onnxsim keeps metadata_props today; restore them in case a version does not.
+        if {p.key for p in proto.metadata_props} != set(meta):
+            del proto.metadata_props[:]
+            onnx.helper.set_model_props(proto, meta)
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+        except Exception as exc:
+            raise PipelineError(f"onnx.checker rejected the export: {exc}", model=spec.name,
+                                file=paths["fp32"], fix="report this with the checkpoint") from None
+        record["opset"] = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        record["io"] = _io(proto)
+        record["metadata"] = {k: meta.get(k) for k in ("task", "names", "stride", "imgsz", "kpt_shape", "batch")
+                              if k in meta}
+        fp16 = to_fp16(proto)
+        onnx.checker.check_model(fp16, full_check=True)
+        fp32_bytes, fp16_bytes = proto.SerializeToString(), fp16.SerializeToString()
+
+        record["parity"] = measure_parity(spec, tmp_pt, {"fp32": fp32_bytes, "fp16": fp16_bytes})
+        record["seconds"] = round(time.perf_counter() - t0, 2)
+        if not record["parity"]["passed"]:
+            raise PipelineError(
+                "export parity check failed: the ONNX disagrees with the PyTorch checkpoint",
+                model=spec.name, file=spec.source_path, details=record["parity"]["reasons"],
+                fix="nothing was written; rerun with --force after upgrading ultralytics/onnx, "
+                    "or loosen verify: thresholds in models.yaml if the figures are acceptable")
+        for kind, data in (("fp32", fp32_bytes), ("fp16", fp16_bytes)):
+            with atomic_path(paths[kind]) as t:
+                t.write_bytes(data)
+            record["sha256"][kind] = sha256_file(paths[kind])
+    record["files"] = {k: str(v.relative_to(cfg.root)) for k, v in paths.items()}
+    write_json_atomic(paths["record"], record)
+    return {**record, "status": "exported"}
+
+
+def export_all(cfg: Config, specs: list[ModelSpec], keep_going: bool = False, force: bool = False,
+               log: Callable[[str], None] = lambda m: None) -> tuple[list[dict], list[PipelineError]]:
+    records, errors = [], []
+    for spec in specs:
+        try:
+            rec = export_model(cfg, spec, force=force, log=log)
+            log(f"{spec.name}: {rec['status']} -> {rec['files']['fp32']}")
+            records.append(rec)
+        except PipelineError as err:
+            errors.append(err)
+            if not keep_going:
+                break
+    return records, errors

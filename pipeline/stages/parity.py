@@ -1,0 +1,36 @@
+"""Export parity: the checkpoint in PyTorch against its ONNX twins on ONNX Runtime,
+on real images (Ultralytics' bundled bus.jpg and zidane.jpg, plus verify_images)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..backends.onnxruntime import OnnxRuntimeRunner
+from ..backends.torch import TorchRunner
+from ..compare import compare_outputs, merge_stats
+from ..config import ModelSpec
+from ..images import batches, reference_images
+
+
+def parity_batch_size(spec: ModelSpec) -> int:
+    return spec.batch.opt if not spec.batch.dynamic else min(2, spec.batch.max)
+
+
+def measure_parity(spec: ModelSpec, checkpoint: Path, onnx_models: dict[str, bytes | Path]) -> dict:
+    """Compare PyTorch FP32 with each ONNX (``fp32``, ``fp16``) under that precision's
+    thresholds. Returns {"images": [...], "<kind>": merged stats, "passed", "reasons"}."""
+    images = reference_images(spec.verify_images)
+    feeds = batches(images, spec.imgsz, parity_batch_size(spec))
+    with TorchRunner(checkpoint, spec.imgsz, batch=parity_batch_size(spec)) as torch_runner:
+        refs = [torch_runner.infer({"images": x}) for x in feeds]
+    result: dict = {"images": [p.name for p in images], "reasons": []}
+    for kind, model in onnx_models.items():
+        thr = spec.thresholds("fp16" if kind == "fp16" else "fp32")
+        with OnnxRuntimeRunner(model) as ort_runner:
+            runs = [compare_outputs(ref, ort_runner.infer({"images": x}), thr)
+                    for ref, x in zip(refs, feeds)]
+        merged = merge_stats(runs)
+        merged["thresholds"] = {k: thr[k] for k in ("atol", "rtol", "min_cosine", "max_mean_abs")}
+        result[kind] = merged
+        result["reasons"] += [f"{kind} ONNX: {r}" for r in merged["reasons"]]
+    result["passed"] = not result["reasons"]
+    return result

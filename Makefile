@@ -7,9 +7,12 @@ STAMP := $(VENV)/.installed-stamp
 CONFIG ?= models/models.yaml
 COMPOSE ?= docker compose
 ARGS ?=
+# docker-compose.build.yml runs the container as you; bash does not export UID
+export UID := $(shell id -u)
+export GID := $(shell id -g)
 
 .DEFAULT_GOAL := help
-.PHONY: help install engines test test-fast lint bench image engines-docker verify-gpu deploy clean
+.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -42,6 +45,9 @@ bench: $(STAMP) ## Benchmarks: export, build, cached rerun, resolve start-up (pr
 
 image: ## Build the NGC TensorRT builder image (needs Docker)
 	$(COMPOSE) -f docker-compose.build.yml build builder
+
+image-info: $(STAMP) ## TensorRT version of the builder image (read from its label)
+	$(ENGINES) docker image-info
 
 engines-docker: ## Build engines for this host's GPU inside the builder container
 	$(COMPOSE) -f docker-compose.build.yml run --rm builder $(ARGS)

@@ -6,6 +6,7 @@ so `engines resolve`, `engines list` and a fully cached `engines run` start fast
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,13 @@ class Ctx:
     def __init__(self, config: str, as_json: bool):
         self.config_path = Path(config)
         self.json = as_json
+        self._out = None
+        if as_json:
+            # Libraries (Ultralytics, TensorRT) print to fd 1; with --json stdout carries
+            # exactly one JSON document, so fd 1 goes to stderr and emit() writes to a copy.
+            sys.stdout.flush()
+            self._out = os.fdopen(os.dup(1), "w")
+            os.dup2(2, 1)
 
     def config(self):
         from .config import load_config
@@ -32,13 +40,15 @@ class Ctx:
 
     def emit(self, obj: dict) -> None:
         if self.json:
-            click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+            self._out.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+            self._out.flush()
+            self._emitted = True
 
 
 def fail(ctx: Ctx, err: PipelineError | list, code: int = 1):
     errors = err if isinstance(err, list) else [err]
-    if ctx.json:
-        click.echo(json.dumps({"ok": False, "errors": [e.to_json() for e in errors]}, indent=2))
+    if ctx.json and not getattr(ctx, "_emitted", False):
+        ctx.emit({"ok": False, "errors": [e.to_json() for e in errors]})
     for e in errors:
         click.echo(click.style("error: ", fg="red", bold=True) + e.render(), err=True)
     sys.exit(code)
@@ -60,5 +70,7 @@ def cli(click_ctx: click.Context, config: str, as_json: bool) -> None:
 
 
 def main() -> None:
+    os.environ.setdefault("YOLO_VERBOSE", "False")  # our own progress lines are enough
     from . import commands  # noqa: F401  (registers the commands on `cli`)
-    cli(prog_name="engines")
+    # ENGINES_<OPTION> environment variables fill options (the compose files use them)
+    cli(prog_name="engines", auto_envvar_prefix="ENGINES")

@@ -89,14 +89,13 @@ def clean_cmd(ctx: Ctx, yes: bool) -> None:
 
 BACKEND_OPT = click.option(
     "--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True,
-    envvar="ENGINES_BACKEND",
     help="auto: the full TensorRT when it imports and a GPU is present, else TensorRT for RTX.")
 TARGET_OPT = click.option(
-    "--target", "targets", default=None, metavar="SM,...", envvar="ENGINES_TARGET",
+    "--target", "targets", default=None, metavar="SM,...",
     help="TensorRT for RTX only: compute capabilities to build for, e.g. sm86,sm89,sm120 "
          "(default: every one it supports). The full TensorRT builds for the GPU it runs on.")
 WORKSPACE_OPT = click.option(
-    "--workspace", type=float, default=None, metavar="GIB", envvar="ENGINES_WORKSPACE",
+    "--workspace", type=float, default=None, metavar="GIB",
     help="Builder workspace limit in GiB, overriding models.yaml; checked against the GPU's free "
          "memory. Default: let TensorRT decide.")
 GPU_FACTS_OPT = click.option(

@@ -136,7 +136,7 @@ def set_lock(set_dir: Path, timeout: float = -1):
 
 def new_manifest(tag: str, backend: str, version: str, targets: list[str], gpu: dict | None) -> dict:
     return {"schema": MANIFEST_SCHEMA, "tag": tag, "backend": backend, "trt_version": version,
-            "targets": sorted(targets), "gpu": gpu, "demo": False, "created": now_iso(),
+            "targets": sorted(targets, key=lambda c: tuple(map(int, c.split(".")))), "gpu": gpu, "demo": False, "created": now_iso(),
             "updated": now_iso(), "engines": {}, "passthrough": {}}
 
 

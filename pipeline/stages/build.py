@@ -8,6 +8,7 @@ targets are unchanged is skipped without importing TensorRT.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -75,7 +76,9 @@ def timing_cache_path(cfg: Config, backend) -> Path:
     gpu = getattr(backend.gpu, "name", None) or "aot-" + "_".join(backend.targets)
     cuda = getattr(backend.gpu, "cuda", None) or "none"
     slug = "".join(c if c.isalnum() or c in ".-_" else "_" for c in f"{backend.name}-{backend.version()}-{gpu}-cuda{cuda}")
-    return cfg.engines_dir / ".cache" / f"{slug}.timing"
+    # The builder container keeps it on a volume (ENGINES_TIMING_CACHE); see docker-compose.build.yml
+    folder = Path(os.environ.get("ENGINES_TIMING_CACHE") or cfg.engines_dir / ".cache")
+    return folder / f"{slug}.timing"
 
 
 def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dict, staging: Path,

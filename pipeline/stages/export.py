@@ -50,6 +50,26 @@ def check_source(spec: ModelSpec) -> None:
     if src.stat().st_size == 0:
         raise PipelineError("checkpoint is an empty file", model=spec.name, file=src,
                             fix="copy the checkpoint again from where it was trained")
+    problem = _archive_problem(src)
+    if problem:
+        raise PipelineError(f"checkpoint is not a readable PyTorch file (truncated or corrupt?): {problem}",
+                            model=spec.name, file=src,
+                            fix="copy the checkpoint again; its size and sha256 should match the original")
+
+
+def _archive_problem(path: Path) -> str | None:
+    """torch.save writes a zip archive (a bare pickle before torch 1.6); check it is whole."""
+    import zipfile
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head == b"\x80\x02":  # legacy pickle format: nothing cheap to check
+        return None
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+        return f"member {bad} fails its CRC" if bad else None
+    except (zipfile.BadZipFile, OSError) as exc:
+        return str(exc)
 
 
 def cache_key(spec: ModelSpec) -> str:

@@ -1,0 +1,175 @@
+"""`engines resolve`: the deploy step (issue 5). Thin: the rules live in pipeline.deploy.
+
+Starts fast: click, the manifest reader and (for the models list) pyyaml; no torch,
+ultralytics or TensorRT, and the Docker SDK only for --image / --build-missing.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import click
+
+from .cli import DEFAULT_CONFIG, Ctx, cli, fail
+from .errors import PipelineError
+
+RESOLVE_HELP = """Pick the engine set that matches this host, prove it, and hand it over.
+
+\b
+Facts: the GPU (NVML, else nvidia-smi, or --gpu-facts FILE) and the TensorRT the
+service runs (--runtime, else the label of --image, else the installed package).
+\b
+Choice: a TensorRT set needs the exact TensorRT version and this GPU's compute
+capability; one built on the same GPU model wins, a match on compute capability
+alone is taken with a warning. A TensorRT for RTX set needs the runtime's version
+and this compute capability among its targets. Never chosen: a set with a failed
+model or failed verification, missing models, files whose sha256 differ from the
+manifest, or demo weights (unless --allow-demo).
+\b
+Engine-level verification (the engine run on a GPU against ONNX Runtime): without
+--require, a set not yet verified on this GPU is chosen with a warning (it passed the
+ONNX-level gate when it was built); with --require it is refused unless
+--allow-pending, and a failure on this GPU is refused in both modes.
+\b
+Hand-over: the `current` symlink in the engines folder switches atomically (not with
+--no-link); --write-env writes ENGINE_SET, ENGINE_DIR and the rest of what
+docker-compose.prod.full.yml reads.
+\b
+Exit status: 0 a set was chosen and handed over; 1 no set fits (the message lists
+the host's facts, every set and why it was refused, and the command that builds the
+missing one) or the hand-over failed; 2 a usage error.
+\b
+Example: engines resolve --gpu-facts gpu.csv --runtime tensorrt==10.13.3.9 --no-link
+"""
+
+
+def _build_missing(res, models_dir: Path, builder_image: str | None, on_line=print) -> int:
+    """Build the set this host lacks: the builder container for TensorRT, a local build for RTX."""
+    from . import deploy
+    gpu, rt = res.gpu, res.runtime
+    if rt.backend == "tensorrt-rtx":
+        if gpu.compute_cap not in deploy.RTX_TARGETS:
+            raise deploy.refusal(res)
+        import subprocess
+        import sys
+        cmd = [sys.executable, "-m", "pipeline", "--config", str(models_dir / "models.yaml"), "run",
+               "--backend", "tensorrt-rtx", "--target", gpu.sm]
+        on_line("running: " + " ".join(shlex.quote(c) for c in cmd))
+        return subprocess.call(cmd)
+    try:
+        from . import docker_runner
+    except ImportError as exc:
+        raise PipelineError(f"cannot run the builder container ({exc})",
+                            fix=f"build the set by hand: `{deploy.BUILDER_CMD}`") from None
+    image = builder_image or getattr(docker_runner, "DEFAULT_IMAGE", None)
+    if not image:
+        raise PipelineError("no builder image named", fix="pass --builder-image IMAGE (see docker-compose.build.yml)")
+    inside = getattr(docker_runner, "CONTAINER_MODELS", "/workspace/models")
+    args = ["--config", f"{inside}/models.yaml", "run", "--backend", "tensorrt"]
+    on_line(f"building {deploy.missing_tag(gpu, rt)} in {image}: engines {' '.join(args)}")
+    return docker_runner.run_builder(models_dir, image, args, gpu=True, on_line=on_line)
+
+
+def _config_arg(ctx: Ctx) -> str:
+    return "" if str(ctx.config_path) == DEFAULT_CONFIG else f" --config {ctx.config_path}"
+
+
+def _check_runtime(_click_ctx, _param, value):
+    if value is None:
+        return None
+    from .deploy import parse_runtime
+    try:
+        return parse_runtime(value).spec
+    except PipelineError as err:
+        raise click.BadParameter(f"{err.what}; {err.fix}") from None
+
+
+def _report(ctx: Ctx, res) -> None:
+    ctx.echo(res.gpu.describe() + (f"  [{res.gpu.source}]" if res.gpu.source else ""))
+    ctx.echo(f"runtime: {res.runtime.label} (from {res.runtime.source})")
+    if not res.verdicts:
+        ctx.echo(f"no engine set in {res.engines_dir}")
+    for v in res.verdicts:
+        mark = "*" if v.chosen else ("+" if v.accepted else "-")
+        text = "chosen" if v.chosen else (v.note or "acceptable") if v.accepted else "; ".join(v.reasons)
+        ctx.echo(f"  {mark} {v.tag}: {text}")
+
+
+@cli.command("resolve", help=RESOLVE_HELP)
+@click.option("--runtime", metavar="BACKEND==VERSION", callback=_check_runtime,
+              help="The runtime pyt-api-prod loads engines with: tensorrt==10.13.3.9 or tensorrt-rtx==1.7.1.116. "
+                   "Default: the label of --image, else the tensorrt / tensorrt-rtx package installed here.")
+@click.option("--gpu-facts", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="Saved GPU facts instead of asking NVML: the CSV of `nvidia-smi --query-gpu=index,name,uuid,"
+                   "compute_cap,driver_version,memory.total,memory.free,pci.bus_id --format=csv`, or an NVML "
+                   "JSON (name, cc, driver, mem_total, mem_free).")
+@click.option("--gpu-index", type=click.IntRange(min=0), metavar="N",
+              help="Which GPU the service uses on a multi-GPU host (nvidia-smi index). Default: the only GPU, "
+                   "or the first when all are the same model.")
+@click.option("--image", metavar="IMAGE",
+              help="Service image to read the TensorRT version from (label org.engines.tensorrt.version); "
+                   "needs Docker. Also written to the env file as PYT_API_IMAGE.")
+@click.option("--allow-demo", is_flag=True,
+              help="Accept a set built from demo weights (`engines demo-models`), for smoke tests.")
+@click.option("--allow-pending", is_flag=True,
+              help="With --require: accept a set whose engine-level verification has not yet passed on this GPU.")
+@click.option("--require", is_flag=True,
+              help="Production gate: the chosen set's engines must have passed engine-level verification on "
+                   "this GPU (run `engines verify` here first). Used by `make deploy` and engines-check.")
+@click.option("--write-env", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="Write the choice for docker compose: ENGINE_SET, ENGINE_DIR, ENGINE_RUNTIME, ENGINE_GPU_INDEX, "
+                   "ENGINES_MODELS_DIR (and PYT_API_IMAGE when known), e.g. .env.engines.")
+@click.option("--no-link", is_flag=True,
+              help="Leave the `current` symlink in the engines folder as it is (read-only mounts, dry runs).")
+@click.option("--build-missing", is_flag=True,
+              help="When no set fits, build it (TensorRT: the builder container through Docker; TensorRT for "
+                   "RTX: a local `engines run --backend tensorrt-rtx --target smXY`), then resolve again.")
+@click.option("--builder-image", metavar="IMAGE", envvar="ENGINES_IMAGE",
+              help="Builder image for --build-missing (env ENGINES_IMAGE, as in docker-compose.build.yml; "
+                   "default engines-builder:latest).")
+@click.pass_obj
+def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allow_pending, require,
+                write_env, no_link, build_missing, builder_image) -> None:
+    from . import deploy
+    from .hardware import detect_gpus, pick_gpu
+
+    models_dir = ctx.config_path.parent
+    engines_dir = models_dir / "engines"
+    try:
+        rt = deploy.find_runtime(runtime, image)
+        gpu = pick_gpu(detect_gpus(gpu_facts), gpu_index)
+        models = deploy.expected_models(ctx.config_path)
+        kwargs = {"allow_demo": allow_demo, "allow_pending": allow_pending or not require, "models": models,
+                  "pending_ok": "--allow-pending" if require else "without --require"}
+        res = deploy.resolve(engines_dir, gpu, rt, **kwargs)
+        if res.chosen is None and build_missing:
+            _report(ctx, res)
+            ctx.echo(f"no set fits; building {deploy.missing_tag(gpu, rt)} (--build-missing)")
+            code = _build_missing(res, models_dir, builder_image,
+                                        on_line=(lambda line: ctx.echo(str(line), err=True)))
+            if code != 0:
+                raise PipelineError(f"the build of {deploy.missing_tag(gpu, rt)} failed (exit status {code})",
+                                    fix="read the builder's output above; fix and rerun")
+            res = deploy.resolve(engines_dir, gpu, rt, **kwargs)
+        if res.chosen is None:
+            raise deploy.refusal(res, _config_arg(ctx))
+        link = env = None
+        if write_env is not None:
+            values = deploy.env_lines(res, models_dir, image)
+            deploy.write_env(write_env, values, res)
+            env = str(write_env)
+        if not no_link:
+            link = str(deploy.switch_current(engines_dir, res.chosen.tag))
+    except PipelineError as err:
+        fail(ctx, err)
+    _report(ctx, res)
+    ctx.echo(f"chose {res.chosen.tag}: {res.why()}")
+    for w in res.verdict.warnings:
+        ctx.echo(click.style("warning: ", fg="yellow", bold=True) + w, err=True)
+    if env:
+        ctx.echo(f"wrote {env} (ENGINE_SET={res.chosen.tag}, ENGINE_DIR={res.chosen.path.resolve()})")
+    if link:
+        ctx.echo(f"{link} -> {res.chosen.tag}")
+    out = res.to_json()
+    out.update({"env_file": env, "link": link, "require": require})
+    ctx.emit(out)

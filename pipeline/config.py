@@ -24,13 +24,14 @@ MIN_OPSET = 12
 # while cosine stays >= 0.99999 and mean error ~0.3 px, so elementwise tolerances are off
 # (atol None) and FP16 is judged by cosine, mean error and the detections themselves.
 # Detection figures measured on the demo set, TensorRT-for-RTX FP16 ONNX vs FP32:
-# match rate 0.935-0.97, mean IoU of matches 0.966-0.984, mean keypoint error 4.8 px;
+# match rate 0.935-0.99, mean IoU of matches 0.96-0.99, mean keypoint error 1.0 px (640)
+# and 4.2 px (320), mean score delta up to 0.017;
 # the worst single score moved 0.23 (a box near the threshold), hence a mean, not a max.
 DEFAULT_VERIFY = {
     "fp32": {"atol": 0.1, "rtol": 1e-3, "min_cosine": 0.99999, "max_mean_abs": 0.01,
              "min_match_rate": 0.98, "max_mean_score_delta": 0.001, "min_iou": 0.98, "max_kpt_px": 1.0},
     "fp16": {"atol": None, "rtol": None, "min_cosine": 0.9995, "max_mean_abs": 1.0,
-             "min_match_rate": 0.90, "max_mean_score_delta": 0.02, "min_iou": 0.90, "max_kpt_px": 8.0},
+             "min_match_rate": 0.90, "max_mean_score_delta": 0.03, "min_iou": 0.90, "max_kpt_px": 8.0},
 }
 
 DEFAULTS_KEYS = {"imgsz", "opset", "precision", "batch", "workspace", "verify", "verify_images"}

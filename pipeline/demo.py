@@ -63,6 +63,11 @@ def _make_responsive(model, seed: int) -> None:
     for seq in getattr(head, "cv3", []):
         with torch.no_grad():
             seq[-1].bias.fill_(-3.0)
+    # Keypoint offsets are multiplied by 2 x stride (up to 64 px per unit): keep the raw
+    # outputs small, as training does, or FP16 noise alone moves keypoints by pixels.
+    for seq in getattr(head, "cv4", []):
+        with torch.no_grad():
+            seq[-1].weight.mul_(0.1)
     model.float().train()
     x = torch.from_numpy(batches(bundled_images(), 320, 2)[0])
     with torch.no_grad():

@@ -203,6 +203,8 @@ def _publish(cfg: Config, set_dir: Path, manifest: dict, staged: dict, specs: li
                 prev["last_attempt"] = {k: entry[k] for k in ("status", "error", "verification", "cache_key")}
             else:
                 manifest["engines"][name] = entry
+    if not any(e.get("status") == "ok" for e in manifest["engines"].values()):
+        return  # nothing passed: no set is created (the errors carry the figures)
     changed = bool(staged)
     for p in cfg.passthrough:
         if not p.source_path.is_file():

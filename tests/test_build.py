@@ -1,0 +1,216 @@
+"""Build stage: real TensorRT for RTX builds of the exported demo models (no GPU needed)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from pipeline import engine_set as es
+from pipeline.backends.trt_backends import TensorRTRTX, parse_target
+from pipeline.config import load_config
+from pipeline.engine_file import read_engine
+from pipeline.errors import PipelineError
+from pipeline.fsutil import sha256_file
+from pipeline.stages.build import build_all
+from pipeline.stages.export import onnx_paths
+from tests.conftest import REPO, run_cli, write_config
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT for RTX not installed (pip install '.[rtx]')")
+H100 = REPO / "tests" / "data" / "gpu-facts" / "h100-80gb-hbm3.csv"
+TAG = f"trtrtx-{TensorRTRTX.version()}-sm86"
+
+
+def _build(ws: Path, *extra: str):
+    return run_cli("--config", str(ws / "models.yaml"), "--json", "build", "--backend", "tensorrt-rtx",
+                   "--target", "sm86", *extra)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, exported) -> Path:
+    """The demo set built once for sm86 (copy before changing)."""
+    import shutil
+    ws = tmp_path_factory.mktemp("built") / "ws"
+    shutil.copytree(exported, ws)
+    res = _build(ws)
+    assert res.returncode == 0, res.stderr
+    return ws
+
+
+def test_set_layout_manifest_and_engine_format(built):
+    set_dir = built / "engines" / TAG
+    m = json.loads((set_dir / "manifest.json").read_text())
+    assert (m["backend"], m["trt_version"], m["targets"], m["gpu"]) == (
+        "tensorrt-rtx", TensorRTRTX.version(), ["8.6"], None)
+    assert m["demo"] is True and set(m["engines"]) == {"human", "hairnet", "pose"}
+    assert m["passthrough"]["handwash"]["sha256"] == sha256_file(set_dir / "handwash_xgb.joblib")
+    from ultralytics.nn.backends.base import BaseBackend  # the real client's reader
+    for name, stem in (("human", "yolo/yolov8n"), ("hairnet", "hairnet_detection/hairnet_detection"),
+                       ("pose", "yolo/yolov8n-pose")):
+        e = m["engines"][name]
+        assert (e["engine"], e["plan"], e["status"]) == (f"{stem}.engine", f"{stem}.plan", "ok")
+        engine, plan = set_dir / e["engine"], set_dir / e["plan"]
+        assert e["sha256"]["engine"] == sha256_file(engine) and e["sha256"]["plan"] == sha256_file(plan)
+        offset, meta = BaseBackend.engine_header(engine)
+        assert meta["task"] == e["task"] and meta["imgsz"] == [320, 320] and meta["stride"] == 32
+        assert engine.read_bytes()[offset:] == plan.read_bytes()
+        assert (meta.get("kpt_shape") == [17, 3]) == (name == "pose")
+        assert e["options"]["onnx"] == "fp16" and e["options"]["strongly_typed"] is True
+        assert e["verification"]["onnx"]["status"] == "passed"
+        assert e["verification"]["engine"]["status"] == "pending"
+        assert e["build_seconds"] > 0 and "--target sm86" in e["reproduce"]
+    names = BaseBackend.engine_header(set_dir / "hairnet_detection/hairnet_detection.engine")[1]["names"]
+    assert list(names.values()) == ["hairnet", "no_hairnet"]
+    assert not list(set_dir.rglob("*.tmp")) and not (built / "engines" / ".staging").exists() or \
+        not any((built / "engines" / ".staging").iterdir())
+
+
+def test_plan_deserializes_only_where_it_can_run(built):
+    """The TensorRT for RTX runtime reads the plan; on this machine there is no target GPU."""
+    _, plan = read_engine(built / "engines" / TAG / "yolo/yolov8n.engine")
+    assert len(plan) > 1_000_000
+
+
+def test_second_build_does_nothing_and_list_shows_set(built):
+    before = (built / "engines" / TAG / "manifest.json").read_bytes()
+    res = _build(built)
+    assert res.returncode == 0
+    assert json.loads(res.stdout)["build"]["models"] == {"human": "cached", "hairnet": "cached", "pose": "cached"}
+    assert (built / "engines" / TAG / "manifest.json").read_bytes() == before
+    res = run_cli("--config", str(built / "models.yaml"), "--json", "list")
+    sets = json.loads(res.stdout)["sets"]
+    assert [(s["tag"], s["status"], s["demo"], s["models"]) for s in sets] == [
+        (TAG, "pending", True, ["hairnet", "human", "pose"])]
+
+
+def test_incremental_check_imports_no_tensorrt(built):
+    code = ("import sys; from pipeline.config import load_config; from pipeline.stages.build import build_all; "
+            "from pipeline.backends.trt_backends import TensorRTRTX; "
+            f"cfg = load_config({str(built / 'models.yaml')!r}); "
+            "s, e = build_all(cfg, cfg.models, TensorRTRTX(['8.6']), []); assert not e, e; "
+            "print(sorted(set(s['models'].values())), 'tensorrt_rtx_bindings' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['cached'] False False"
+
+
+def test_unparseable_op_lists_node_and_op(workspace):
+    cfg = load_config(workspace / "models.yaml")
+    spec = cfg.models[0]
+    node = helper.make_node("FancyOp", ["images"], ["output0"], name="fancy_node_1", domain="")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 320, 320])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 3, 320, 320])])
+    bad = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    _replace_onnx(cfg, spec, bad.SerializeToString())
+    with pytest.raises(PipelineError) as info:
+        _run_build(cfg, [spec])
+    msg = info.value.render()
+    assert "model 'human'" in msg and "ONNX parser rejected" in msg
+    assert "fancy_node_1" in msg and "FancyOp" in msg
+
+
+def test_truncated_onnx(workspace):
+    cfg = load_config(workspace / "models.yaml")
+    spec = cfg.models[0]
+    data = onnx_paths(cfg, spec)["fp16"].read_bytes()
+    _replace_onnx(cfg, spec, data[: len(data) // 3])
+    with pytest.raises(PipelineError) as info:
+        _run_build(cfg, [spec])
+    assert "ONNX parser rejected" in info.value.render() and "yolov8n.fp16.onnx" in info.value.render()
+
+
+def test_workspace_larger_than_free_memory(workspace):
+    res = run_cli("--config", str(workspace / "models.yaml"), "build", "--backend", "tensorrt-rtx",
+                  "--target", "sm86", "--workspace", "200", "--gpu-facts", str(H100), "--model", "human")
+    assert res.returncode == 1
+    assert "workspace 200 GiB exceeds the" in res.stderr and "NVIDIA H100 80GB HBM3" in res.stderr
+    assert "Next step: set workspace:" in res.stderr
+    assert not (workspace / "engines" / TAG).exists()
+
+
+def test_unknown_target():
+    with pytest.raises(PipelineError, match="cannot target compute capability 9.0"):
+        TensorRTRTX(["9.0"])
+    with pytest.raises(ValueError):
+        parse_target("smXY")
+    res = run_cli("build", "--backend", "tensorrt-rtx", "--target", "sm90")
+    assert res.returncode == 2 and "sm86" in res.stderr
+
+
+def test_read_only_output_folder(workspace):
+    (workspace / "engines").write_text("a file where the folder should be")  # root ignores chmod
+    res = _build(workspace, "--model", "human")
+    assert res.returncode == 1 and "engines folder is not writable" in res.stderr
+
+
+def test_failed_verification_keeps_previous_engine(built, tmp_path):
+    """A damaged FP16 ONNX (one conv scaled) fails the gate; the set keeps its engine."""
+    import shutil
+
+    import numpy as np
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    cfg = load_config(ws / "models.yaml")
+    spec = cfg.models[0]
+    set_dir = ws / "engines" / TAG
+    before = {p: sha256_file(p) for p in set_dir.rglob("*") if p.is_file()}
+    proto = onnx.load(str(onnx_paths(cfg, spec)["fp16"]))
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    init = next(i for i in proto.graph.initializer if i.name == conv.input[1])
+    init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * np.float16(3), init.name))
+    _replace_onnx(cfg, spec, proto.SerializeToString())
+    res = _build(ws, "--model", "human")
+    assert res.returncode == 1
+    assert "failed verification and was not published" in res.stderr
+    after = {p: sha256_file(p) for p in set_dir.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert after == {p: h for p, h in before.items() if p.name != "manifest.json"}
+    m = json.loads((set_dir / "manifest.json").read_text())
+    assert m["engines"]["human"]["status"] == "ok"
+    assert m["engines"]["human"]["last_attempt"]["status"] == "failed"
+    assert es.load_set(set_dir).check_files() == []
+
+
+def test_kill_during_build_leaves_previous_set_intact(built, tmp_path):
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    set_dir = ws / "engines" / TAG
+    before = {p.relative_to(set_dir): sha256_file(p) for p in set_dir.rglob("*") if p.is_file()}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(ws / "models.yaml"), "build",
+                             "--backend", "tensorrt-rtx", "--target", "sm86", "--force"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    staging = ws / "engines" / ".staging"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (staging.exists() and any(staging.rglob("*.engine"))):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    after = {p.relative_to(set_dir): sha256_file(p) for p in set_dir.rglob("*") if p.is_file()}
+    assert after == before
+    assert es.load_set(set_dir).check_files() == []
+    # the next build cleans up after the killed one and still has nothing to do
+    res = _build(ws)
+    assert res.returncode == 0
+
+
+def _replace_onnx(cfg, spec, data: bytes) -> None:
+    """Swap the exported FP16 ONNX for ``data`` and keep the export record consistent."""
+    paths = onnx_paths(cfg, spec)
+    paths["fp16"].write_bytes(data)
+    rec = json.loads(paths["record"].read_text())
+    rec["sha256"]["fp16"] = sha256_file(paths["fp16"])
+    paths["record"].write_text(json.dumps(rec))
+
+
+def _run_build(cfg, specs):
+    summary, errors = build_all(cfg, specs, TensorRTRTX(["8.6"]), [])
+    if errors:
+        raise errors[0]
+    return summary

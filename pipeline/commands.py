@@ -210,4 +210,4 @@ def es_list(path):
     return list_sets(path)
 
 
-from . import cli_deploy, cli_docker  # noqa: E402,F401  (register resolve and docker)
+from . import cli_deploy, cli_docker  # noqa: F401  (register resolve and docker)

@@ -21,7 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.fsutil import sha256_file
 from pipeline.stages.build import build_all
 from pipeline.stages.export import onnx_paths
-from tests.conftest import REPO, run_cli, write_config
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT for RTX not installed (pip install '.[rtx]')")

@@ -25,7 +25,7 @@ class TensorSpec:
 class Runner(ABC):
     name = "runner"
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         self.activate()
         return self
 

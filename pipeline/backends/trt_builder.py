@@ -83,7 +83,7 @@ def build_plan(trt, req: BuildRequest) -> bytes:
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         t = network.get_input(i)
-        shape = lambda b: (b, 3, req.imgsz, req.imgsz)  # noqa: E731
+        shape = lambda b: (b, 3, req.imgsz, req.imgsz)
         profile.set_shape(t.name, shape(req.batch["min"]), shape(req.batch["opt"]), shape(req.batch["max"]))
     config.add_optimization_profile(profile)
 

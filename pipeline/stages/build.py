@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .. import engine_set as es
 from ..config import Config, ModelSpec

@@ -11,9 +11,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 from ..config import Config, ModelSpec
 from ..errors import PipelineError
@@ -158,6 +158,7 @@ def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
         return {**rec, "status": "cached"}
 
     import onnx
+
     from .parity import measure_parity
 
     t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from ..backends.base import Runner
 from ..backends.onnxruntime import OnnxRuntimeRunner
 from ..compare import compare_outputs, merge_stats
 from ..config import ModelSpec
-from ..detections import summarize, decode, match
+from ..detections import decode, match, summarize
 from ..images import batches, reference_images
 
 

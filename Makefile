@@ -12,7 +12,7 @@ export UID := $(shell id -u)
 export GID := $(shell id -g)
 
 .DEFAULT_GOAL := help
-.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy clean
+.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy resolve clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -52,13 +52,16 @@ image-info: $(STAMP) ## TensorRT version of the builder image (read from its lab
 engines-docker: ## Build engines for this host's GPU inside the builder container
 	$(COMPOSE) -f docker-compose.build.yml run --rm builder $(ARGS)
 
-verify-gpu: ## GPU acceptance: build, verify, benchmark the three models in the container
-	$(COMPOSE) -f docker-compose.build.yml run --rm builder --config /workspace/models/models.yaml run --backend tensorrt --benchmark
-	@cat models/engines/current/report.md 2>/dev/null || ls models/engines
+verify-gpu: ## GPU acceptance in the container: build with TensorRT, verify the engines on this GPU, print the report
+	$(COMPOSE) -f docker-compose.build.yml run --rm builder run --backend tensorrt
+	$(COMPOSE) -f docker-compose.build.yml run --rm builder verify
 
 deploy: $(STAMP) ## Resolve the engine set for this host, then start pyt-api-prod
 	$(ENGINES) --config $(CONFIG) resolve --require --write-env .env.engines $(ARGS)
 	$(COMPOSE) -f docker-compose.prod.full.yml --env-file .env.engines up -d
+
+resolve: $(STAMP) ## Show which engine set this host would get (no hand-over)
+	$(ENGINES) --config $(CONFIG) resolve --no-link $(ARGS)
 
 clean: ## Remove generated ONNX and engines (never a checkpoint you placed)
 	$(PY) -m pipeline --config $(CONFIG) clean --yes

@@ -211,3 +211,42 @@ def es_list(path):
 
 
 from . import cli_deploy, cli_docker  # noqa: F401  (register resolve and docker)
+
+
+@cli.command("verify")
+@MODEL_OPT
+@click.option("--set", "set_tag", default=None, envvar="ENGINE_SET", metavar="TAG",
+              help="Engine set to verify (a tag from `engines list`). Default: $ENGINE_SET, else "
+                   "models/engines/current, else the only set.")
+@click.pass_obj
+def verify_cmd(ctx: Ctx, models, set_tag) -> None:
+    """Verify an engine set against the FP32 ONNX reference on ONNX Runtime.
+
+    Re-checks the onnx level, and runs the engine level (the engine itself against the
+    reference) where this machine has the set's TensorRT runtime and a GPU, recording the
+    GPU it passed on. Writes report.md in the set; exits 1 if any level failed.
+    """
+    from .engine_set import list_sets
+    from .stages.verify import verify_set
+    cfg = _load(ctx)
+    sets = {s.tag: s.path for s in list_sets(cfg.engines_dir)}
+    current = cfg.engines_dir / "current"
+    if set_tag is None and current.is_symlink():
+        set_tag = current.resolve().name
+    if set_tag is None and len(sets) == 1:
+        set_tag = next(iter(sets))
+    if set_tag not in sets:
+        fail(ctx, PipelineError(f"engine set {set_tag!r} not found" if set_tag else "several engine sets; "
+                                "which one?", file=cfg.engines_dir,
+                                fix=f"pass --set with one of: {', '.join(sets) or '(none: run make engines)'}"),
+             code=2)
+    try:
+        manifest, errors = verify_set(cfg, sets[set_tag], names=models, log=ctx.echo)
+    except PipelineError as err:
+        fail(ctx, err)
+    ctx.emit({"ok": not errors, "set": set_tag, "report": (sets[set_tag] / "report.md").read_text(),
+              "engines": {n: e["verification"] for n, e in manifest["engines"].items()},
+              "errors": [e.to_json() for e in errors]})
+    ctx.echo((sets[set_tag] / "report.md").read_text())
+    if errors:
+        fail(ctx, errors)

@@ -214,3 +214,24 @@ def _run_build(cfg, specs):
     if errors:
         raise errors[0]
     return summary
+
+
+def test_verify_command_rechecks_and_reports(built, tmp_path):
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    res = run_cli("--config", str(ws / "models.yaml"), "--json", "verify")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["set"] == TAG and "| human | fp16 | passed |" in doc["report"]
+    eng = doc["engines"]["pose"]
+    assert eng["onnx"]["status"] == "passed" and eng["engine"]["status"] == "pending"
+    assert eng["onnx"]["detections"]["mean_kpt_px"] < 8.0
+    assert (ws / "engines" / TAG / "report.md").read_text() == doc["report"]
+    # a tampered engine is refused before anything is compared
+    engine = ws / "engines" / TAG / "yolo" / "yolov8n.engine"
+    engine.write_bytes(engine.read_bytes()[:-10] + b"0123456789")
+    res = run_cli("--config", str(ws / "models.yaml"), "verify", "--set", TAG)
+    assert res.returncode == 1 and "yolo/yolov8n.engine: sha256 differs" in res.stderr
+    res = run_cli("--config", str(ws / "models.yaml"), "verify", "--set", "nope")
+    assert res.returncode == 2 and TAG in res.stderr

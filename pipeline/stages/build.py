@@ -219,7 +219,9 @@ def _publish(cfg: Config, set_dir: Path, manifest: dict, staged: dict, specs: li
                                            "demo": _is_demo_passthrough(p.source_path)}
         changed = True
     if changed:
+        from .verify import render_report
         es.write_manifest(set_dir, manifest)
+        (set_dir / "report.md").write_text(render_report(manifest))
 
 
 def _is_demo_passthrough(path: Path) -> bool:

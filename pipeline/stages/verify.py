@@ -57,3 +57,93 @@ def verify_onnx_level(spec: ModelSpec, record: dict, reference_onnx: Path, built
     batch = spec.batch.opt
     with OnnxRuntimeRunner(reference_onnx) as ref, OnnxRuntimeRunner(built_from) as cand:
         return compare_runners(spec, record, ref, cand, precision, batch)
+
+
+def engine_runtime(backend: str):
+    """The TensorRT module that can run this set's engines here, or (None, why)."""
+    import shutil as _sh
+
+    from ..backends.trt_backends import _import_real
+    mod, why = _import_real("tensorrt" if backend == "tensorrt" else "tensorrt_rtx_bindings")
+    if mod is None:
+        return None, why
+    if not _sh.which("nvidia-smi"):
+        return None, "no GPU on this machine"
+    return mod, None
+
+
+def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None) -> tuple[dict, list]:
+    """Re-check the onnx level and run the engine level where this machine can; records the
+    result (with the GPU it passed on) in the manifest and writes report.md."""
+    from .. import engine_set as es
+    from ..errors import PipelineError
+    from ..hardware import detect_gpus
+    from .export import onnx_paths
+    errors = []
+    with es.set_lock(set_dir):
+        s = es.load_set(set_dir)
+        if s is None:
+            raise PipelineError("no manifest.json: not an engine set", file=set_dir,
+                                fix="run `engines list` to see the sets, or `make engines`")
+        problems = s.check_files()
+        if problems:
+            raise PipelineError("engine set files do not match the manifest", file=set_dir, details=problems,
+                                fix="rebuild the set: engines build --force")
+        trt, why = engine_runtime(s.manifest["backend"])
+        gpus = detect_gpus() if trt is not None else []
+        specs = {m.name: m for m in cfg.models}
+        for name, entry in s.models.items():
+            if names and name not in names or entry.get("status") != "ok" or name not in specs:
+                continue
+            spec = specs[name]
+            record = __import__("json").loads(onnx_paths(cfg, spec)["record"].read_text())
+            paths = onnx_paths(cfg, spec)
+            built_from = paths["fp16"] if entry["options"]["onnx"] == "fp16" else paths["fp32"]
+            entry["verification"]["onnx"] = verify_onnx_level(spec, record, paths["fp32"], built_from,
+                                                              spec.precision)
+            level = entry["verification"].setdefault("engine", {"status": "pending", "runs": []})
+            if trt is None:
+                level["note"] = f"engine level pending: {why}; run `engines verify` on a target GPU"
+                log(f"{name}: onnx level {entry['verification']['onnx']['status']}; engine level pending ({why})")
+            else:
+                from ..backends.tensorrt_runner import TensorRTRunner
+                with OnnxRuntimeRunner(paths["fp32"]) as ref, \
+                        TensorRTRunner(set_dir / entry["engine"], trt, name) as eng:
+                    io_problems = eng.check_io(record["io"])
+                    run = compare_runners(spec, record, ref, eng, spec.precision, spec.batch.opt)
+                if io_problems:
+                    run["status"], run["reasons"] = "failed", run["reasons"] + io_problems
+                gpu = gpus[0] if gpus else None
+                run.update({"gpu_name": getattr(gpu, "name", None), "compute_cap": getattr(gpu, "compute_cap", None),
+                            "driver": getattr(gpu, "driver", None)})
+                level["runs"] = [r for r in level.get("runs", []) if r.get("gpu_name") != run["gpu_name"]] + [run]
+                level["status"] = "failed" if any(r["status"] == "failed" for r in level["runs"]) else "passed"
+                log(f"{name}: engine level {run['status']} on {run['gpu_name']}")
+            for lvl in ("onnx", "engine"):
+                v = entry["verification"].get(lvl, {})
+                if v.get("status") == "failed":
+                    errors.append(PipelineError(f"{lvl}-level verification failed", model=name,
+                                                file=set_dir / entry["engine"], details=v.get("reasons", []),
+                                                fix="rebuild with `engines build --force`, or use precision: fp32"))
+        es.write_manifest(set_dir, s.manifest)
+        (set_dir / "report.md").write_text(render_report(s.manifest))
+    return s.manifest, errors
+
+
+def render_report(manifest: dict) -> str:
+    """report.md: verdict and figures per model (benchmarks appear where measured)."""
+    lines = [f"# Engine set {manifest['tag']}", "",
+             f"backend {manifest['backend']} {manifest['trt_version']}, targets "
+             f"{', '.join('sm' + t.replace('.', '') for t in manifest['targets'])}"
+             + ("  \n**DEMO WEIGHTS: not for production**" if manifest.get("demo") else ""), "",
+             "| model | precision | onnx level | match rate | mean IoU | mean score delta | engine level |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, e in sorted(manifest["engines"].items()):
+        o = e["verification"]["onnx"]
+        d = o.get("detections", {})
+        eng = e["verification"].get("engine", {})
+        gpus = ", ".join(r.get("gpu_name") or "?" for r in eng.get("runs", []))
+        lines.append(f"| {name} | {e['options']['precision']} | {o['status']} | {d.get('match_rate', 0):.3f} | "
+                     f"{d.get('mean_iou', 0):.3f} | {d.get('mean_score_delta', 0):.4f} | "
+                     f"{eng.get('status', 'pending')}{' (' + gpus + ')' if gpus else ''} |")
+    return "\n".join(lines) + "\n"

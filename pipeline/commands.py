@@ -104,6 +104,14 @@ GPU_FACTS_OPT = click.option(
          "(for checks on a machine without the GPU).")
 
 
+def build_options(fn):
+    """The options `build` and `run` share (applied in --help order)."""
+    for opt in reversed((MODEL_OPT, BACKEND_OPT, TARGET_OPT, WORKSPACE_OPT, GPU_FACTS_OPT,
+                         KEEP_GOING_OPT, FORCE_OPT)):
+        fn = opt(fn)
+    return fn
+
+
 def _backend(ctx: Ctx, name: str, targets: str | None, gpu_facts: Path | None):
     from .backends.trt_backends import choose_backend, parse_target
     from .hardware import detect_gpus
@@ -128,13 +136,7 @@ def run_build(ctx: Ctx, cfg, names, backend, gpus, workspace, keep_going, force)
 
 
 @cli.command("build")
-@MODEL_OPT
-@BACKEND_OPT
-@TARGET_OPT
-@WORKSPACE_OPT
-@GPU_FACTS_OPT
-@KEEP_GOING_OPT
-@FORCE_OPT
+@build_options
 @click.pass_obj
 def build_cmd(ctx: Ctx, models, backend, targets, workspace, gpu_facts, keep_going, force) -> None:
     """Build engines from the exported ONNX into models/engines/<tag>/.
@@ -152,13 +154,7 @@ def build_cmd(ctx: Ctx, models, backend, targets, workspace, gpu_facts, keep_goi
 
 
 @cli.command("run")
-@MODEL_OPT
-@BACKEND_OPT
-@TARGET_OPT
-@WORKSPACE_OPT
-@GPU_FACTS_OPT
-@KEEP_GOING_OPT
-@FORCE_OPT
+@build_options
 @click.option("--no-demo", is_flag=True,
               help="Fail on missing checkpoints instead of writing seeded demo weights.")
 @click.pass_obj

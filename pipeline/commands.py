@@ -214,8 +214,17 @@ from . import cli_deploy, cli_docker  # noqa: F401  (register resolve and docker
 @click.option("--set", "set_tag", default=None, envvar="ENGINE_SET", metavar="TAG",
               help="Engine set to verify (a tag from `engines list`). Default: $ENGINE_SET, else "
                    "models/engines/current, else the only set.")
+@click.option("--benchmark", "do_bench", is_flag=True,
+              help="Also benchmark each model: the engine (where it runs here) and PyTorch FP32/FP16/"
+                   "CUDA-graph and ONNX Runtime baselines, engine-only and end-to-end views.")
+@click.option("--iterations", type=click.IntRange(min=2), default=200, show_default=True,
+              help="Timed iterations per benchmark row (after --warmup).")
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Untimed iterations before each benchmark row.")
+@click.option("--batch", "bench_batches", default="1", show_default=True, metavar="N,...",
+              help="Batch sizes to benchmark, e.g. 1,8 (a static engine runs only its own batch).")
 @click.pass_obj
-def verify_cmd(ctx: Ctx, models, set_tag) -> None:
+def verify_cmd(ctx: Ctx, models, set_tag, do_bench, iterations, warmup, bench_batches) -> None:
     """Verify an engine set against the FP32 ONNX reference on ONNX Runtime.
 
     Re-checks the onnx level, and runs the engine level (the engine itself against the
@@ -237,7 +246,11 @@ def verify_cmd(ctx: Ctx, models, set_tag) -> None:
                                 fix=f"pass --set with one of: {', '.join(sets) or '(none: run make engines)'}"),
              code=2)
     try:
-        manifest, errors = verify_set(cfg, sets[set_tag], names=models, log=ctx.echo)
+        bench = None
+        if do_bench:
+            bench = {"iterations": iterations, "warmup": warmup,
+                     "batches": [int(b) for b in bench_batches.split(",") if b.strip()]}
+        manifest, errors = verify_set(cfg, sets[set_tag], names=models, log=ctx.echo, bench=bench)
     except PipelineError as err:
         fail(ctx, err)
     ctx.emit({"ok": not errors, "set": set_tag, "report": (sets[set_tag] / "report.md").read_text(),

@@ -32,7 +32,27 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
 
 
+def _torchvision_nms():
+    try:
+        import torch
+        from torchvision.ops import nms as tv_nms
+        return torch, tv_nms
+    except ImportError:
+        return None, None
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS: torchvision's kernel where installed (what Ultralytics runs; thousands of
+    candidate boxes from untrained weights make the pure-numpy loop slow), else numpy."""
+    torch, tv_nms = _torchvision_nms()
+    if tv_nms is not None:
+        keep = tv_nms(torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
+                      torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)), iou)
+        return keep[:MAX_DET].numpy().astype(int)
+    return nms_numpy(boxes, scores, iou)
+
+
+def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     order = scores.argsort()[::-1]
     keep = []
     while order.size and len(keep) < MAX_DET:

@@ -21,7 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.fsutil import sha256_file
 from pipeline.stages.build import build_all
 from pipeline.stages.export import onnx_paths
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT for RTX not installed (pip install '.[rtx]')")
@@ -235,3 +235,41 @@ def test_verify_command_rechecks_and_reports(built, tmp_path):
     assert res.returncode == 1 and "yolo/yolov8n.engine: sha256 differs" in res.stderr
     res = run_cli("--config", str(ws / "models.yaml"), "verify", "--set", "nope")
     assert res.returncode == 2 and TAG in res.stderr
+
+
+def test_dynamic_batch_builds_one_profile(tmp_path, demo_checkpoints):
+    """batch: {min, opt, max} exports a dynamic ONNX (simplified, FP16 twin checked) and
+    builds one optimization profile, recorded in the manifest and the engine metadata."""
+    import shutil
+
+    from ultralytics.nn.backends.base import BaseBackend
+    ws = tmp_path / "dyn"
+    shutil.copytree(demo_checkpoints, ws)
+    text = (ws / "models.yaml").read_text().replace("batch: 1}", "batch: {min: 1, opt: 2, max: 4}}")
+    write_config(ws, text)
+    res = run_cli("--config", str(ws / "models.yaml"), "--json", "run", "--backend", "tensorrt-rtx",
+                  "--target", "sm86", "--model", "human")
+    assert res.returncode == 0, res.stderr
+    rec = json.loads((ws / "onnx" / "yolo" / "yolov8n.export.json").read_text())
+    assert rec["io"]["inputs"][0]["shape"][0] == "batch" and rec["simplify"]["applied"]
+    m = json.loads((ws / "engines" / TAG / "manifest.json").read_text())["engines"]["human"]
+    assert m["options"]["batch"] == {"min": 1, "opt": 2, "max": 4}
+    assert m["verification"]["onnx"]["status"] == "passed" and m["verification"]["onnx"]["images"] == 2
+    assert BaseBackend.engine_header(ws / "engines" / TAG / "yolo/yolov8n.engine")[1]["batch"] == 4
+
+
+def test_two_builders_on_one_set_are_serialised(built, tmp_path):
+    """While one process holds the set's lock, a second build waits instead of interleaving."""
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    set_dir = ws / "engines" / TAG
+    with es.set_lock(set_dir):
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(ws / "models.yaml"), "build",
+                                 "--backend", "tensorrt-rtx", "--target", "sm86", "--force", "--model", "human"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(4)
+        assert proc.poll() is None, "the second builder must wait for the lock"
+        assert not (ws / "engines" / ".staging").exists() or not any((ws / "engines" / ".staging").iterdir())
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    assert es.load_set(set_dir).check_files() == []

@@ -137,8 +137,8 @@ def test_parity_fails_on_a_broken_export(workspace, monkeypatch):
     """Scale one convolution's weights in the ONNX: parity must refuse it, nothing written."""
     real_simplify = export_stage._simplify
 
-    def damaging(proto, record):
-        proto = real_simplify(proto, record)
+    def damaging(proto, record, test_shape=None):
+        proto = real_simplify(proto, record, test_shape)
         conv = next(n for n in proto.graph.node if n.op_type == "Conv")
         init = next(i for i in proto.graph.initializer if i.name == conv.input[1])
         w = onnx.numpy_helper.to_array(init) * 3.0

@@ -112,11 +112,14 @@ def _load_checked(spec: ModelSpec):
     return model
 
 
-def _simplify(model_proto, record: dict):
-    """onnxsim with its own numeric check; keep the unsimplified model if it fails."""
+def _simplify(model_proto, record: dict, test_shape: list[int] | None = None):
+    """onnxsim with its own numeric check; keep the unsimplified model if it fails.
+    ``test_shape`` gives the check a concrete input for dynamic (batch) exports."""
     import onnxsim
     try:
-        simplified, ok = onnxsim.simplify(model_proto, check_n=1)
+        simplified, ok = onnxsim.simplify(
+            model_proto, check_n=1,
+            test_input_shapes={"images": test_shape} if test_shape else None)
     except Exception as exc:  # onnxsim raises RuntimeError/ValueError/onnx errors
         record["simplify"] = {"applied": False, "reason": f"{type(exc).__name__}: {exc}"[:500]}
         return model_proto
@@ -140,8 +143,19 @@ def _io(model_proto) -> dict:
 
 def to_fp16(model_proto):
     """FP16 weights and math, FP32 inputs and outputs (what strongly typed TensorRT builds)."""
+    import onnx
     from onnxconverter_common import float16
-    return float16.convert_float_to_float16(model_proto, keep_io_types=True)
+    fp16 = float16.convert_float_to_float16(model_proto, keep_io_types=True)
+    # The converter turns every float tensor into float16 but leaves Cast(to=FLOAT) nodes
+    # alone; dynamic exports compute anchors through such Casts, and the checker then
+    # rejects the model. Point those Casts at FLOAT16, as the tensors they feed now are.
+    types = {v.name: v.type.tensor_type.elem_type for v in fp16.graph.value_info}
+    for node in fp16.graph.node:
+        if node.op_type == "Cast" and types.get(node.output[0]) == onnx.TensorProto.FLOAT16:
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
+                    attr.i = onnx.TensorProto.FLOAT16
+    return fp16
 
 
 def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
@@ -183,7 +197,7 @@ def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
                                 fix="check that the checkpoint loads with `yolo predict model=...`") from None
         proto = onnx.load(out)
         meta = {p.key: p.value for p in proto.metadata_props}
-        proto = _simplify(proto, record)
+        proto = _simplify(proto, record, [spec.batch.opt, 3, spec.imgsz, spec.imgsz])
         # onnxsim keeps metadata_props today; restore them in case a version does not.
         if {p.key for p in proto.metadata_props} != set(meta):
             del proto.metadata_props[:]

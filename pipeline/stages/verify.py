@@ -72,7 +72,7 @@ def engine_runtime(backend: str):
     return mod, None
 
 
-def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None) -> tuple[dict, list]:
+def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict | None = None) -> tuple[dict, list]:
     """Re-check the onnx level and run the engine level where this machine can; records the
     result (with the GPU it passed on) in the manifest and writes report.md."""
     from .. import engine_set as es
@@ -119,6 +119,9 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None) -> tuple[dict
                 level["runs"] = [r for r in level.get("runs", []) if r.get("gpu_name") != run["gpu_name"]] + [run]
                 level["status"] = "failed" if any(r["status"] == "failed" for r in level["runs"]) else "passed"
                 log(f"{name}: engine level {run['status']} on {run['gpu_name']}")
+            if bench is not None:
+                entry["benchmark"] = _benchmark(spec, record, paths["fp32"], set_dir / entry["engine"], trt,
+                                                bench, log)
             for lvl in ("onnx", "engine"):
                 v = entry["verification"].get(lvl, {})
                 if v.get("status") == "failed":
@@ -128,6 +131,22 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None) -> tuple[dict
         es.write_manifest(set_dir, s.manifest)
         (set_dir / "report.md").write_text(render_report(s.manifest))
     return s.manifest, errors
+
+
+def _benchmark(spec, record, onnx_fp32: Path, engine: Path, trt, bench: dict, log) -> dict:
+    from .bench import benchmark_model, speedup_summary
+    log(f"{spec.name}: benchmarking ({bench['iterations']} iterations, batch {bench['batches']})")
+    runner = None
+    if trt is not None:
+        from ..backends.tensorrt_runner import TensorRTRunner
+        runner = TensorRTRunner(engine, trt, spec.name)
+        runner.activate()
+    rows = benchmark_model(spec, record, spec.source_path, onnx_fp32, engine_runner=runner,
+                           batches_=tuple(bench["batches"]), iterations=bench["iterations"],
+                           warmup=bench["warmup"])
+    return {"rows": rows, "summary": speedup_summary(rows).get(spec.name, {}),
+            "engine_ran": runner is not None,
+            "at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
 
 
 def render_report(manifest: dict) -> str:
@@ -146,4 +165,15 @@ def render_report(manifest: dict) -> str:
         lines.append(f"| {name} | {e['options']['precision']} | {o['status']} | {d.get('match_rate', 0):.3f} | "
                      f"{d.get('mean_iou', 0):.3f} | {d.get('mean_score_delta', 0):.4f} | "
                      f"{eng.get('status', 'pending')}{' (' + gpus + ')' if gpus else ''} |")
+    benched = {n: e["benchmark"] for n, e in sorted(manifest["engines"].items()) if e.get("benchmark")}
+    if benched:
+        from ..benchmark import table
+        lines += ["", "## Speed", "", "| model | batch | PyTorch img/s (best mode) | engine img/s | speed-up |",
+                  "| --- | --- | --- | --- | --- |"]
+        for n, b in benched.items():
+            s = b["summary"]
+            eng = f"{s['engine_fps']:.0f}" if s.get("engine_fps") else "not run here"
+            sp = f"{s['speedup']:.2f}x" if s.get("speedup") else "-"
+            lines.append(f"| {n} | {s.get('batch')} | {s.get('torch_fps', 0):.0f} | {eng} | {sp} |")
+        lines += ["", table([r for b in benched.values() for r in b["rows"]])]
     return "\n".join(lines) + "\n"

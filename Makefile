@@ -54,7 +54,7 @@ engines-docker: ## Build engines for this host's GPU inside the builder containe
 
 verify-gpu: ## GPU acceptance in the container: build with TensorRT, verify the engines on this GPU, print the report
 	$(COMPOSE) -f docker-compose.build.yml run --rm builder run --backend tensorrt
-	$(COMPOSE) -f docker-compose.build.yml run --rm builder verify
+	$(COMPOSE) -f docker-compose.build.yml run --rm builder verify --benchmark --batch 1
 
 deploy: $(STAMP) ## Resolve the engine set for this host, then start pyt-api-prod
 	$(ENGINES) --config $(CONFIG) resolve --require --write-env .env.engines $(ARGS)

@@ -209,11 +209,25 @@ def es_list(path):
 from . import cli_deploy, cli_docker  # noqa: F401  (register resolve and docker)
 
 
+def _set_for_this_host(sets) -> str | None:
+    """The one set this machine can run: its backend's installed version built it and,
+    where a GPU is present, its targets include the GPU's compute capability."""
+    from .backends.trt_backends import TensorRT, TensorRTRTX
+    from .hardware import detect_gpus
+    installed = {"tensorrt": TensorRT.version(), "tensorrt-rtx": TensorRTRTX.version()}
+    gpus = detect_gpus()
+    fits = [s.tag for s in sets
+            if installed.get(s.manifest.get("backend")) == s.manifest.get("trt_version")
+            and (not gpus or gpus[0].compute_cap in s.manifest.get("targets", []))]
+    return fits[0] if len(fits) == 1 else None
+
+
 @cli.command("verify")
 @MODEL_OPT
 @click.option("--set", "set_tag", default=None, envvar="ENGINE_SET", metavar="TAG",
               help="Engine set to verify (a tag from `engines list`). Default: $ENGINE_SET, else "
-                   "models/engines/current, else the only set.")
+                   "models/engines/current, else the only set, else the one set built by the TensorRT "
+                   "installed here for this GPU.")
 @click.option("--benchmark", "do_bench", is_flag=True,
               help="Also benchmark each model: the engine (where it runs here) and PyTorch FP32/FP16/"
                    "CUDA-graph and ONNX Runtime baselines, engine-only and end-to-end views.")
@@ -240,6 +254,8 @@ def verify_cmd(ctx: Ctx, models, set_tag, do_bench, iterations, warmup, bench_ba
         set_tag = current.resolve().name
     if set_tag is None and len(sets) == 1:
         set_tag = next(iter(sets))
+    if set_tag is None and len(sets) > 1:
+        set_tag = _set_for_this_host(list_sets(cfg.engines_dir))
     if set_tag not in sets:
         fail(ctx, PipelineError(f"engine set {set_tag!r} not found" if set_tag else "several engine sets; "
                                 "which one?", file=cfg.engines_dir,

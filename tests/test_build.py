@@ -273,3 +273,19 @@ def test_two_builders_on_one_set_are_serialised(built, tmp_path):
         assert not (ws / "engines" / ".staging").exists() or not any((ws / "engines" / ".staging").iterdir())
     assert proc.wait(timeout=120) == 0, proc.stderr.read()
     assert es.load_set(set_dir).check_files() == []
+
+
+def test_verify_picks_the_set_this_host_can_run(built, tmp_path):
+    """With a second set built by a TensorRT that is not installed here, verify still knows
+    which set is this machine's (the TensorRT for RTX one) without --set."""
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    other = ws / "engines" / "trt-10.13.2.6-sm90"
+    shutil.copytree(ws / "engines" / TAG, other)
+    m = json.loads((other / "manifest.json").read_text())
+    m.update(tag=other.name, backend="tensorrt", trt_version="10.13.2.6", targets=["9.0"])
+    (other / "manifest.json").write_text(json.dumps(m))
+    res = run_cli("--config", str(ws / "models.yaml"), "--json", "verify", "--model", "pose")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["set"] == TAG

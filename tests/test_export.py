@@ -147,3 +147,17 @@ def test_parity_fails_on_a_broken_export(workspace, monkeypatch):
     monkeypatch.setattr(export_stage, "_simplify", damaging)
     msg = _bad_export(workspace, lambda p: None)
     assert "export parity check failed" in msg and "fp32 ONNX: output0" in msg
+
+
+def test_verify_images_folder_joins_the_parity_images(tmp_path, demo_checkpoints):
+    from pipeline.images import bundled_images
+    ws = tmp_path / "vi"
+    shutil.copytree(demo_checkpoints, ws)
+    (ws / "frames").mkdir()
+    shutil.copy(bundled_images()[0], ws / "frames" / "kitchen_cam1.jpg")
+    (ws / "frames" / "notes.txt").write_text("not an image")
+    text = (ws / "models.yaml").read_text().replace("batch: 1}", "batch: 1, verify_images: frames}")
+    cfg = load_config(write_config(ws, text))
+    rec = export_stage.export_model(cfg, cfg.models[0])
+    assert rec["parity"]["images"] == ["bus.jpg", "zidane.jpg", "kitchen_cam1.jpg"]
+    assert rec["parity"]["passed"]

@@ -31,7 +31,8 @@ install: $(STAMP) ## Create .venv and install the pipeline with its test tools
 engines: $(STAMP) ## Export, build, verify and publish the engine set (demo weights if no checkpoints)
 	$(ENGINES) --config $(CONFIG) run $(ARGS)
 
-test: $(STAMP) ## Run the test suite (starts its own Docker Engine where it can)
+test: $(STAMP) ## Lint, then the test suite (Docker tests need a daemon: see README "Tests")
+	$(VENV)/bin/ruff check pipeline tests benchmarks
 	$(PY) -m pytest -q -rs $(ARGS)
 
 test-fast: $(STAMP) ## Tests without the slow exports/builds

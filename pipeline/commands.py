@@ -206,7 +206,7 @@ def es_list(path):
     return list_sets(path)
 
 
-from . import cli_deploy, cli_docker  # noqa: F401  (register resolve and docker)
+from . import cli_deploy, cli_docker  # noqa: E402,F401  (register resolve and docker)
 
 
 def _set_for_this_host(sets) -> str | None:

@@ -49,8 +49,12 @@ def cc_token(cc: str) -> str:
 def make_tag(backend: str, version: str, targets: list[str]) -> str:
     """``trt-10.13.3.9-sm90`` or ``trtrtx-1.7.1.116-sm86_89_120``."""
     prefix = {"tensorrt": "trt", "tensorrt-rtx": "trtrtx"}[backend]
-    ccs = "_".join(cc_token(t) for t in sorted(targets, key=lambda c: tuple(map(int, c.split(".")))))
+    ccs = "_".join(cc_token(t) for t in sorted(targets, key=_cc_key))
     return f"{prefix}-{version}-sm{ccs}"
+
+
+def _cc_key(cc: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in cc.split("."))
 
 
 def now_iso() -> str:
@@ -136,7 +140,7 @@ def set_lock(set_dir: Path, timeout: float = -1):
 
 def new_manifest(tag: str, backend: str, version: str, targets: list[str], gpu: dict | None) -> dict:
     return {"schema": MANIFEST_SCHEMA, "tag": tag, "backend": backend, "trt_version": version,
-            "targets": sorted(targets, key=lambda c: tuple(map(int, c.split(".")))), "gpu": gpu, "demo": False, "created": now_iso(),
+            "targets": sorted(targets, key=_cc_key), "gpu": gpu, "demo": False, "created": now_iso(),
             "updated": now_iso(), "engines": {}, "passthrough": {}}
 
 

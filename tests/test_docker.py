@@ -114,11 +114,11 @@ def _run(client, images, models, script, **kw):
 def test_streams_lines_in_order_as_they_come(client, images, models):
     seen: list[tuple[float, str]] = []
     script = "for i in 1 2 3; do echo line-$i; done; echo to-stderr >&2; sleep 1.5; echo last"
-    code, _ = _run(client, images, models, script, on_line=lambda l: seen.append((time.monotonic(), l)))
+    code, _ = _run(client, images, models, script, on_line=lambda line: seen.append((time.monotonic(), line)))
     assert code == 0
     # Docker copies stdout and stderr on separate pipes: order holds within each stream
-    lines = [l for _, l in seen]
-    assert [l for l in lines if l != "to-stderr"] == ["line-1", "line-2", "line-3", "last"]
+    lines = [line for _, line in seen]
+    assert [x for x in lines if x != "to-stderr"] == ["line-1", "line-2", "line-3", "last"]
     assert lines.count("to-stderr") == 1
     # streamed while running, not dumped at exit: the early lines came >1 s before the last
     assert seen[-1][0] - seen[0][0] > 1.0

@@ -13,6 +13,7 @@ from ..images import batches, reference_images
 def _torch_fns(checkpoint: Path, imgsz: int, batch: int, device: str):
     """(mode, engine-view fn, end-to-end infer) for each PyTorch mode on ``device``."""
     import torch
+
     from ..backends.torch import TorchRunner
     modes = ["fp32"] + (["fp16", "fp16+cudagraph"] if device == "cuda" else [])
     for mode in modes:
@@ -53,9 +54,10 @@ def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: 
                     warmup: int = 20, device: str | None = None, views=("engine", "end2end"),
                     ort: bool = True, max_seconds: float = 10.0) -> list[dict]:
     """Rows of figures for every runtime x batch x view."""
+    import torch
+
     from ..backends.onnxruntime import OnnxRuntimeRunner
     from .verify import task_shape
-    import torch
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     nc, nkpt = task_shape(record)
     images = reference_images(spec.verify_images)

@@ -41,6 +41,10 @@ class TensorRTRunner(Runner):
                                 file=self.engine_path,
                                 fix="rebuild the set on this host: make engines-docker")
         self.context = self.engine.create_execution_context()
+        # activation memory TensorRT allocates for the context itself (torch's peak does not
+        # see it); the _v2 property also counts weight-streaming scratch where it exists
+        size = getattr(self.engine, "device_memory_size_v2", None)
+        self.context_device_mib = (size if size is not None else self.engine.device_memory_size) / 2**20
         self.stream = torch.cuda.Stream()
         self.torch = torch
         self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]

@@ -66,6 +66,9 @@ def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: 
     def add(runtime, view, batch, fn, cuda):
         fig = measure(fn, batch=batch, warmup=warmup, iterations=iterations, cuda=cuda,
                       max_seconds=max_seconds, gpu_events=view == "engine")
+        if engine_runner is not None and runtime == engine_runner.label:
+            fig["context_device_mib"] = engine_runner.context_device_mib
+            fig["peak_device_mib"] = fig.get("peak_device_mib", 0.0) + engine_runner.context_device_mib
         rows.append({"model": spec.name, "runtime": runtime, "view": view, **fig})
 
     for b in batches_:

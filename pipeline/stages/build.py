@@ -96,7 +96,7 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
                        workspace_bytes=int(options["workspace_gib"] * GIB) if options["workspace_gib"] else None,
                        timing_cache=timing_cache_path(cfg, backend), targets=backend.target_enums(trt))
     log(f"{spec.name}: building {onnx_file.name} with {backend.name} {backend.version()} "
-        f"for sm{', sm'.join(backend.targets)}")
+        f"for {', '.join('sm' + es.cc_token(t) for t in backend.targets)}")
     t0 = time.perf_counter()
     plan = build_plan(trt, req)
     seconds = round(time.perf_counter() - t0, 2)
@@ -125,7 +125,7 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
                              "engine": {"status": "pending", "runs": [],
                                         "note": "run `engines verify` on a target GPU"}},
             "reproduce": f"engines build --model {spec.name} --backend {backend.name}"
-                         + (f" --target {','.join('sm' + t.replace('.', '') for t in backend.targets)}"
+                         + (f" --target {','.join('sm' + es.cc_token(t) for t in backend.targets)}"
                             if backend.name == "tensorrt-rtx" else ""),
             "_staged": files}
 

@@ -163,3 +163,44 @@ def install_file(src: Path, set_dir: Path, rel: str) -> str:
         tmp.unlink(missing_ok=True)
         raise
     return digest
+
+
+def clone_tree(src: Path, dst: Path) -> None:
+    """Copy a published set by hard links (published files are never modified in place,
+    so sharing inodes is safe); falls back to a copy across filesystems."""
+    for f in src.rglob("*"):
+        if f.is_dir() or f.name.startswith("."):
+            continue
+        target = dst / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copy2(f, target)
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def swap_in(new_dir: Path, set_dir: Path) -> None:
+    """Replace ``set_dir`` with the complete ``new_dir`` in one step: readers see the old
+    set or the new one, never a mix. The old generation ends up at ``new_dir`` (caller
+    removes it)."""
+    if not set_dir.exists():
+        os.rename(new_dir, set_dir)
+    elif not _rename_exchange(new_dir, set_dir):  # non-Linux: a short window, still no mix
+        old = new_dir.with_name(new_dir.name + ".old")
+        os.rename(set_dir, old)
+        os.rename(new_dir, set_dir)
+        os.rename(old, new_dir)

@@ -69,8 +69,9 @@ def test_set_layout_manifest_and_engine_format(built):
         assert e["build_seconds"] > 0 and "--target sm86" in e["reproduce"]
     names = BaseBackend.engine_header(set_dir / "hairnet_detection/hairnet_detection.engine")[1]["names"]
     assert list(names.values()) == ["hairnet", "no_hairnet"]
-    assert not list(set_dir.rglob("*.tmp")) and not (built / "engines" / ".staging").exists() or \
-        not any((built / "engines" / ".staging").iterdir())
+    assert not list(set_dir.rglob("*.tmp")) and not list(set_dir.rglob(".*"))
+    staging = built / "engines" / ".staging"
+    assert not staging.exists() or not any(staging.iterdir()), "staging is cleaned up"
 
 
 def test_plan_deserializes_only_where_it_can_run(built):
@@ -190,6 +191,7 @@ def test_kill_during_build_leaves_previous_set_intact(built, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (staging.exists() and any(staging.rglob("*.engine"))):
         time.sleep(0.05)
+    assert any(staging.rglob("*.engine")), "the kill must land mid-build, with an engine staged"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     after = {p.relative_to(set_dir): sha256_file(p) for p in set_dir.rglob("*") if p.is_file()}
@@ -198,6 +200,8 @@ def test_kill_during_build_leaves_previous_set_intact(built, tmp_path):
     # the next build cleans up after the killed one and still has nothing to do
     res = _build(ws)
     assert res.returncode == 0
+    assert json.loads(res.stdout)["build"]["models"] == {"human": "cached", "hairnet": "cached", "pose": "cached"}
+    assert not any(staging.iterdir())
 
 
 def _replace_onnx(cfg, spec, data: bytes) -> None:
@@ -289,3 +293,38 @@ def test_verify_picks_the_set_this_host_can_run(built, tmp_path):
     res = run_cli("--config", str(ws / "models.yaml"), "--json", "verify", "--model", "pose")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["set"] == TAG
+
+
+def _snapshot(set_dir: Path) -> dict:
+    return {p.relative_to(set_dir): sha256_file(p) for p in set_dir.rglob("*") if p.is_file()}
+
+
+def test_interrupt_at_publish_leaves_previous_set_intact(built, tmp_path, monkeypatch):
+    """Ctrl-C at the last moment (the swap) publishes nothing: the set is byte-identical."""
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    cfg = load_config(ws / "models.yaml")
+    set_dir = ws / "engines" / TAG
+    before = _snapshot(set_dir)
+
+    def interrupted(new_dir, dest):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(es, "swap_in", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_all(cfg, cfg.models[:1], TensorRTRTX(["8.6"]), [], force=True)
+    assert _snapshot(set_dir) == before
+    assert not any((ws / "engines" / ".staging").iterdir())
+
+
+def test_missing_passthrough_publishes_nothing(built, tmp_path):
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    set_dir = ws / "engines" / TAG
+    before = _snapshot(set_dir)
+    (ws / "handwash_xgb.joblib").unlink()
+    res = _build(ws, "--force", "--model", "human")
+    assert res.returncode == 1
+    assert "model 'handwash': passthrough model not found" in res.stderr and "demo-models" in res.stderr
+    assert _snapshot(set_dir) == before

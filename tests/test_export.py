@@ -73,7 +73,8 @@ def _bad_export(workspace, mutate, model="human"):
         export_stage.export_model(cfg, spec, force=True)
     after = {k: sha256_file(p) for k, p in export_stage.onnx_paths(cfg, spec).items()}
     assert before == after, "earlier outputs must be untouched"
-    assert not list(spec.source_path.parent.glob(".*.tmp")), "no temp file left behind"
+    out_dir = export_stage.onnx_paths(cfg, spec)["fp32"].parent
+    assert not list(out_dir.glob(".*")), "no temp file or .export-* folder left behind"
     msg = info.value.render()
     assert "model 'human'" in msg and "Next step:" in msg
     return msg

@@ -2,9 +2,9 @@
 
 Per model: pre-build checks (workspace vs free GPU memory, fast FP16, disk room), build
 into ``models/engines/.staging/``, the ``onnx`` verification level as a gate, then the
-set is published: files renamed into ``models/engines/<tag>/`` and the manifest written
-last, all under the set's lock. A model whose inputs, options, backend version and
-targets are unchanged is skipped without importing TensorRT.
+set is published: the next generation of ``models/engines/<tag>/`` is assembled beside it
+and swapped in with one atomic rename, under the set's lock. A model whose inputs,
+options, backend version and targets are unchanged is skipped without importing TensorRT.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .. import engine_set as es
 from ..config import Config, ModelSpec
 from ..engine_file import engine_bytes, metadata_from_onnx
 from ..errors import PipelineError
-from ..fsutil import check_writable, sha256_file, sha256_json
+from ..fsutil import check_writable, sha256_file, sha256_json, write_bytes_atomic
 from .export import cached_record, onnx_paths
 
 GIB = 1 << 30
@@ -26,7 +26,7 @@ BUILD_VERSION = 1  # bump when the build procedure changes
 
 
 def build_options(spec: ModelSpec, backend, workspace_gib: float | None) -> dict:
-    strongly = backend.strongly_typed
+    strongly = backend.strongly_typed  # may import TensorRT: only called on a cache miss
     fp16 = spec.precision == "fp16"
     return {"precision": spec.precision, "imgsz": spec.imgsz, "batch": spec.batch.to_json(),
             "workspace_gib": workspace_gib,
@@ -34,8 +34,12 @@ def build_options(spec: ModelSpec, backend, workspace_gib: float | None) -> dict
             "fp16_flag": bool(fp16 and not strongly), "strongly_typed": strongly}
 
 
-def cache_key(onnx_sha: str, options: dict, backend) -> str:
-    return sha256_json({"onnx": onnx_sha, "options": options, "backend": backend.name,
+def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backend) -> str:
+    """Everything a build depends on, computed without importing TensorRT: both ONNX
+    hashes (which one is built follows from the backend version, also in the key)."""
+    return sha256_json({"onnx": [record["sha256"]["fp32"], record["sha256"]["fp16"]],
+                        "precision": spec.precision, "imgsz": spec.imgsz, "batch": spec.batch.to_json(),
+                        "workspace_gib": workspace_gib, "backend": backend.name,
                         "version": backend.version(), "targets": backend.targets,
                         "gpu": getattr(backend.gpu, "name", None), "build_version": BUILD_VERSION})
 
@@ -117,6 +121,7 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
     log(f"{spec.name}: built in {seconds}s; verifying the {options['onnx']} ONNX it was built from")
     onnx_level = verify_onnx_level(spec, record, paths["fp32"], onnx_file, spec.precision)
     return {"task": spec.task, "source": spec.source, "engine": f"{stem}.engine", "plan": f"{stem}.plan",
+            "built_from": str(onnx_file.relative_to(cfg.root)), "gpu": _gpu_json(backend),
             "sha256": {"source": record["sha256"]["source"], "onnx": record["sha256"][options["onnx"]]},
             "options": options, "build_seconds": seconds, "demo": record.get("demo", False),
             "status": "ok" if onnx_level["status"] == "passed" else "failed",
@@ -143,12 +148,19 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
     if why:
         raise PipelineError(f"engines folder is not writable: {why}", file=cfg.engines_dir,
                             fix="fix its permissions or pass --config pointing at a writable copy")
+    missing = [p for p in cfg.passthrough if not p.source_path.is_file()]
+    if missing:  # checked first: a set is complete on its own or not published at all
+        raise PipelineError("passthrough model not found", model=missing[0].name, file=missing[0].source_path,
+                            fix="place the file there, or run `engines demo-models` for a stand-in")
+    staging_root = cfg.engines_dir / ".staging"
     with es.set_lock(set_dir):
+        for leftover in staging_root.glob(f"{tag}.*"):  # from a killed build; we hold the lock
+            shutil.rmtree(leftover, ignore_errors=True)
         old = es.load_set(set_dir)
         manifest = old.manifest if old else es.new_manifest(
-            tag, backend.name, backend.version(), backend.targets,
-            backend.gpu.__dict__ if backend.gpu is not None else None)
-        staging = cfg.engines_dir / ".staging" / f"{tag}.{int(time.time() * 1000)}"
+            tag, backend.name, backend.version(), backend.targets, _gpu_json(backend))
+        files_ok = old is not None and not old.check_files()
+        staging = staging_root / f"{tag}.{os.getpid()}.{int(time.time() * 1000)}"
         staged: dict = {}
         try:
             for spec in specs:
@@ -159,20 +171,19 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                                             model=spec.name, file=onnx_paths(cfg, spec)["fp32"],
                                             fix="run `engines export` first (or `engines run`)")
                     ws = workspace if workspace is not None else spec.workspace
-                    options = build_options(spec, backend, ws)
-                    key = cache_key(record["sha256"][options["onnx"]], options, backend)
+                    key = cache_key(record, spec, ws, backend)
                     prev = manifest["engines"].get(spec.name)
-                    if (not force and prev and prev.get("cache_key") == key and prev.get("status") == "ok"
-                            and not old.check_files()):
+                    if not force and prev and prev.get("cache_key") == key and prev.get("status") == "ok" and files_ok:
                         summary["models"][spec.name] = "cached"
                         log(f"{spec.name}: up to date in {tag}")
                         continue
-                    entry = _build_one(cfg, spec, backend, record, options, staging, gpus, log)
+                    entry = _build_guarded(cfg, spec, backend, record, build_options(spec, backend, ws),
+                                           staging / "engines", gpus, log)
                     entry["cache_key"] = key
                     if entry["status"] != "ok":
                         errors.append(PipelineError(
                             "engine failed verification and was not published", model=spec.name,
-                            file=entry["_staged"]["engine"].name, details=entry["error"].split("; "),
+                            file=entry["built_from"], details=entry["error"].split("; "),
                             fix="inspect the figures in manifest.json; try precision: fp32 or loosen "
                                 "verify: thresholds in models.yaml if the figures are acceptable"))
                     staged[spec.name] = entry
@@ -182,46 +193,79 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                     summary["models"][spec.name] = "error"
                     if not keep_going:
                         break
-            _publish(cfg, set_dir, manifest, staged, specs)
+            _publish(cfg, set_dir, old is not None, files_ok, manifest, staged, staging, backend)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return summary, errors
 
 
-def _publish(cfg: Config, set_dir: Path, manifest: dict, staged: dict, specs: list[ModelSpec]) -> None:
-    """Rename passing engines into the set, then write the manifest (last, atomically).
-    A failed engine keeps the previous good entry and files, recording the attempt."""
+def _gpu_json(backend) -> dict | None:
+    gpu = backend.gpu
+    if gpu is None:
+        return None
+    return {k: getattr(gpu, k, None) for k in ("name", "compute_cap", "driver", "cuda", "uuid")}
+
+
+def _build_guarded(cfg, spec, backend, record, options, staging, gpus, log) -> dict:
+    """_build_one with anything unexpected turned into an error naming model and file."""
+    try:
+        return _build_one(cfg, spec, backend, record, options, staging, gpus, log)
+    except PipelineError:
+        raise
+    except Exception as exc:  # TensorRT, ONNX Runtime and onnx raise many types
+        onnx_file = onnx_paths(cfg, spec)["fp16" if options["onnx"] == "fp16" else "fp32"]
+        raise PipelineError(f"build failed: {type(exc).__name__}: {exc}", model=spec.name, file=onnx_file,
+                            fix="rerun with --force; if it persists, re-export with `engines export --force` "
+                                "and report the message") from exc
+
+
+def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest: dict, staged: dict,
+             staging: Path, backend) -> None:
+    """Assemble the next generation of the set beside it (hard links of the current
+    files, the engines that passed, the passthrough files, manifest and report), then
+    swap it in with one rename. A failed engine keeps the previous good entry and files,
+    recording the attempt. Nothing is published when no engine passed."""
+    from .verify import render_report
+    changed = False
     for name, entry in staged.items():
-        files = entry.pop("_staged")
         if entry["status"] == "ok":
-            for kind in ("engine", "plan"):
-                entry["sha256"][kind] = es.install_file(files[kind], set_dir, entry[kind])
             manifest["engines"][name] = entry
+            changed = True
         else:
+            entry.pop("_staged")
             prev = manifest["engines"].get(name)
             if prev and prev.get("status") == "ok":
                 prev["last_attempt"] = {k: entry[k] for k in ("status", "error", "verification", "cache_key")}
             else:
                 manifest["engines"][name] = entry
+            changed = True
     if not any(e.get("status") == "ok" for e in manifest["engines"].values()):
         return  # nothing passed: no set is created (the errors carry the figures)
-    changed = bool(staged)
     for p in cfg.passthrough:
-        if not p.source_path.is_file():
-            raise PipelineError("passthrough model not found", model=p.name, file=p.source_path,
-                                fix="place the file there, or run `engines demo-models` for a stand-in")
         digest, have = sha256_file(p.source_path), manifest["passthrough"].get(p.name, {})
-        dest = set_dir / p.source
-        if have.get("sha256") == digest and dest.is_file() and sha256_file(dest) == digest:
-            continue
-        es.install_file(p.source_path, set_dir, p.source)
-        manifest["passthrough"][p.name] = {"file": p.source, "sha256": digest,
-                                           "demo": _is_demo_passthrough(p.source_path)}
-        changed = True
-    if changed:
-        from .verify import render_report
-        es.write_manifest(set_dir, manifest)
-        (set_dir / "report.md").write_text(render_report(manifest))
+        if have.get("sha256") != digest or not files_ok:
+            manifest["passthrough"][p.name] = {"file": p.source, "sha256": digest,
+                                               "demo": _is_demo_passthrough(p.source_path)}
+            changed = True
+    if not changed:
+        return
+    gen = staging / "set"
+    if exists:
+        es.clone_tree(set_dir, gen)
+    for entry in manifest["engines"].values():
+        files = entry.pop("_staged", None)
+        for kind in ("engine", "plan"):
+            if files:
+                (gen / entry[kind]).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(files[kind], gen / entry[kind])
+                entry["sha256"][kind] = sha256_file(gen / entry[kind])
+    for p in cfg.passthrough:
+        es.install_file(p.source_path, gen, p.source)
+    if backend.gpu is not None:
+        manifest["gpu"] = _gpu_json(backend)  # the GPU the newest engines were built on
+    es.write_manifest(gen, manifest)
+    write_bytes_atomic(gen / "report.md", render_report(manifest).encode())
+    es.swap_in(gen, set_dir)
 
 
 def _is_demo_passthrough(path: Path) -> bool:

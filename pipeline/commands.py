@@ -210,15 +210,13 @@ from . import cli_deploy, cli_docker  # noqa: E402,F401  (register resolve and d
 
 
 def _set_for_this_host(sets) -> str | None:
-    """The one set this machine can run: its backend's installed version built it and,
-    where a GPU is present, its targets include the GPU's compute capability."""
-    from .backends.trt_backends import TensorRT, TensorRTRTX
+    """The one set this machine can run (its TensorRT at the set's version, its GPU among
+    the targets), or the one built by the TensorRT installed here when there is no GPU."""
     from .hardware import detect_gpus
-    installed = {"tensorrt": TensorRT.version(), "tensorrt-rtx": TensorRTRTX.version()}
+    from .stages.verify import cannot_run_here
     gpus = detect_gpus()
     fits = [s.tag for s in sets
-            if installed.get(s.manifest.get("backend")) == s.manifest.get("trt_version")
-            and (not gpus or gpus[0].compute_cap in s.manifest.get("targets", []))]
+            if cannot_run_here(s.manifest, gpus) in (None, "no GPU on this machine")]
     return fits[0] if len(fits) == 1 else None
 
 
@@ -256,9 +254,12 @@ def verify_cmd(ctx: Ctx, models, set_tag, do_bench, iterations, warmup, bench_ba
         set_tag = next(iter(sets))
     if set_tag is None and len(sets) > 1:
         set_tag = _set_for_this_host(list_sets(cfg.engines_dir))
+    if not sets:
+        fail(ctx, PipelineError("no engine sets to verify", file=cfg.engines_dir,
+                                fix="build one first: make engines (or engines run)"), code=2)
     if set_tag not in sets:
-        fail(ctx, PipelineError(f"engine set {set_tag!r} not found" if set_tag else "several engine sets; "
-                                "which one?", file=cfg.engines_dir,
+        fail(ctx, PipelineError(f"engine set {set_tag!r} not found" if set_tag else
+                                "several engine sets, and none is this host's alone", file=cfg.engines_dir,
                                 fix=f"pass --set with one of: {', '.join(sets) or '(none: run make engines)'}"),
              code=2)
     try:

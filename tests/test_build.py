@@ -328,3 +328,29 @@ def test_missing_passthrough_publishes_nothing(built, tmp_path):
     assert res.returncode == 1
     assert "model 'handwash': passthrough model not found" in res.stderr and "demo-models" in res.stderr
     assert _snapshot(set_dir) == before
+
+
+def test_engine_level_stays_pending_where_the_set_cannot_run():
+    from pipeline.hardware import detect_gpus
+    from pipeline.stages.verify import cannot_run_here
+    h100 = detect_gpus(H100)
+    rtx4090 = detect_gpus(REPO / "tests" / "data" / "gpu-facts" / "rtx4090.csv")
+    m = {"backend": "tensorrt-rtx", "trt_version": TensorRTRTX.version(), "targets": ["8.6", "8.9", "12.0"]}
+    assert "not one of the set's targets (8.6, 8.9, 12.0)" in cannot_run_here(m, h100)
+    assert cannot_run_here(m, rtx4090) is None
+    assert cannot_run_here(m, []) == "no GPU on this machine"
+    assert "the set needs 0.0.1" in cannot_run_here({**m, "trt_version": "0.0.1"}, rtx4090)
+    assert "tensorrt is not installed here" in cannot_run_here({**m, "backend": "tensorrt"}, h100)
+
+
+def test_verify_refuses_an_engine_whose_onnx_changed(built, tmp_path):
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    cfg = load_config(ws / "models.yaml")
+    fp16 = onnx_paths(cfg, cfg.models[0])["fp16"]
+    fp16.write_bytes(fp16.read_bytes() + b"\0")
+    res = run_cli("--config", str(ws / "models.yaml"), "verify", "--model", "human")
+    assert res.returncode == 1
+    assert "model 'human': the ONNX export changed since this engine was built" in res.stderr
+    assert "engines build" in res.stderr

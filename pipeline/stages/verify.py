@@ -59,17 +59,52 @@ def verify_onnx_level(spec: ModelSpec, record: dict, reference_onnx: Path, built
         return compare_runners(spec, record, ref, cand, precision, batch)
 
 
-def engine_runtime(backend: str):
-    """The TensorRT module that can run this set's engines here, or (None, why)."""
-    import shutil as _sh
+def cannot_run_here(manifest: dict, gpus: list) -> str | None:
+    """Why this machine cannot run the set's engines (None if it can), without importing
+    TensorRT: the set's runtime must be installed at the set's exact version, and a GPU
+    whose compute capability the set targets must be present."""
+    from ..backends.trt_backends import TensorRT, TensorRTRTX
+    backend = manifest["backend"]
+    installed = (TensorRT if backend == "tensorrt" else TensorRTRTX).version()
+    if installed is None:
+        return f"{backend} is not installed here"
+    if installed != manifest.get("trt_version"):
+        return f"this machine has {backend} {installed}, the set needs {manifest.get('trt_version')}"
+    if not gpus:
+        return "no GPU on this machine"
+    if gpus[0].compute_cap not in manifest.get("targets", []):
+        return (f"{gpus[0].name} is sm{gpus[0].compute_cap.replace('.', '')}, not one of the set's "
+                f"targets ({', '.join(manifest.get('targets', []))})")
+    return None
 
-    from ..backends.trt_backends import _import_real
-    mod, why = _import_real("tensorrt" if backend == "tensorrt" else "tensorrt_rtx_bindings")
-    if mod is None:
+
+def engine_runtime(manifest: dict, gpus: list):
+    """The TensorRT module that runs this set's engines here, or (None, why)."""
+    from ..backends.trt_backends import TensorRT, TensorRTRTX, _import_real
+    why = cannot_run_here(manifest, gpus)
+    if why:
         return None, why
-    if not _sh.which("nvidia-smi"):
-        return None, "no GPU on this machine"
-    return mod, None
+    cls = TensorRT if manifest["backend"] == "tensorrt" else TensorRTRTX
+    mod, why = _import_real(cls.module_name)
+    return (mod, None) if mod is not None else (None, why)
+
+
+def _built_from(cfg, spec, entry: dict) -> tuple[Path, dict]:
+    """The ONNX this engine was built from, checked by hash, and its export record."""
+    from ..errors import PipelineError
+    from ..fsutil import read_json, sha256_file
+    from .export import onnx_paths
+    paths = onnx_paths(cfg, spec)
+    built_from = paths["fp16"] if entry["options"]["onnx"] == "fp16" else paths["fp32"]
+    record = read_json(paths["record"])
+    if record is None or not built_from.is_file() or not paths["fp32"].is_file():
+        raise PipelineError("the ONNX files this engine was built from are not here", model=spec.name,
+                            file=built_from, fix="verify where the set was built (models/onnx/ is needed as "
+                                                 "the reference), or rebuild here with `engines run`")
+    if sha256_file(built_from) != entry["sha256"]["onnx"]:
+        raise PipelineError("the ONNX export changed since this engine was built", model=spec.name,
+                            file=built_from, fix="rebuild the engine with `engines build` (or `engines run`)")
+    return built_from, record
 
 
 def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict | None = None) -> tuple[dict, list]:
@@ -77,8 +112,8 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
     result (with the GPU it passed on) in the manifest and writes report.md."""
     from .. import engine_set as es
     from ..errors import PipelineError
+    from ..fsutil import write_bytes_atomic
     from ..hardware import detect_gpus
-    from .export import onnx_paths
     errors = []
     with es.set_lock(set_dir):
         s = es.load_set(set_dir)
@@ -89,39 +124,17 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
         if problems:
             raise PipelineError("engine set files do not match the manifest", file=set_dir, details=problems,
                                 fix="rebuild the set: engines build --force")
-        trt, why = engine_runtime(s.manifest["backend"])
-        gpus = detect_gpus() if trt is not None else []
+        gpus = detect_gpus()
+        trt, why = engine_runtime(s.manifest, gpus)
         specs = {m.name: m for m in cfg.models}
         for name, entry in s.models.items():
             if names and name not in names or entry.get("status") != "ok" or name not in specs:
                 continue
-            spec = specs[name]
-            record = __import__("json").loads(onnx_paths(cfg, spec)["record"].read_text())
-            paths = onnx_paths(cfg, spec)
-            built_from = paths["fp16"] if entry["options"]["onnx"] == "fp16" else paths["fp32"]
-            entry["verification"]["onnx"] = verify_onnx_level(spec, record, paths["fp32"], built_from,
-                                                              spec.precision)
-            level = entry["verification"].setdefault("engine", {"status": "pending", "runs": []})
-            if trt is None:
-                level["note"] = f"engine level pending: {why}; run `engines verify` on a target GPU"
-                log(f"{name}: onnx level {entry['verification']['onnx']['status']}; engine level pending ({why})")
-            else:
-                from ..backends.tensorrt_runner import TensorRTRunner
-                with OnnxRuntimeRunner(paths["fp32"]) as ref, \
-                        TensorRTRunner(set_dir / entry["engine"], trt, name) as eng:
-                    io_problems = eng.check_io(record["io"])
-                    run = compare_runners(spec, record, ref, eng, spec.precision, spec.batch.opt)
-                if io_problems:
-                    run["status"], run["reasons"] = "failed", run["reasons"] + io_problems
-                gpu = gpus[0] if gpus else None
-                run.update({"gpu_name": getattr(gpu, "name", None), "compute_cap": getattr(gpu, "compute_cap", None),
-                            "driver": getattr(gpu, "driver", None)})
-                level["runs"] = [r for r in level.get("runs", []) if r.get("gpu_name") != run["gpu_name"]] + [run]
-                level["status"] = "failed" if any(r["status"] == "failed" for r in level["runs"]) else "passed"
-                log(f"{name}: engine level {run['status']} on {run['gpu_name']}")
-            if bench is not None:
-                entry["benchmark"] = _benchmark(spec, record, paths["fp32"], set_dir / entry["engine"], trt,
-                                                bench, log)
+            try:
+                _verify_entry(specs[name], entry, cfg, set_dir, trt, why, gpus, bench, log)
+            except PipelineError as err:
+                errors.append(err)
+                continue
             for lvl in ("onnx", "engine"):
                 v = entry["verification"].get(lvl, {})
                 if v.get("status") == "failed":
@@ -129,8 +142,35 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
                                                 file=set_dir / entry["engine"], details=v.get("reasons", []),
                                                 fix="rebuild with `engines build --force`, or use precision: fp32"))
         es.write_manifest(set_dir, s.manifest)
-        (set_dir / "report.md").write_text(render_report(s.manifest))
+        write_bytes_atomic(set_dir / "report.md", render_report(s.manifest).encode())
     return s.manifest, errors
+
+
+def _verify_entry(spec, entry: dict, cfg, set_dir: Path, trt, why, gpus, bench, log) -> None:
+    name = spec.name
+    built_from, record = _built_from(cfg, spec, entry)
+    from .export import onnx_paths
+    fp32 = onnx_paths(cfg, spec)["fp32"]
+    entry["verification"]["onnx"] = verify_onnx_level(spec, record, fp32, built_from, spec.precision)
+    level = entry["verification"].setdefault("engine", {"status": "pending", "runs": []})
+    if trt is None:
+        level["note"] = f"engine level pending: {why}; run `engines verify` on a target GPU"
+        log(f"{name}: onnx level {entry['verification']['onnx']['status']}; engine level pending ({why})")
+    else:
+        from ..backends.tensorrt_runner import TensorRTRunner
+        with OnnxRuntimeRunner(fp32) as ref, TensorRTRunner(set_dir / entry["engine"], trt, name) as eng:
+            io_problems = eng.check_io(record["io"])
+            run = compare_runners(spec, record, ref, eng, spec.precision, spec.batch.opt)
+        if io_problems:
+            run["status"], run["reasons"] = "failed", run["reasons"] + io_problems
+        gpu = gpus[0]
+        run.update({"gpu_name": gpu.name, "compute_cap": gpu.compute_cap, "driver": gpu.driver})
+        level["runs"] = [r for r in level.get("runs", []) if r.get("gpu_name") != run["gpu_name"]] + [run]
+        level["status"] = "failed" if any(r["status"] == "failed" for r in level["runs"]) else "passed"
+        level.pop("note", None)
+        log(f"{name}: engine level {run['status']} on {run['gpu_name']}")
+    if bench is not None:
+        entry["benchmark"] = _benchmark(spec, record, fp32, set_dir / entry["engine"], trt, bench, log)
 
 
 def _benchmark(spec, record, onnx_fp32: Path, engine: Path, trt, bench: dict, log) -> dict:

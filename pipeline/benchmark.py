@@ -55,7 +55,7 @@ class _NvmlSampler:
 
 def measure(fn: Callable[[], object], *, batch: int, warmup: int = 20, iterations: int = 200,
             seconds: float | None = None, max_seconds: float = 10.0, cuda: bool = False,
-            gpu_events: bool = True) -> dict:
+            gpu_events: bool = True, stream=None) -> dict:
     """Time ``fn`` (one inference of ``batch`` images): ``iterations`` calls (or ``seconds``
     of calls), cut short after ``max_seconds`` once 10 calls are in, so slow CPU rows stay
     bounded. With ``cuda``, each call is synchronised and also timed with CUDA events."""
@@ -80,9 +80,9 @@ def measure(fn: Callable[[], object], *, batch: int, warmup: int = 20, iteration
             t0 = time.perf_counter()
             if cuda:
                 e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                e0.record()
+                e0.record(stream)
                 fn()
-                e1.record()
+                e1.record(stream)
                 torch.cuda.synchronize()
                 gpu.append(e0.elapsed_time(e1))
             else:

@@ -129,7 +129,11 @@ def _backend(ctx: Ctx, name: str, targets: str | None, gpu_facts: Path | None):
 def run_build(ctx: Ctx, cfg, names, backend, gpus, workspace, keep_going, force):
     from .stages.build import build_all
     try:
-        return build_all(cfg, cfg.select(names), backend, gpus, workspace=workspace,
+        specs = cfg.select(names)
+    except PipelineError as err:
+        fail(ctx, err, code=2)
+    try:
+        return build_all(cfg, specs, backend, gpus, workspace=workspace,
                          keep_going=keep_going, force=force, log=ctx.echo)
     except PipelineError as err:
         return {"models": {}}, [err]

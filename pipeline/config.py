@@ -84,10 +84,12 @@ class ModelSpec:
                 "task": self.task}
 
     def thresholds(self, precision: str | None = None) -> dict:
-        base = dict(DEFAULT_VERIFY[precision or self.precision])
-        base.update(self.verify.get(precision or self.precision, {}) if any(
-            k in self.verify for k in PRECISIONS) else self.verify)
-        return base
+        """Defaults for the precision, then flat ``verify:`` keys, then ``verify: {fp16: ...}``."""
+        precision = precision or self.precision
+        out = dict(DEFAULT_VERIFY[precision])
+        out.update({k: v for k, v in self.verify.items() if k not in PRECISIONS})
+        out.update(self.verify.get(precision, {}))
+        return out
 
 
 @dataclass
@@ -181,11 +183,21 @@ def _merged(entry: dict, defaults: dict, where: str, path: Path, root: Path) -> 
     if not isinstance(opts["verify"], dict):
         raise _err("verify must be a mapping of thresholds", where, path,
                    "write e.g. verify: {min_match_rate: 0.9}")
-    known_thr = set(DEFAULT_VERIFY["fp32"]) | set(PRECISIONS)
-    bad = sorted(set(opts["verify"]) - known_thr)
-    if bad:
-        raise _err(f"unknown verify threshold(s) {', '.join(bad)}", where, path,
-                   f"use any of {', '.join(sorted(known_thr))}")
+    known_thr = set(DEFAULT_VERIFY["fp32"])
+    for scope, table in [("verify", opts["verify"])] + [
+            (f"verify.{p}", opts["verify"][p]) for p in PRECISIONS if p in opts["verify"]]:
+        if not isinstance(table, dict):
+            raise _err(f"{scope} must be a mapping of thresholds", where, path,
+                       f"write e.g. {scope}: {{min_match_rate: 0.9}}")
+        bad = sorted(set(table) - known_thr - (set(PRECISIONS) if scope == "verify" else set()))
+        if bad:
+            raise _err(f"unknown {scope} threshold(s) {', '.join(bad)}", where, path,
+                       f"use any of {', '.join(sorted(known_thr))}")
+        wrong = sorted(k for k, v in table.items() if k in known_thr and v is not None
+                       and (isinstance(v, bool) or not isinstance(v, (int, float))))
+        if wrong:
+            raise _err(f"{scope} threshold(s) {', '.join(wrong)} must be numbers", where, path,
+                       "write numbers, e.g. min_match_rate: 0.9")
     vi = opts["verify_images"]
     opts["verify_images"] = _inside(root, vi, where, path, "verify_images") if vi else None
     opts["batch"] = _parse_batch(opts["batch"], where, path)

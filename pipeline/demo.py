@@ -96,6 +96,8 @@ def demo_models(cfg: Config, log=print) -> list[dict]:
             done.append({"model": spec.name, "file": str(dest), "action": "kept (exists)"})
             continue
         arch, names = DEMO_ARCH.get(spec.name) or TASK_ARCH[spec.task]
+        if ("pose" in arch) != (spec.task == "pose"):  # a name from DEMO_ARCH on another task
+            arch, names = TASK_ARCH[spec.task]
         write_demo_checkpoint(dest, arch, names, SEED + i)
         done.append({"model": spec.name, "file": str(dest), "action": f"wrote demo weights ({arch})"})
         log(f"{spec.name}: wrote demo weights from {arch} -> {dest}")

@@ -26,6 +26,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backends.trt_backends import TensorRTRTX
 from .engine_set import EngineSet, cc_token, list_sets, make_tag, now_iso
 from .errors import PipelineError
 from .fsutil import write_bytes_atomic
@@ -37,7 +38,7 @@ RUNTIME_ALIASES = {"tensorrt": "tensorrt", "trt": "tensorrt", "tensorrt-rtx": "t
 INSTALLED = (("tensorrt", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
                            "tensorrt-cu12-bindings")),
              ("tensorrt-rtx", ("tensorrt-rtx-cu13-bindings", "tensorrt-rtx-cu12-bindings", "tensorrt-rtx")))
-RTX_TARGETS = ("8.0", "8.6", "8.9", "12.0", "12.1")   # what TensorRT for RTX builds for by default
+RTX_TARGETS = TensorRTRTX.supported_targets()  # one list with the builder (no TensorRT import)
 TRT_LABEL = "org.engines.tensorrt.version"
 BUILDER_CMD = "docker compose -f docker-compose.build.yml run --rm builder"
 

@@ -34,6 +34,16 @@ models:
     assert m.thresholds("fp32")["min_cosine"] == 0.99999
 
 
+def test_flat_and_per_precision_thresholds_combine(tmp_path):
+    cfg = load_config(write_config(tmp_path, """
+models:
+  - {name: a, source: a.pt, task: detect, verify: {min_match_rate: 0.5, fp16: {min_iou: 0.7}}}
+"""))
+    m = cfg.models[0]
+    assert (m.thresholds("fp16")["min_match_rate"], m.thresholds("fp16")["min_iou"]) == (0.5, 0.7)
+    assert (m.thresholds("fp32")["min_match_rate"], m.thresholds("fp32")["min_iou"]) == (0.5, 0.98)
+
+
 BAD = [
     ("models:\n  - {name: a, source: a.pt, task: detect, colour: red}\n", "a", "unknown key(s) colour"),
     ("models:\n  - {name: a, task: detect}\n", "a", "missing required field 'source'"),
@@ -54,6 +64,12 @@ BAD = [
     ("defaults: {imgsz: 640, speed: fast}\nmodels:\n  - {name: a, source: a.pt, task: detect}\n",
      "defaults", "unknown key(s) speed"),
     ("models: []\n", None, "non-empty list"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, verify: {fp16: {min_match_rat: 0.5}}}\n", "a",
+     "unknown verify.fp16 threshold(s) min_match_rat"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, verify: {fp16: 0.5}}\n", "a",
+     "verify.fp16 must be a mapping"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, verify: {min_iou: high}}\n", "a",
+     "threshold(s) min_iou must be numbers"),
     ("models: [\n", None, "not valid YAML"),
 ]
 

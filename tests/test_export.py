@@ -162,3 +162,28 @@ def test_verify_images_folder_joins_the_parity_images(tmp_path, demo_checkpoints
     rec = export_stage.export_model(cfg, cfg.models[0])
     assert rec["parity"]["images"] == ["bus.jpg", "zidane.jpg", "kitchen_cam1.jpg"]
     assert rec["parity"]["passed"]
+
+
+def test_unexpected_failure_names_model_and_file(workspace, monkeypatch):
+    def broken(proto):
+        raise ValueError("converter exploded")
+    monkeypatch.setattr(export_stage, "to_fp16", broken)
+    cfg = load_config(workspace / "models.yaml")
+    records, errors = export_stage.export_all(cfg, cfg.models[:1], force=True)
+    assert records == [] and len(errors) == 1
+    msg = errors[0].render()
+    assert "model 'human': export failed: ValueError: converter exploded" in msg and "yolov8n.pt" in msg
+
+
+def test_demo_architecture_follows_the_task(tmp_path):
+    from pipeline.demo import demo_models
+    cfg = load_config(write_config(tmp_path, "models:\n  - {name: pose, source: p.pt, task: detect}\n"))
+    demo_models(cfg, log=lambda m: None)
+    from ultralytics import YOLO
+    assert YOLO(str(tmp_path / "p.pt")).task == "detect"
+
+
+def test_unknown_model_name_is_a_usage_error(workspace):
+    for cmd in ("export", "build"):
+        res = run_cli("--config", str(workspace / "models.yaml"), cmd, "--model", "nope")
+        assert res.returncode == 2 and "unknown model(s) nope" in res.stderr, cmd

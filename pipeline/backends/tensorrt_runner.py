@@ -78,6 +78,17 @@ class TensorRTRunner(Runner):
                 problems.append(f"{t['name']}: rank {len(s.shape)} vs {len(t['shape'])}")
         return problems
 
+    def _set_shape(self, name: str, shape) -> None:
+        if not self.context.set_input_shape(name, tuple(shape)):
+            raise PipelineError(f"the engine does not accept input {name} of shape {tuple(shape)}",
+                                model=self.model, file=self.engine_path,
+                                fix="use a batch inside the engine's profile (batch: in models.yaml)")
+
+    def accepts_batch(self, batch: int) -> bool:
+        """Whether ``batch`` lies inside the engine's optimization profile 0."""
+        lo, _, hi = self.engine.get_tensor_profile_shape("images", 0)
+        return lo[0] <= batch <= hi[0]
+
     @property
     def label(self) -> str:
         return f"{self.name} engine"
@@ -86,7 +97,7 @@ class TensorRTRunner(Runner):
         """Bind device buffers once; returns a closure that runs the engine alone
         (the benchmark's engine view: no host<->device copies)."""
         torch, ctx = self.torch, self.context
-        ctx.set_input_shape("images", tuple(x.shape))
+        self._set_shape("images", x.shape)
         self._bench_in = torch.from_numpy(np.ascontiguousarray(x)).cuda()
         ctx.set_tensor_address("images", self._bench_in.data_ptr())
         self._bench_out = {}
@@ -105,7 +116,7 @@ class TensorRTRunner(Runner):
         torch, ctx = self.torch, self.context
         keep = []
         for name, arr in feed.items():
-            ctx.set_input_shape(name, tuple(arr.shape))
+            self._set_shape(name, arr.shape)
             t = torch.from_numpy(np.ascontiguousarray(arr)).cuda()
             keep.append(t)
             ctx.set_tensor_address(name, t.data_ptr())

@@ -64,16 +64,19 @@ def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: 
     rows = []
 
     def add(runtime, view, batch, fn, cuda):
+        # CUDA events go on the stream the work runs on (TensorRT has its own)
+        is_engine = engine_runner is not None and runtime == engine_runner.label
         fig = measure(fn, batch=batch, warmup=warmup, iterations=iterations, cuda=cuda,
-                      max_seconds=max_seconds, gpu_events=view == "engine")
-        if engine_runner is not None and runtime == engine_runner.label:
+                      max_seconds=max_seconds, gpu_events=view == "engine",
+                      stream=engine_runner.stream if is_engine else None)
+        if is_engine:
             fig["context_device_mib"] = engine_runner.context_device_mib
             fig["peak_device_mib"] = fig.get("peak_device_mib", 0.0) + engine_runner.context_device_mib
         rows.append({"model": spec.name, "runtime": runtime, "view": view, **fig})
 
     for b in batches_:
         x = batches(images, spec.imgsz, b)[0]
-        if engine_runner is not None:
+        if engine_runner is not None and engine_runner.accepts_batch(b):
             fn = engine_runner.prepare(x)
             if "engine" in views:
                 add(engine_runner.label, "engine", b, fn, True)

@@ -232,12 +232,24 @@ def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
     return {**record, "status": "exported"}
 
 
+def _export_guarded(cfg: Config, spec: ModelSpec, force: bool, log) -> dict:
+    """export_model with anything unexpected turned into an error naming model and file."""
+    try:
+        return export_model(cfg, spec, force=force, log=log)
+    except PipelineError:
+        raise
+    except Exception as exc:  # onnx, onnxsim, onnxconverter-common, ONNX Runtime raise many types
+        raise PipelineError(f"export failed: {type(exc).__name__}: {str(exc)[:400]}", model=spec.name,
+                            file=spec.source_path,
+                            fix="rerun with --force; if it persists, report the message with the checkpoint") from exc
+
+
 def export_all(cfg: Config, specs: list[ModelSpec], keep_going: bool = False, force: bool = False,
                log: Callable[[str], None] = lambda m: None) -> tuple[list[dict], list[PipelineError]]:
     records, errors = [], []
     for spec in specs:
         try:
-            rec = export_model(cfg, spec, force=force, log=log)
+            rec = _export_guarded(cfg, spec, force, log)
             log(f"{spec.name}: {rec['status']} -> {rec['files']['fp32']}")
             records.append(rec)
         except PipelineError as err:

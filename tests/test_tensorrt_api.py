@@ -32,6 +32,8 @@ def _stub_api() -> dict[str, set[str]]:
             current = api.setdefault(m.group(1), set())
         elif current is not None and (m := re.match(r"    (?:def |class )?(\w+)\b", line)):
             current.add(m.group(1))
+        elif current is not None and (m := re.match(r"\s+:ivar (\w+):", line)):
+            current.add(m.group(1))  # properties are documented, not declared
     return api
 
 
@@ -64,7 +66,7 @@ def test_every_builder_method_called_exists_in_the_stubs():
                    "numpy", "cuda", "data_ptr", "empty", "from_numpy", "synchronize", "Stream",
                    "is_available", "inputs", "outputs", "_spec", "_is_input", "name", "lines",
                    "__init__", "serialize", "deque", "ILogger", "suppress", "read_engine", "ascontiguousarray", "items",
-                   "tuple", "BuildRequest"}
+                   "tuple", "BuildRequest", "_set_shape"}
     trt_calls = calls - python_side
     # set_compute_capability: TensorRT for RTX only, guarded by `if req.targets`
     unknown = sorted(c for c in trt_calls if c not in all_members and c not in api
@@ -120,3 +122,24 @@ def test_full_tensorrt_build_and_run(workspace):
         import numpy as np
         out = runner.infer({"images": np.zeros((1, 3, 320, 320), np.float32)})
         assert out["output0"].shape == (1, 84, 2100)
+
+
+# Attribute reads (properties) on TensorRT objects, by the stub class of the object.
+PROPERTIES = {
+    "INetworkDefinition": ["num_inputs"],
+    "OnnxParser": ["num_errors"],
+    "ICudaEngine": ["num_io_tensors", "device_memory_size", "device_memory_size_v2"],
+    "IBuilderConfig": ["num_compute_capabilities"],  # TensorRT for RTX only (guarded)
+}
+
+
+def test_properties_read_exist_on_their_classes():
+    api = _stub_api()
+    src = _sources()
+    missing = []
+    for cls, names in PROPERTIES.items():
+        for name in names:
+            assert re.search(rf"\.{name}\b|\"{name}\"", src), f"{name} is no longer used: update PROPERTIES"
+            if name not in api.get(cls, set()) and name != "num_compute_capabilities":
+                missing.append(f"{cls}.{name}")
+    assert missing == []

@@ -57,8 +57,11 @@ verify-gpu: ## GPU acceptance in the container: build with TensorRT, verify the 
 	$(COMPOSE) -f docker-compose.build.yml run --rm builder run --backend tensorrt
 	$(COMPOSE) -f docker-compose.build.yml run --rm builder verify --benchmark --batch 1
 
-deploy: $(STAMP) ## Resolve the engine set for this host, then start pyt-api-prod
-	$(ENGINES) --config $(CONFIG) resolve --require --write-env .env.engines $(ARGS)
+# resolve picks the set here (pending engine-level verification is accepted with a warning);
+# the engines-check service then verifies it on the GPU and runs `resolve --require`, and
+# pyt-api-prod starts only if that passes.
+deploy: $(STAMP) ## Resolve the engine set for this host, then start pyt-api-prod behind engines-check
+	$(ENGINES) --config $(CONFIG) resolve --write-env .env.engines $(ARGS)
 	$(COMPOSE) -f docker-compose.prod.full.yml --env-file .env.engines up -d
 
 resolve: $(STAMP) ## Show which engine set this host would get (no hand-over)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ class Ctx:
         self.config_path = Path(config)
         self.json = as_json
         self._out = None
+        self._t0 = time.perf_counter()
         if as_json:
             # Libraries (Ultralytics) print progress to stdout; with --json stdout carries
             # exactly one JSON document, so Python-level prints go to stderr meanwhile.
@@ -36,6 +38,12 @@ class Ctx:
         """Human progress: silent with --json (machine output owns stdout)."""
         if not self.json:
             click.echo(msg, err=err)
+
+    def progress(self, msg: str) -> None:
+        """A stage's progress line, stamped with seconds since the command started (on
+        stderr with --json, so long runs stay visible without touching the JSON)."""
+        line = f"[{time.perf_counter() - self._t0:6.1f}s] {msg}"
+        click.echo(line, err=self.json)
 
     def emit(self, obj: dict) -> None:
         if self.json:

@@ -35,7 +35,7 @@ def demo_models_cmd(ctx: Ctx) -> None:
     """
     from .demo import demo_models
     cfg = _load(ctx)
-    done = demo_models(cfg, log=ctx.echo)
+    done = demo_models(cfg, log=ctx.progress)
     ctx.emit({"ok": True, "models": done})
     for d in done:
         ctx.echo(f"{d['model']}: {d['action']}")
@@ -47,7 +47,7 @@ def run_export(ctx: Ctx, cfg, names, keep_going: bool, force: bool):
         specs = cfg.select(names)
     except PipelineError as err:
         fail(ctx, err, code=2)
-    records, errors = export_all(cfg, specs, keep_going=keep_going, force=force, log=ctx.echo)
+    records, errors = export_all(cfg, specs, keep_going=keep_going, force=force, log=ctx.progress)
     return records, errors
 
 
@@ -121,7 +121,7 @@ def _backend(ctx: Ctx, name: str, targets: str | None, gpu_facts: Path | None):
         fail(ctx, PipelineError(f"unknown target {exc}", fix="write targets like sm86,sm89,sm120"), code=2)
     gpus = detect_gpus(gpu_facts)
     try:
-        return choose_backend(name, tlist, gpus, log=ctx.echo), gpus
+        return choose_backend(name, tlist, gpus, log=ctx.progress), gpus
     except PipelineError as err:
         fail(ctx, err, code=2)
 
@@ -134,7 +134,7 @@ def run_build(ctx: Ctx, cfg, names, backend, gpus, workspace, keep_going, force)
         fail(ctx, err, code=2)
     try:
         return build_all(cfg, specs, backend, gpus, workspace=workspace,
-                         keep_going=keep_going, force=force, log=ctx.echo)
+                         keep_going=keep_going, force=force, log=ctx.progress)
     except PipelineError as err:
         return {"models": {}}, [err]
 
@@ -171,7 +171,7 @@ def run_cmd(ctx: Ctx, models, backend, targets, workspace, gpu_facts, keep_going
     cfg = _load(ctx)
     if not no_demo and any(not m.source_path.exists() for m in cfg.models):
         from .demo import demo_models
-        demo_models(cfg, log=ctx.echo)
+        demo_models(cfg, log=ctx.progress)
     records, errors = run_export(ctx, cfg, models, keep_going, force)
     exported = [r["model"] for r in records]
     summary: dict = {"models": {}}
@@ -271,7 +271,7 @@ def verify_cmd(ctx: Ctx, models, set_tag, do_bench, iterations, warmup, bench_ba
         if do_bench:
             bench = {"iterations": iterations, "warmup": warmup,
                      "batches": [int(b) for b in bench_batches.split(",") if b.strip()]}
-        manifest, errors = verify_set(cfg, sets[set_tag], names=models, log=ctx.echo, bench=bench)
+        manifest, errors = verify_set(cfg, sets[set_tag], names=models, log=ctx.progress, bench=bench)
     except PipelineError as err:
         fail(ctx, err)
     ctx.emit({"ok": not errors, "set": set_tag, "report": (sets[set_tag] / "report.md").read_text(),

@@ -63,9 +63,15 @@ def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool) -> None:
     (.export.json) with I/O, simplification and parity against PyTorch on real images.
     Skipped when the checkpoint, options and tool versions are unchanged.
     """
+    from .stages.export import check_passthrough
     cfg = _load(ctx)
     records, errors = run_export(ctx, cfg, models, keep_going, force)
-    ctx.emit({"ok": not errors, "exports": records, "errors": [e.to_json() for e in errors]})
+    passthrough, missing = check_passthrough(cfg) if not models else ([], [])
+    errors += missing
+    for p in passthrough:
+        ctx.progress(f"{p['model']}: passthrough {p['file']} sha256 {p['sha256'][:12]}")
+    ctx.emit({"ok": not errors, "exports": records, "passthrough": passthrough,
+              "errors": [e.to_json() for e in errors]})
     if errors:
         fail(ctx, errors)
 

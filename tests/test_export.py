@@ -187,3 +187,16 @@ def test_unknown_model_name_is_a_usage_error(workspace):
     for cmd in ("export", "build"):
         res = run_cli("--config", str(workspace / "models.yaml"), cmd, "--model", "nope")
         assert res.returncode == 2 and "unknown model(s) nope" in res.stderr, cmd
+
+
+def test_passthrough_is_checked_and_hashed_without_xgboost(workspace):
+    import importlib.util
+    res = run_cli("--config", str(workspace / "models.yaml"), "--json", "export")
+    doc = json.loads(res.stdout)
+    assert res.returncode == 0
+    assert doc["passthrough"] == [{"model": "handwash", "file": "handwash_xgb.joblib",
+                                   "sha256": sha256_file(workspace / "handwash_xgb.joblib")}]
+    assert importlib.util.find_spec("xgboost") is None  # the pipeline never needs it
+    (workspace / "handwash_xgb.joblib").unlink()
+    res = run_cli("--config", str(workspace / "models.yaml"), "export")
+    assert res.returncode == 1 and "model 'handwash': passthrough model is missing or empty" in res.stderr

@@ -257,3 +257,17 @@ def export_all(cfg: Config, specs: list[ModelSpec], keep_going: bool = False, fo
             if not keep_going:
                 break
     return records, errors
+
+
+def check_passthrough(cfg: Config) -> tuple[list[dict], list[PipelineError]]:
+    """Passthrough models (the XGBoost hand-wash classifier) are only checked and hashed:
+    nothing here imports xgboost or reads the file's contents."""
+    found, errors = [], []
+    for p in cfg.passthrough:
+        if not p.source_path.is_file() or p.source_path.stat().st_size == 0:
+            errors.append(PipelineError("passthrough model is missing or empty", model=p.name, file=p.source_path,
+                                        fix="copy the trained file there, or run `engines demo-models` "
+                                            "for a stand-in"))
+            continue
+        found.append({"model": p.name, "file": p.source, "sha256": sha256_file(p.source_path)})
+    return found, errors

@@ -67,5 +67,5 @@ deploy: $(STAMP) ## Resolve the engine set for this host, then start pyt-api-pro
 resolve: $(STAMP) ## Show which engine set this host would get (no hand-over)
 	$(ENGINES) --config $(CONFIG) resolve --no-link $(ARGS)
 
-clean: ## Remove generated ONNX and engines (never a checkpoint you placed)
+clean: ## Remove ONNX and engine sets built from demo weights (never checkpoints or real sets)
 	$(PY) -m pipeline --config $(CONFIG) clean --yes

@@ -127,9 +127,12 @@ def _report(ctx: Ctx, res) -> None:
 @click.option("--builder-image", metavar="IMAGE", envvar="ENGINES_IMAGE",
               help="Builder image for --build-missing (env ENGINES_IMAGE, as in docker-compose.build.yml; "
                    "default engines-builder:latest).")
+@click.option("--set", "expect_set", metavar="TAG", envvar="ENGINE_SET",
+              help="The set that must be chosen (env ENGINE_SET, as engines-check gets it): resolve fails "
+                   "if the rules pick another, so the gate approves exactly the set that is mounted.")
 @click.pass_obj
 def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allow_pending, require,
-                write_env, no_link, build_missing, builder_image) -> None:
+                write_env, no_link, build_missing, builder_image, expect_set) -> None:
     from . import deploy
     from .hardware import detect_gpus, pick_gpu
 
@@ -153,9 +156,14 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
             res = deploy.resolve(engines_dir, gpu, rt, **kwargs)
         if res.chosen is None:
             raise deploy.refusal(res, _config_arg(ctx))
+        if expect_set and res.chosen.tag != expect_set:
+            raise PipelineError(f"the rules choose {res.chosen.tag}, but {expect_set} is the set expected "
+                                "(--set / ENGINE_SET)", file=engines_dir,
+                                fix="run `make deploy` again so the env file names the set this host gets")
         link = env = None
         if write_env is not None:
-            values = deploy.env_lines(res, models_dir, image)
+            values = deploy.env_lines(res, models_dir, image, allow_demo=allow_demo,
+                                      allow_pending=allow_pending)
             deploy.write_env(write_env, values, res)
             env = str(write_env)
         if not no_link:

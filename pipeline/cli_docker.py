@@ -16,9 +16,9 @@ import click
 from .cli import Ctx, cli, fail
 from .errors import PipelineError
 
-# Host variables forwarded into the container, so `ENGINES_RUN_MODEL=human engines docker run`
+# Host variables forwarded into the container, so `ENGINES_RUN_MODELS=human engines docker run`
 # means what it means outside. ENGINES_CONFIG is rewritten to the in-container path.
-_NOT_FORWARDED = {"ENGINES_CONFIG", "ENGINES_IMAGE"}
+_NOT_FORWARDED = {"ENGINES_CONFIG", "ENGINES_IMAGE", "ENGINES_TIMING_CACHE"}  # host paths/settings
 
 
 def _forwarded_env(config_name: str) -> dict:

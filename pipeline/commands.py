@@ -77,20 +77,45 @@ def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool) -> None:
 
 
 @cli.command("clean")
+@click.option("--all", "everything", is_flag=True,
+              help="Remove every generated ONNX file and engine set, not only those built from demo weights.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
-def clean_cmd(ctx: Ctx, yes: bool) -> None:
-    """Remove generated ONNX files and engine sets; checkpoints are never touched."""
+def clean_cmd(ctx: Ctx, everything: bool, yes: bool) -> None:
+    """Remove what was built from demo weights (ONNX exports and engine sets).
+
+    Checkpoints are never touched, nor (without --all) a set or export built from real
+    weights, which a running pyt-api-prod may have mounted.
+    """
+    from .engine_set import list_sets
+    from .fsutil import read_json
     cfg = _load(ctx)
-    targets = [p for p in (cfg.onnx_dir, cfg.engines_dir) if p.exists()]
+    targets: list[Path] = []
+    for s in list_sets(cfg.engines_dir):
+        if everything or s.demo:
+            targets.append(s.path)
+    if cfg.onnx_dir.is_dir():
+        for rec_path in cfg.onnx_dir.rglob("*.export.json"):
+            rec = read_json(rec_path) or {}
+            if everything or rec.get("demo"):
+                stem = str(rec_path)[: -len(".export.json")]
+                targets += [p for p in (Path(stem + ".onnx"), Path(stem + ".fp16.onnx"), rec_path) if p.exists()]
+    kept = [s.tag for s in list_sets(cfg.engines_dir) if s.path not in targets]
     if not targets:
-        ctx.echo("nothing to clean")
+        ctx.echo("nothing to clean" + (f" (kept real sets: {', '.join(kept)}; --all removes them)" if kept else ""))
+        ctx.emit({"ok": True, "removed": [], "kept": kept})
         return
     if not yes and not ctx.json:
-        click.confirm(f"Remove {', '.join(map(str, targets))}?", abort=True)
+        click.confirm("Remove:\n  " + "\n  ".join(map(str, targets)) + "\n?", abort=True)
     for p in targets:
-        shutil.rmtree(p)
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
         ctx.echo(f"removed {p}")
+    current = cfg.engines_dir / "current"
+    if current.is_symlink() and not current.exists():
+        current.unlink()
+    if kept:
+        ctx.echo(f"kept sets built from real weights: {', '.join(kept)} (--all removes them)")
+    ctx.emit({"ok": True, "removed": [str(p) for p in targets], "kept": kept})
 
 
 BACKEND_OPT = click.option(
@@ -104,6 +129,9 @@ WORKSPACE_OPT = click.option(
     "--workspace", type=float, default=None, metavar="GIB",
     help="Builder workspace limit in GiB, overriding models.yaml; checked against the GPU's free "
          "memory. Default: let TensorRT decide.")
+PRECISION_OPT = click.option(
+    "--precision", type=click.Choice(["fp16", "fp32"]), default=None,
+    help="Build every selected model at this precision, overriding models.yaml.")
 GPU_FACTS_OPT = click.option(
     "--gpu-facts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
     help="Saved `nvidia-smi --query-gpu=...` CSV or NVML JSON used instead of asking the driver "
@@ -112,7 +140,7 @@ GPU_FACTS_OPT = click.option(
 
 def build_options(fn):
     """The options `build` and `run` share (applied in --help order)."""
-    for opt in reversed((MODEL_OPT, BACKEND_OPT, TARGET_OPT, WORKSPACE_OPT, GPU_FACTS_OPT,
+    for opt in reversed((MODEL_OPT, BACKEND_OPT, TARGET_OPT, WORKSPACE_OPT, PRECISION_OPT, GPU_FACTS_OPT,
                          KEEP_GOING_OPT, FORCE_OPT)):
         fn = opt(fn)
     return fn
@@ -132,12 +160,16 @@ def _backend(ctx: Ctx, name: str, targets: str | None, gpu_facts: Path | None):
         fail(ctx, err, code=2)
 
 
-def run_build(ctx: Ctx, cfg, names, backend, gpus, workspace, keep_going, force):
+def run_build(ctx: Ctx, cfg, names, backend, gpus, workspace, keep_going, force, precision=None):
+    import dataclasses
+
     from .stages.build import build_all
     try:
         specs = cfg.select(names)
     except PipelineError as err:
         fail(ctx, err, code=2)
+    if precision:
+        specs = [dataclasses.replace(s, precision=precision) for s in specs]
     try:
         return build_all(cfg, specs, backend, gpus, workspace=workspace,
                          keep_going=keep_going, force=force, log=ctx.progress)
@@ -148,7 +180,7 @@ def run_build(ctx: Ctx, cfg, names, backend, gpus, workspace, keep_going, force)
 @cli.command("build")
 @build_options
 @click.pass_obj
-def build_cmd(ctx: Ctx, models, backend, targets, workspace, gpu_facts, keep_going, force) -> None:
+def build_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts, keep_going, force) -> None:
     """Build engines from the exported ONNX into models/engines/<tag>/.
 
     <tag> is trt-<version>-sm<cc> (full TensorRT) or trtrtx-<version>-sm<cc>_<cc>...
@@ -157,7 +189,7 @@ def build_cmd(ctx: Ctx, models, backend, targets, workspace, gpu_facts, keep_goi
     """
     cfg = _load(ctx)
     be, gpus = _backend(ctx, backend, targets, gpu_facts)
-    summary, errors = run_build(ctx, cfg, models, be, gpus, workspace, keep_going, force)
+    summary, errors = run_build(ctx, cfg, models, be, gpus, workspace, keep_going, force, precision)
     ctx.emit({"ok": not errors, "build": summary, "errors": [e.to_json() for e in errors]})
     if errors:
         fail(ctx, errors)
@@ -168,13 +200,18 @@ def build_cmd(ctx: Ctx, models, backend, targets, workspace, gpu_facts, keep_goi
 @click.option("--no-demo", is_flag=True,
               help="Fail on missing checkpoints instead of writing seeded demo weights.")
 @click.pass_obj
-def run_cmd(ctx: Ctx, models, backend, targets, workspace, gpu_facts, keep_going, force, no_demo) -> None:
+def run_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts, keep_going, force,
+            no_demo) -> None:
     """All stages: demo weights where checkpoints are missing, export, build, verify, publish.
 
     This is what `make engines` and the builder container run. A second run with nothing
     changed does no work.
     """
     cfg = _load(ctx)
+    try:
+        cfg.select(models)  # a misspelt --model fails before any work
+    except PipelineError as err:
+        fail(ctx, err, code=2)
     if not no_demo and any(not m.source_path.exists() for m in cfg.models):
         from .demo import demo_models
         demo_models(cfg, log=ctx.progress)
@@ -183,7 +220,7 @@ def run_cmd(ctx: Ctx, models, backend, targets, workspace, gpu_facts, keep_going
     summary: dict = {"models": {}}
     if exported:
         be, gpus = _backend(ctx, backend, targets, gpu_facts)
-        summary, build_errors = run_build(ctx, cfg, exported, be, gpus, workspace, keep_going, force)
+        summary, build_errors = run_build(ctx, cfg, exported, be, gpus, workspace, keep_going, force, precision)
         errors += build_errors
         ctx.echo(f"engine set: {summary.get('set')}")
         for name, state in summary["models"].items():
@@ -233,9 +270,8 @@ def _set_for_this_host(sets) -> str | None:
 @cli.command("verify")
 @MODEL_OPT
 @click.option("--set", "set_tag", default=None, envvar="ENGINE_SET", metavar="TAG",
-              help="Engine set to verify (a tag from `engines list`). Default: $ENGINE_SET, else "
-                   "models/engines/current, else the only set, else the one set built by the TensorRT "
-                   "installed here for this GPU.")
+              help="Engine set to verify (a tag from `engines list`). Default: $ENGINE_SET, else the only "
+                   "set, else the one set this machine's TensorRT and GPU can run, else models/engines/current.")
 @click.option("--benchmark", "do_bench", is_flag=True,
               help="Also benchmark each model: the engine (where it runs here) and PyTorch FP32/FP16/"
                    "CUDA-graph and ONNX Runtime baselines, engine-only and end-to-end views.")
@@ -258,12 +294,12 @@ def verify_cmd(ctx: Ctx, models, set_tag, do_bench, iterations, warmup, bench_ba
     cfg = _load(ctx)
     sets = {s.tag: s.path for s in list_sets(cfg.engines_dir)}
     current = cfg.engines_dir / "current"
-    if set_tag is None and current.is_symlink():
-        set_tag = current.resolve().name
     if set_tag is None and len(sets) == 1:
         set_tag = next(iter(sets))
-    if set_tag is None and len(sets) > 1:
+    if set_tag is None and len(sets) > 1:  # the set this machine can run beats the deployed link
         set_tag = _set_for_this_host(list_sets(cfg.engines_dir))
+    if set_tag is None and current.is_symlink():
+        set_tag = current.resolve().name
     if not sets:
         fail(ctx, PipelineError("no engine sets to verify", file=cfg.engines_dir,
                                 fix="build one first: make engines (or engines run)"), code=2)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +102,7 @@ def image_runtime(image: str) -> Runtime:
 def find_runtime(runtime: str | None, image: str | None) -> Runtime:
     if runtime:
         return parse_runtime(runtime)
+    image = image or os.environ.get("PYT_API_IMAGE")  # the service image make deploy starts
     if image:
         return image_runtime(image)
     found = installed_runtime()
@@ -175,8 +175,10 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
     v = Verdict(s.tag, s.path, updated=str(m.get("updated") or m.get("created") or ""))
     backend, version = m.get("backend"), str(m.get("trt_version") or "")
     targets = [str(t) for t in (m.get("targets") or [])]
+    # built on this GPU model only if every engine was (a set can be extended on another GPU)
+    names = {(e.get("gpu") or {}).get("name") for e in (m.get("engines") or {}).values() if e.get("gpu")}
     built_on = (m.get("gpu") or {}).get("name")
-    v.same_gpu = bool(built_on) and built_on == gpu.name
+    v.same_gpu = bool(built_on) and built_on == gpu.name and names <= {gpu.name}
     if backend != runtime.backend:
         v.refuse("backend", f"built with {backend or 'an unknown backend'}; the service runs {runtime.label}")
     elif version != runtime.version:
@@ -360,10 +362,13 @@ class NoMatchingSet(PipelineError):
 
 
 def _env_value(v: str) -> str:
-    return v if re.match(r"^[A-Za-z0-9_./:=+-]*$", v) else shlex.quote(v)
+    """Compose env-file quoting: single quotes, a quote inside escaped as \\' (shlex's
+    '"'"' form is not understood by compose)."""
+    return v if re.match(r"^[A-Za-z0-9_./:=+-]*$", v) else "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def env_lines(res: Resolution, models_dir: Path, image: str | None = None) -> dict[str, str]:
+def env_lines(res: Resolution, models_dir: Path, image: str | None = None, *, allow_demo: bool = False,
+              allow_pending: bool = False) -> dict[str, str]:
     s, gpu, rt = res.chosen, res.gpu, res.runtime
     assert s is not None
     env = {"ENGINE_SET": s.tag, "ENGINE_DIR": str(s.path.resolve()), "ENGINE_RUNTIME": rt.spec,
@@ -373,6 +378,13 @@ def env_lines(res: Resolution, models_dir: Path, image: str | None = None) -> di
     service_image = image or os.environ.get("PYT_API_IMAGE")
     if service_image:
         env["PYT_API_IMAGE"] = service_image
+    # engines-check runs as this user (it rewrites manifest.json) and repeats this
+    # resolve with the same allowances (click reads ENGINES_RESOLVE_<OPTION>)
+    env["UID"], env["GID"] = str(os.getuid()), str(os.getgid())
+    if allow_demo:
+        env["ENGINES_RESOLVE_ALLOW_DEMO"] = "1"
+    if allow_pending:
+        env["ENGINES_RESOLVE_ALLOW_PENDING"] = "1"
     return env
 
 
@@ -380,7 +392,11 @@ def write_env(path: Path, env: dict[str, str], res: Resolution) -> None:
     head = (f"# written by `engines resolve` at {now_iso()}: {res.gpu.name} ({res.gpu.sm}), "
             f"{res.runtime.label}\n# read by docker-compose.prod.full.yml (--env-file); do not edit by hand\n")
     body = "".join(f"{k}={_env_value(v)}\n" for k, v in env.items())
-    write_bytes_atomic(path, (head + body).encode())
+    try:
+        write_bytes_atomic(path, (head + body).encode())
+    except OSError as exc:
+        raise PipelineError(f"cannot write the env file ({exc.strerror or exc})", file=path,
+                            fix="pass --write-env with a writable path") from None
 
 
 def switch_current(engines_dir: Path, tag: str) -> Path:

@@ -143,6 +143,9 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
         yield buf.decode("utf-8", "replace").rstrip("\r")
 
 
+TIMING_CACHE_VOLUME = "engines_timing-cache"  # compose project `engines`, volume `timing-cache`
+
+
 def run_builder(models_dir: Path, image: str, args: list[str], gpu: bool = True,
                 on_line: Callable[[str], None] = print, client=None, user: str | None = None,
                 environment: dict | None = None) -> int:
@@ -160,7 +163,11 @@ def run_builder(models_dir: Path, image: str, args: list[str], gpu: bool = True,
     kwargs = {
         "command": list(args) or None,  # None keeps the image's CMD (`run`)
         "user": user or f"{os.getuid()}:{os.getgid()}",
-        "volumes": {str(models_dir): {"bind": CONTAINER_MODELS, "mode": "rw"}},
+        # the same mounts and shared memory as docker-compose.build.yml: the timing cache
+        # lives in the named volume the compose run uses, so both share it
+        "volumes": {str(models_dir): {"bind": CONTAINER_MODELS, "mode": "rw"},
+                    TIMING_CACHE_VOLUME: {"bind": "/workspace/.cache/tensorrt", "mode": "rw"}},
+        "shm_size": "2g",
         "working_dir": "/workspace", "environment": environment or {},
         "labels": {ROLE_LABEL: "builder"}, "detach": True,
     }

@@ -354,3 +354,22 @@ def test_verify_refuses_an_engine_whose_onnx_changed(built, tmp_path):
     assert res.returncode == 1
     assert "model 'human': the ONNX export changed since this engine was built" in res.stderr
     assert "engines build" in res.stderr
+
+
+def test_clean_removes_demo_outputs_only(built, tmp_path):
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    real = ws / "engines" / "trt-10.13.2.6-sm90"
+    shutil.copytree(ws / "engines" / TAG, real)
+    m = json.loads((real / "manifest.json").read_text())
+    m.update(tag=real.name, demo=False)
+    (real / "manifest.json").write_text(json.dumps(m))
+    res = run_cli("--config", str(ws / "models.yaml"), "--json", "clean", "--yes")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["kept"] == [real.name] and not (ws / "engines" / TAG).exists() and real.is_dir()
+    assert not list((ws / "onnx").rglob("*.onnx"))  # the demo exports went too
+    assert (ws / "yolo" / "yolov8n.pt").is_file()  # checkpoints never
+    res = run_cli("--config", str(ws / "models.yaml"), "clean", "--all", "--yes")
+    assert res.returncode == 0 and not real.exists()

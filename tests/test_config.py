@@ -107,3 +107,15 @@ def test_every_command_has_help():
         assert cmd in res.stdout
         sub = run_cli(cmd, "--help")
         assert sub.returncode == 0 and "Usage:" in sub.stdout, cmd
+
+
+def test_compose_style_env_reaches_the_real_run_command(tmp_path):
+    """docker-compose.build.yml passes ENGINES_RUN_<OPTION>; the real CLI must read them."""
+    import os
+    path = write_config(tmp_path, "models:\n  - {name: a, source: a.pt, task: detect}\n")
+    env = {**os.environ, "ENGINES_RUN_MODELS": "nope", "ENGINES_CONFIG": str(path)}
+    res = run_cli("run", env=env)
+    assert res.returncode == 2 and "unknown model(s) nope" in res.stderr
+    env = {**os.environ, "ENGINES_RUN_PRECISION": "int8", "ENGINES_CONFIG": str(path)}
+    res = run_cli("run", env=env)
+    assert res.returncode == 2 and "int8" in res.stderr

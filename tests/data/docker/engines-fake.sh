@@ -7,7 +7,7 @@ case "$1" in
   sh) exec /bin/sh -c "$2" ;;
   run)
     echo "engines $*"
-    echo "config=$ENGINES_CONFIG model=${ENGINES_RUN_MODEL:-}"
+    echo "config=$ENGINES_CONFIG model=${ENGINES_RUN_MODELS:-}"
     mkdir -p /workspace/models/engines || exit 3
     echo "$(id -u):$(id -g) $*" > /workspace/models/engines/fake-run.txt || exit 3
     touch "$ENGINES_TIMING_CACHE/probe-$(id -u)" || exit 4

@@ -43,7 +43,8 @@ Example: engines resolve --gpu-facts gpu.csv --runtime tensorrt==10.13.3.9 --no-
 """
 
 
-def _build_missing(res, models_dir: Path, builder_image: str | None, on_line=print) -> int:
+def _build_missing(res, models_dir: Path, builder_image: str | None, on_line=print,
+                   config_name: str = "models.yaml") -> int:
     """Build the set this host lacks: the builder container for TensorRT, a local build for RTX."""
     from . import deploy
     gpu, rt = res.gpu, res.runtime
@@ -52,10 +53,10 @@ def _build_missing(res, models_dir: Path, builder_image: str | None, on_line=pri
             raise deploy.refusal(res)
         import subprocess
         import sys
-        cmd = [sys.executable, "-m", "pipeline", "--config", str(models_dir / "models.yaml"), "run",
+        cmd = [sys.executable, "-m", "pipeline", "--config", str(models_dir / config_name), "run",
                "--backend", "tensorrt-rtx", "--target", gpu.sm]
         on_line("running: " + " ".join(shlex.quote(c) for c in cmd))
-        return subprocess.call(cmd)
+        return subprocess.call(cmd, stdout=sys.stderr)  # stdout stays ours (--json)
     try:
         from . import docker_runner
     except ImportError as exc:
@@ -64,8 +65,13 @@ def _build_missing(res, models_dir: Path, builder_image: str | None, on_line=pri
     image = builder_image or getattr(docker_runner, "DEFAULT_IMAGE", None)
     if not image:
         raise PipelineError("no builder image named", fix="pass --builder-image IMAGE (see docker-compose.build.yml)")
+    label = docker_runner.image_trt_version(docker_runner.connect(), image)
+    if label and label != rt.version:  # building would only produce a set resolve refuses
+        raise PipelineError(f"the builder image {image} carries TensorRT {label}, the service runs {rt.version}",
+                            fix=f"build a builder image with TensorRT {rt.version} (TRT_IMAGE/TRT_VERSION in "
+                                "Dockerfile.build) and pass it with --builder-image")
     inside = getattr(docker_runner, "CONTAINER_MODELS", "/workspace/models")
-    args = ["--config", f"{inside}/models.yaml", "run", "--backend", "tensorrt"]
+    args = ["--config", f"{inside}/{config_name}", "run", "--backend", "tensorrt"]
     on_line(f"building {deploy.missing_tag(gpu, rt)} in {image}: engines {' '.join(args)}")
     return docker_runner.run_builder(models_dir, image, args, gpu=True, on_line=on_line)
 
@@ -149,7 +155,8 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
             _report(ctx, res)
             ctx.echo(f"no set fits; building {deploy.missing_tag(gpu, rt)} (--build-missing)")
             code = _build_missing(res, models_dir, builder_image,
-                                        on_line=(lambda line: ctx.echo(str(line), err=True)))
+                                  on_line=(lambda line: ctx.echo(str(line), err=True)),
+                                  config_name=ctx.config_path.name)
             if code != 0:
                 raise PipelineError(f"the build of {deploy.missing_tag(gpu, rt)} failed (exit status {code})",
                                     fix="read the builder's output above; fix and rerun")

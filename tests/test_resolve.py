@@ -463,11 +463,16 @@ def test_build_missing_runs_the_builder_then_resolves(models, monkeypatch):
         return 0
     fake = types.ModuleType("pipeline.docker_runner")
     fake.run_builder, fake.DEFAULT_IMAGE, fake.CONTAINER_MODELS = run_builder, "engines-builder:latest", "/w/m"
+    label = {"v": "10.0.0.1"}
+    fake.connect, fake.image_trt_version = (lambda: None), (lambda client, image: label["v"])
     monkeypatch.setitem(sys.modules, "pipeline.docker_runner", fake)
     import pipeline
     monkeypatch.setattr(pipeline, "docker_runner", fake, raising=False)
-    r = run_cli(models, "--gpu-facts", str(FACTS / "h100-80gb-hbm3.csv"), "--runtime", f"tensorrt=={TRT}",
-                "--build-missing")
+    args = ("--gpu-facts", str(FACTS / "h100-80gb-hbm3.csv"), "--runtime", f"tensorrt=={TRT}", "--build-missing")
+    r = run_cli(models, *args)  # the builder image carries another TensorRT: refused before building
+    assert r.exit_code == 1 and "carries TensorRT 10.0.0.1" in r.stderr and calls == []
+    label["v"] = TRT
+    r = run_cli(models, *args)
     assert r.exit_code == 0, r.output
     assert calls == [(models, "engines-builder:latest",
                       ["--config", "/w/m/models.yaml", "run", "--backend", "tensorrt"], True)]

@@ -152,12 +152,12 @@ def engine_level(entry: dict, gpu: GpuFacts) -> tuple[str, str]:
     bad = [r for r in mine if r.get("status") == "failed"]
     if bad:
         return "failed", f"failed on {gpu.name} (driver {bad[-1].get('driver') or '?'})"
+    good = [r for r in mine if r.get("status") == "passed"]
+    if good:  # what matters is this GPU model; a failure on another model does not carry over
+        return "passed", f"passed on {gpu.name} (driver {good[-1].get('driver') or '?'})"
     if v.get("status") == "failed":
         where = ", ".join(sorted({str(r.get("gpu_name")) for r in runs if r.get("status") == "failed"}))
         return "failed", f"failed{' on ' + where if where else ''}"
-    good = [r for r in mine if r.get("status") == "passed"]
-    if good:
-        return "passed", f"passed on {gpu.name} (driver {good[-1].get('driver') or '?'})"
     others = sorted({str(r.get("gpu_name")) for r in runs if r.get("status") == "passed"})
     if others:
         return "pending", f"passed on {', '.join(others)} but not yet on {gpu.name}"

@@ -540,3 +540,15 @@ def test_env_values_with_quotes_survive_compose(tmp_path):
     assert p.returncode == 0, p.stderr
     # `config` re-escapes a literal $ as $$ in its output
     assert json.loads(p.stdout)["services"]["a"]["environment"]["NAME"].replace("$$", "$") == value
+
+
+def test_failure_on_another_gpu_model_does_not_block_this_one(models):
+    make_set(models / "engines", built_on=H100, verified_on=H100)
+    path = models / "engines" / f"trt-{TRT}-sm90" / "manifest.json"
+    m = json.loads(path.read_text())
+    level = m["engines"]["human"]["verification"]["engine"]
+    level["runs"].append({"gpu_name": H200, "compute_cap": "9.0", "status": "failed", "driver": "x"})
+    level["status"] = "failed"
+    entry = m["engines"]["human"]
+    assert engine_level(entry, gpu("h100-80gb-hbm3.csv"))[0] == "passed"
+    assert engine_level(entry, gpu("h200.csv"))[0] == "failed"

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .cli import Ctx, cli, fail
+from .engine_set import list_sets
 from .errors import PipelineError
 
 MODEL_OPT = click.option("--model", "-m", "models", multiple=True, metavar="NAME",
@@ -87,20 +88,17 @@ def clean_cmd(ctx: Ctx, everything: bool, yes: bool) -> None:
     Checkpoints are never touched, nor (without --all) a set or export built from real
     weights, which a running pyt-api-prod may have mounted.
     """
-    from .engine_set import list_sets
     from .fsutil import read_json
     cfg = _load(ctx)
-    targets: list[Path] = []
-    for s in list_sets(cfg.engines_dir):
-        if everything or s.demo:
-            targets.append(s.path)
+    sets = list_sets(cfg.engines_dir)
+    targets: list[Path] = [s.path for s in sets if everything or s.demo]
     if cfg.onnx_dir.is_dir():
         for rec_path in cfg.onnx_dir.rglob("*.export.json"):
             rec = read_json(rec_path) or {}
             if everything or rec.get("demo"):
                 stem = str(rec_path)[: -len(".export.json")]
                 targets += [p for p in (Path(stem + ".onnx"), Path(stem + ".fp16.onnx"), rec_path) if p.exists()]
-    kept = [s.tag for s in list_sets(cfg.engines_dir) if s.path not in targets]
+    kept = [s.tag for s in sets if s.path not in targets]
     if not targets:
         ctx.echo("nothing to clean" + (f" (kept real sets: {', '.join(kept)}; --all removes them)" if kept else ""))
         ctx.emit({"ok": True, "removed": [], "kept": kept})
@@ -236,7 +234,7 @@ def run_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts,
 def list_cmd(ctx: Ctx) -> None:
     """Show every engine set: tag, backend, version, targets, models, status, demo weights."""
     cfg_path = ctx.config_path
-    sets = es_list(cfg_path.parent / "engines")
+    sets = list_sets(cfg_path.parent / "engines")
     rows = [{"tag": s.tag, "backend": s.manifest.get("backend"), "version": s.manifest.get("trt_version"),
              "targets": s.manifest.get("targets"), "models": sorted(s.models), "status": s.status(),
              "demo": s.demo, "path": str(s.path)} for s in sets]
@@ -246,11 +244,6 @@ def list_cmd(ctx: Ctx) -> None:
     for r in rows:
         ctx.echo(f"{r['tag']}  {r['backend']} {r['version']}  targets {','.join(r['targets'] or [])}  "
                  f"status {r['status']}{'  DEMO WEIGHTS' if r['demo'] else ''}\n    models: {', '.join(r['models'])}")
-
-
-def es_list(path):
-    from .engine_set import list_sets
-    return list_sets(path)
 
 
 from . import cli_deploy, cli_docker  # noqa: E402,F401  (register resolve and docker)
@@ -289,15 +282,16 @@ def verify_cmd(ctx: Ctx, models, set_tag, do_bench, iterations, warmup, bench_ba
     reference) where this machine has the set's TensorRT runtime and a GPU, recording the
     GPU it passed on. Writes report.md in the set; exits 1 if any level failed.
     """
-    from .engine_set import list_sets
+
     from .stages.verify import verify_set
     cfg = _load(ctx)
-    sets = {s.tag: s.path for s in list_sets(cfg.engines_dir)}
+    all_sets = list_sets(cfg.engines_dir)
+    sets = {s.tag: s.path for s in all_sets}
     current = cfg.engines_dir / "current"
     if set_tag is None and len(sets) == 1:
         set_tag = next(iter(sets))
     if set_tag is None and len(sets) > 1:  # the set this machine can run beats the deployed link
-        set_tag = _set_for_this_host(list_sets(cfg.engines_dir))
+        set_tag = _set_for_this_host(all_sets)
     if set_tag is None and current.is_symlink():
         set_tag = current.resolve().name
     if not sets:

@@ -87,6 +87,13 @@ def write_demo_passthrough(dest: Path) -> None:
         tmp.write_bytes(pickle.dumps(payload, protocol=4))
 
 
+def is_demo_passthrough(path: Path) -> bool:
+    """Whether ``path`` is the stand-in ``write_demo_passthrough`` wrote."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    return b"demo_weights" in head and b"handwash-classifier-placeholder" in head
+
+
 def demo_models(cfg: Config, log=print) -> list[dict]:
     """Write every missing checkpoint; never touch an existing file."""
     done = []

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends.trt_backends import TensorRTRTX
-from .engine_set import EngineSet, cc_token, list_sets, make_tag, now_iso
+from .engine_set import EngineSet, list_sets, make_tag, now_iso
 from .errors import PipelineError
 from .fsutil import write_bytes_atomic
-from .hardware import GpuFacts
+from .hardware import GpuFacts, cc_tuple, sm_name
 
 RUNTIME_ALIASES = {"tensorrt": "tensorrt", "trt": "tensorrt", "tensorrt-rtx": "tensorrt-rtx",
                    "tensorrt_rtx": "tensorrt-rtx", "trt-rtx": "tensorrt-rtx", "trtrtx": "tensorrt-rtx"}
@@ -164,10 +164,6 @@ def engine_level(entry: dict, gpu: GpuFacts) -> tuple[str, str]:
     return "pending", "not yet run on a GPU"
 
 
-def _cc_key(cc: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in cc.split("."))
-
-
 def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, allow_pending: bool,
           expected_models: list[str] | None = None, pending_ok: str = "--allow-pending") -> Verdict:
     """Every rule except the file hashes (those are checked on the candidates, best first)."""
@@ -185,7 +181,7 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
         v.refuse("version", f"built with {backend} {version or '?'}; the service runs {runtime.label} "
                             "(an engine only loads on the TensorRT version that built it)")
     if gpu.compute_cap not in targets:
-        built_for = ", ".join(f"sm{cc_token(t)}" for t in sorted(targets, key=_cc_key)) or "nothing"
+        built_for = ", ".join(sm_name(t) for t in sorted(targets, key=cc_tuple)) or "nothing"
         v.refuse("cc", f"built for {built_for}; this GPU is {gpu.sm} (compute capability {gpu.compute_cap})")
     engines = s.models
     if not engines:

@@ -34,27 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .fsutil import lock_for, read_json, sha256_file, write_json_atomic
+from .hardware import cc_tuple, sm_name
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
 BACKENDS = ("tensorrt", "tensorrt-rtx")
 
 
-def cc_token(cc: str) -> str:
-    """'8.6' -> '86', '12.0' -> '120'."""
-    major, minor = cc.split(".")
-    return f"{major}{minor}"
-
-
 def make_tag(backend: str, version: str, targets: list[str]) -> str:
     """``trt-10.13.3.9-sm90`` or ``trtrtx-1.7.1.116-sm86_89_120``."""
     prefix = {"tensorrt": "trt", "tensorrt-rtx": "trtrtx"}[backend]
-    ccs = "_".join(cc_token(t) for t in sorted(targets, key=_cc_key))
+    ccs = "_".join(sm_name(t)[2:] for t in sorted(targets, key=cc_tuple))
     return f"{prefix}-{version}-sm{ccs}"
-
-
-def _cc_key(cc: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in cc.split("."))
 
 
 def now_iso() -> str:
@@ -140,7 +131,7 @@ def set_lock(set_dir: Path, timeout: float = -1):
 
 def new_manifest(tag: str, backend: str, version: str, targets: list[str], gpu: dict | None) -> dict:
     return {"schema": MANIFEST_SCHEMA, "tag": tag, "backend": backend, "trt_version": version,
-            "targets": sorted(targets, key=_cc_key), "gpu": gpu, "demo": False, "created": now_iso(),
+            "targets": sorted(targets, key=cc_tuple), "gpu": gpu, "demo": False, "created": now_iso(),
             "updated": now_iso(), "engines": {}, "passthrough": {}}
 
 

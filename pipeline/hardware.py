@@ -49,8 +49,7 @@ class GpuFacts:
     @property
     def sm(self) -> str:
         """'9.0' -> 'sm90'."""
-        major, minor = self.compute_cap.split(".")
-        return f"sm{major}{minor}"
+        return sm_name(self.compute_cap)
 
     def describe(self) -> str:
         mem = f", {self.memory_free_mib} MiB free of {self.memory_total_mib} MiB" \
@@ -261,8 +260,15 @@ def pick_gpu(gpus: list[GpuFacts], index: int | None = None) -> GpuFacts:
 
 
 def cc_tuple(compute_cap: str) -> tuple[int, int]:
+    """'8.6' -> (8, 6): orders compute capabilities numerically ('12.0' after '8.9')."""
     major, minor = compute_cap.split(".")
     return int(major), int(minor)
+
+
+def sm_name(compute_cap: str) -> str:
+    """'9.0' -> 'sm90', '12.0' -> 'sm120' (the spelling of tags and --target)."""
+    major, minor = compute_cap.split(".")
+    return f"sm{major}{minor}"
 
 
 def has_fast_fp16(compute_cap: str) -> bool:

@@ -60,6 +60,13 @@ def workspace(tmp_path, exported) -> Path:
     return dest
 
 
+def fresh_python(code: str) -> list[str]:
+    """Run ``code`` in a new interpreter (so sys.modules shows only what it imported);
+    returns its stdout lines."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return out.splitlines()
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
     """`python -m pipeline ...` in a subprocess: exit codes and output as users see them."""
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd or REPO, env=env,

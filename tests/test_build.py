@@ -21,7 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.fsutil import sha256_file
 from pipeline.stages.build import build_all
 from pipeline.stages.export import onnx_paths
-from tests.conftest import REPO, run_cli, write_config
+from tests.conftest import REPO, fresh_python, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT for RTX not installed (pip install '.[rtx]')")
@@ -98,8 +98,7 @@ def test_incremental_check_imports_no_tensorrt(built):
             f"cfg = load_config({str(built / 'models.yaml')!r}); "
             "s, e = build_all(cfg, cfg.models, TensorRTRTX(['8.6']), []); assert not e, e; "
             "print(sorted(set(s['models'].values())), 'tensorrt_rtx_bindings' in sys.modules, 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['cached'] False False"
+    assert fresh_python(code) == ["['cached'] False False"]
 
 
 def test_unparseable_op_lists_node_and_op(workspace):
@@ -373,3 +372,21 @@ def test_clean_removes_demo_outputs_only(built, tmp_path):
     assert (ws / "yolo" / "yolov8n.pt").is_file()  # checkpoints never
     res = run_cli("--config", str(ws / "models.yaml"), "clean", "--all", "--yes")
     assert res.returncode == 0 and not real.exists()
+
+
+def test_first_build_with_one_failed_gate_publishes_only_the_others(workspace):
+    import numpy as np
+    cfg = load_config(workspace / "models.yaml")
+    spec = cfg.models[0]
+    proto = onnx.load(str(onnx_paths(cfg, spec)["fp16"]))
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    init = next(i for i in proto.graph.initializer if i.name == conv.input[1])
+    init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * np.float16(3), init.name))
+    _replace_onnx(cfg, spec, proto.SerializeToString())
+    res = _build(workspace, "--keep-going")
+    assert res.returncode == 1
+    set_dir = workspace / "engines" / TAG
+    m = json.loads((set_dir / "manifest.json").read_text())
+    assert m["engines"]["human"]["status"] == "failed" and m["engines"]["pose"]["status"] == "ok"
+    assert not (set_dir / "yolo" / "yolov8n.engine").exists() and (set_dir / "yolo" / "yolov8n-pose.engine").exists()
+    assert es.load_set(set_dir).check_files() == []

@@ -12,7 +12,7 @@ from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.fsutil import sha256_file
 from pipeline.stages import export as export_stage
-from tests.conftest import run_cli, write_config
+from tests.conftest import fresh_python, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +52,7 @@ def test_second_export_does_no_work_and_imports_no_torch(workspace):
             f"cfg = load_config({str(workspace / 'models.yaml')!r}); r, e = export_all(cfg, cfg.models); "
             "print(json.dumps([x['status'] for x in r])); "
             "print('torch' in sys.modules, 'ultralytics' in sys.modules)")
-    import subprocess
-    import sys
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == ['["cached", "cached", "cached"]', "False False"]
+    assert fresh_python(code) == ['["cached", "cached", "cached"]', "False False"]
 
 
 def test_changed_option_invalidates_cache(workspace):

@@ -12,6 +12,7 @@ import importlib
 from importlib import metadata
 
 from ..errors import PipelineError
+from ..hardware import cc_tuple, sm_name
 
 # Distribution names that carry each module (metadata lookups, no import).
 TRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
@@ -54,75 +55,62 @@ def parse_target(token: str) -> str:
     return f"{int(major)}.{int(minor)}"
 
 
-class TensorRTRTX:
-    name = "tensorrt-rtx"
-    module_name = "tensorrt_rtx_bindings"
+class _Backend:
+    """What both backends share: the version from package metadata (no import), and
+    the module, imported only when a build or run needs it."""
+    name = module_name = label = ""
+    dists: tuple[str, ...] = ()
+    missing: str = ""      # the `available()` reason when not installed
+    import_fix: str = ""   # the next step when the module does not import
+
+    @classmethod
+    def version(cls) -> str | None:
+        return _dist_version(cls.dists)
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        v = cls.version()
+        return (True, f"{cls.label} {v} is installed") if v else (False, cls.missing)
+
+    def module(self):
+        mod, why = _import_real(self.module_name)
+        if mod is None:
+            raise PipelineError(f"{self.label} cannot be used: {why}", fix=self.import_fix)
+        return mod
+
+
+class TensorRTRTX(_Backend):
+    name, module_name, label, dists = "tensorrt-rtx", "tensorrt_rtx_bindings", "TensorRT for RTX", RTX_DISTS
+    missing = "TensorRT for RTX is not installed (pip install '.[rtx]')"
+    import_fix = ("pip install 'tensorrt-rtx-cu13-libs' 'tensorrt-rtx-cu13-bindings' (the `rtx` extra), "
+                  "or use --backend tensorrt in the NGC container")
     strongly_typed = True   # TensorRT for RTX networks are always strongly typed
     gpu = None              # builds ahead of time; no build GPU recorded
 
     def __init__(self, targets: list[str] | None = None):
-        self.targets = sorted(targets or self.supported_targets(), key=_cc_key)
+        self.targets = sorted(targets or self.supported_targets(), key=cc_tuple)
         unknown = [t for t in self.targets if t not in self.supported_targets()]
         if unknown:
             raise PipelineError(
                 f"TensorRT for RTX cannot target compute capability {', '.join(unknown)}",
-                fix=f"use --target with any of: {', '.join('sm' + t.replace('.', '') for t in self.supported_targets())}")
+                fix=f"use --target with any of: {', '.join(sm_name(t) for t in self.supported_targets())}")
 
     @classmethod
     def supported_targets(cls) -> tuple[str, ...]:
         return RTX_KNOWN_TARGETS
 
-    @classmethod
-    def version(cls) -> str | None:
-        return _dist_version(RTX_DISTS)
-
-    @classmethod
-    def available(cls) -> tuple[bool, str]:
-        v = cls.version()
-        return (True, f"TensorRT for RTX {v} is installed") if v else (
-            False, "TensorRT for RTX is not installed (pip install '.[rtx]')")
-
-    def module(self):
-        mod, why = _import_real(self.module_name)
-        if mod is None:
-            raise PipelineError(f"TensorRT for RTX cannot be used: {why}",
-                                fix="pip install 'tensorrt-rtx-cu13-libs' 'tensorrt-rtx-cu13-bindings' "
-                                    "(the `rtx` extra), or use --backend tensorrt in the NGC container")
-        return mod
-
     def target_enums(self, trt) -> list:
-        return [getattr(trt.ComputeCapability, "SM" + t.replace(".", "")) for t in self.targets]
-
-    def can_run_engines(self) -> bool:
-        """Never on the build machine here: engines are verified on a target GPU later."""
-        return False
+        return [getattr(trt.ComputeCapability, sm_name(t).upper()) for t in self.targets]
 
 
-class TensorRT:
-    name = "tensorrt"
-    module_name = "tensorrt"
+class TensorRT(_Backend):
+    name, module_name, label, dists = "tensorrt", "tensorrt", "TensorRT", TRT_DISTS
+    missing = "the full TensorRT is not installed (it ships in the NGC container)"
+    import_fix = "run inside the builder container (`make engines-docker`), or use --backend tensorrt-rtx"
 
     def __init__(self, gpu):
         self.gpu = gpu  # hardware.GpuFacts of the build GPU (the engine's only target)
         self.targets = [gpu.compute_cap]
-
-    @classmethod
-    def version(cls) -> str | None:
-        return _dist_version(TRT_DISTS)
-
-    @classmethod
-    def available(cls) -> tuple[bool, str]:
-        v = cls.version()
-        return (True, f"TensorRT {v} is installed") if v else (
-            False, "the full TensorRT is not installed (it ships in the NGC container)")
-
-    def module(self):
-        mod, why = _import_real(self.module_name)
-        if mod is None:
-            raise PipelineError(f"TensorRT cannot be used: {why}",
-                                fix="run inside the builder container (`make engines-docker`), "
-                                    "or use --backend tensorrt-rtx")
-        return mod
 
     @property
     def strongly_typed(self) -> bool:
@@ -131,13 +119,6 @@ class TensorRT:
 
     def target_enums(self, trt) -> list:
         return []
-
-    def can_run_engines(self) -> bool:
-        return True
-
-
-def _cc_key(cc: str):
-    return tuple(int(x) for x in cc.split("."))
 
 
 def choose_backend(name: str, targets: list[str] | None, gpus: list, log=lambda m: None):

@@ -19,6 +19,7 @@ from ..config import Config, ModelSpec
 from ..engine_file import engine_bytes, metadata_from_onnx
 from ..errors import PipelineError
 from ..fsutil import check_writable, sha256_file, sha256_json, write_bytes_atomic
+from ..hardware import sm_name
 from .export import cached_record, onnx_paths
 
 GIB = 1 << 30
@@ -100,7 +101,7 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
                        workspace_bytes=int(options["workspace_gib"] * GIB) if options["workspace_gib"] else None,
                        timing_cache=timing_cache_path(cfg, backend), targets=backend.target_enums(trt))
     log(f"{spec.name}: building {onnx_file.name} with {backend.name} {backend.version()} "
-        f"for {', '.join('sm' + es.cc_token(t) for t in backend.targets)}")
+        f"for {', '.join(sm_name(t) for t in backend.targets)}")
     t0 = time.perf_counter()
     plan = build_plan(trt, req)
     seconds = round(time.perf_counter() - t0, 2)
@@ -130,7 +131,7 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
                              "engine": {"status": "pending", "runs": [],
                                         "note": "run `engines verify` on a target GPU"}},
             "reproduce": f"engines build --model {spec.name} --backend {backend.name}"
-                         + (f" --target {','.join('sm' + es.cc_token(t) for t in backend.targets)}"
+                         + (f" --target {','.join(sm_name(t) for t in backend.targets)}"
                             if backend.name == "tensorrt-rtx" else ""),
             "_staged": files}
 
@@ -225,41 +226,39 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
     files, the engines that passed, the passthrough files, manifest and report), then
     swap it in with one rename. A failed engine keeps the previous good entry and files,
     recording the attempt. Nothing is published when no engine passed."""
+    from ..demo import is_demo_passthrough
     from .verify import render_report
-    changed = False
     for name, entry in staged.items():
-        if entry["status"] == "ok":
-            manifest["engines"][name] = entry
-            changed = True
+        prev = manifest["engines"].get(name)
+        if entry["status"] != "ok":
+            entry.pop("_staged")  # a failed engine's files are never published
+        if entry["status"] != "ok" and prev and prev.get("status") == "ok":
+            prev["last_attempt"] = {k: entry[k] for k in ("status", "error", "verification", "cache_key")}
         else:
-            entry.pop("_staged")
-            prev = manifest["engines"].get(name)
-            if prev and prev.get("status") == "ok":
-                prev["last_attempt"] = {k: entry[k] for k in ("status", "error", "verification", "cache_key")}
-            else:
-                manifest["engines"][name] = entry
-            changed = True
+            manifest["engines"][name] = entry
     if not any(e.get("status") == "ok" for e in manifest["engines"].values()):
         return  # nothing passed: no set is created (the errors carry the figures)
+    new_passthrough = []
     for p in cfg.passthrough:
-        digest, have = sha256_file(p.source_path), manifest["passthrough"].get(p.name, {})
-        if have.get("sha256") != digest or not files_ok:
+        digest = sha256_file(p.source_path)
+        if manifest["passthrough"].get(p.name, {}).get("sha256") != digest or not files_ok:
             manifest["passthrough"][p.name] = {"file": p.source, "sha256": digest,
-                                               "demo": _is_demo_passthrough(p.source_path)}
-            changed = True
-    if not changed:
+                                               "demo": is_demo_passthrough(p.source_path)}
+            new_passthrough.append(p)
+    if not staged and not new_passthrough:
         return
     gen = staging / "set"
     if exists:
         es.clone_tree(set_dir, gen)
+    # Files already in `gen` are hard links into the live set: replace directory entries
+    # (os.replace, install_file), never write into them, or the live set changes too.
     for entry in manifest["engines"].values():
-        files = entry.pop("_staged", None)
-        for kind in ("engine", "plan"):
-            if files:
-                (gen / entry[kind]).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(files[kind], gen / entry[kind])
-                entry["sha256"][kind] = sha256_file(gen / entry[kind])
-    for p in cfg.passthrough:
+        files = entry.pop("_staged", None) or {}
+        for kind, staged_file in files.items():
+            (gen / entry[kind]).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged_file, gen / entry[kind])
+            entry["sha256"][kind] = sha256_file(gen / entry[kind])
+    for p in new_passthrough:
         es.install_file(p.source_path, gen, p.source)
     if backend.gpu is not None:
         manifest["gpu"] = _gpu_json(backend)  # the GPU the newest engines were built on
@@ -267,7 +266,3 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
     write_bytes_atomic(gen / "report.md", render_report(manifest).encode())
     es.swap_in(gen, set_dir)
 
-
-def _is_demo_passthrough(path: Path) -> bool:
-    head = path.read_bytes()[:4096]
-    return b"demo_weights" in head and b"handwash-classifier-placeholder" in head

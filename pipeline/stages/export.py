@@ -41,7 +41,7 @@ def onnx_paths(cfg: Config, spec: ModelSpec) -> dict[str, Path]:
 
 
 def check_source(spec: ModelSpec) -> None:
-    """Cheap checks before anything heavy is imported."""
+    """Cheap checks before the cache is consulted: present and not empty."""
     src = spec.source_path
     if not src.is_file():
         raise PipelineError("checkpoint not found", model=spec.name, file=src,
@@ -50,6 +50,11 @@ def check_source(spec: ModelSpec) -> None:
     if src.stat().st_size == 0:
         raise PipelineError("checkpoint is an empty file", model=spec.name, file=src,
                             fix="copy the checkpoint again from where it was trained")
+
+
+def check_archive(spec: ModelSpec) -> None:
+    """The whole-file CRC check, on a cache miss only (a changed file misses the cache)."""
+    src = spec.source_path
     problem = _archive_problem(src)
     if problem:
         raise PipelineError(f"checkpoint is not a readable PyTorch file (truncated or corrupt?): {problem}",
@@ -72,16 +77,17 @@ def _archive_problem(path: Path) -> str | None:
         return str(exc)
 
 
-def cache_key(spec: ModelSpec) -> str:
-    return sha256_json({"source": sha256_file(spec.source_path), "options": spec.export_options(),
+def cache_key(spec: ModelSpec, source_sha: str | None = None) -> str:
+    return sha256_json({"source": source_sha or sha256_file(spec.source_path), "options": spec.export_options(),
                         "tools": tool_versions(), "export_version": EXPORT_VERSION})
 
 
-def cached_record(cfg: Config, spec: ModelSpec) -> dict | None:
-    """The previous record if it is still valid for these inputs, else None."""
+def cached_record(cfg: Config, spec: ModelSpec, key: str | None = None) -> dict | None:
+    """The previous record if it is still valid for these inputs (``key``: this export's
+    cache key, when the caller already has it), else None."""
     paths = onnx_paths(cfg, spec)
     rec = read_json(paths["record"])
-    if not rec or rec.get("cache_key") != cache_key(spec):
+    if not rec or rec.get("cache_key") != (key or cache_key(spec)):
         return None
     for kind in ("fp32", "fp16"):
         if not paths[kind].is_file() or sha256_file(paths[kind]) != rec["sha256"].get(kind):
@@ -168,8 +174,11 @@ def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
         raise PipelineError(f"output folder is not writable: {why}", model=spec.name,
                             file=paths["fp32"].parent,
                             fix="fix its permissions or pass --config pointing at a writable copy")
-    if not force and (rec := cached_record(cfg, spec)):
+    source_sha = sha256_file(spec.source_path)  # hashed once: cache key and record
+    key = cache_key(spec, source_sha)
+    if not force and (rec := cached_record(cfg, spec, key)):
         return {**rec, "status": "cached"}
+    check_archive(spec)
 
     import onnx
 
@@ -178,7 +187,7 @@ def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
     t0 = time.perf_counter()
     yolo = _load_checked(spec)
     record: dict = {"model": spec.name, "source": spec.source, "task": spec.task,
-                    "cache_key": cache_key(spec), "sha256": {"source": sha256_file(spec.source_path)},
+                    "cache_key": key, "sha256": {"source": source_sha},
                     "options": spec.export_options(), "tools": tool_versions(),
                     "demo": bool(getattr(yolo, "ckpt", {}) and yolo.ckpt.get("demo_weights"))}
     log(f"{spec.name}: exporting {spec.source} (opset {spec.opset}, imgsz {spec.imgsz})")

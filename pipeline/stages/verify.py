@@ -7,7 +7,6 @@ against the FP32 reference: always possible, the build gate everywhere) and ``en
 from __future__ import annotations
 
 import ast
-import datetime as _dt
 from pathlib import Path
 
 from ..backends.base import Runner
@@ -15,6 +14,8 @@ from ..backends.onnxruntime import OnnxRuntimeRunner
 from ..compare import compare_outputs, merge_stats
 from ..config import ModelSpec
 from ..detections import decode, match, summarize
+from ..engine_set import now_iso
+from ..hardware import sm_name
 from ..images import batches, reference_images
 
 
@@ -49,7 +50,7 @@ def compare_runners(spec: ModelSpec, record: dict, reference: Runner, candidate:
             "tensors": tensors["outputs"], "detections": {k: v for k, v in dets.items()
                                                           if k not in ("passed", "reasons")},
             "reasons": reasons, "thresholds": thr, "images": len(feeds) * batch,
-            "at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
+            "at": now_iso()}
 
 
 def verify_onnx_level(spec: ModelSpec, record: dict, reference_onnx: Path, built_from: Path,
@@ -73,7 +74,7 @@ def cannot_run_here(manifest: dict, gpus: list) -> str | None:
     if not gpus:
         return "no GPU on this machine"
     if gpus[0].compute_cap not in manifest.get("targets", []):
-        return (f"{gpus[0].name} is sm{gpus[0].compute_cap.replace('.', '')}, not one of the set's "
+        return (f"{gpus[0].name} is {gpus[0].sm}, not one of the set's "
                 f"targets ({', '.join(manifest.get('targets', []))})")
     return None
 
@@ -186,14 +187,14 @@ def _benchmark(spec, record, onnx_fp32: Path, engine: Path, trt, bench: dict, lo
                            warmup=bench["warmup"])
     return {"rows": rows, "summary": speedup_summary(rows).get(spec.name, {}),
             "engine_ran": runner is not None,
-            "at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
+            "at": now_iso()}
 
 
 def render_report(manifest: dict) -> str:
     """report.md: verdict and figures per model (benchmarks appear where measured)."""
     lines = [f"# Engine set {manifest['tag']}", "",
              f"backend {manifest['backend']} {manifest['trt_version']}, targets "
-             f"{', '.join('sm' + t.replace('.', '') for t in manifest['targets'])}"
+             f"{', '.join(sm_name(t) for t in manifest['targets'])}"
              + ("  \n**DEMO WEIGHTS: not for production**" if manifest.get("demo") else ""), "",
              "| model | precision | onnx level | match rate | mean IoU | mean score delta | engine level |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -7,6 +7,8 @@ keypoint error in pixels. Numpy only, so it runs wherever the reference runs.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 CONF = 0.25      # Ultralytics' default predict confidence
@@ -33,6 +35,10 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _torchvision_nms():
+    """torchvision's NMS kernel, only when torch is already loaded (the benchmarks):
+    importing torch costs seconds, more than the numpy loop on a verification gate."""
+    if "torch" not in sys.modules:
+        return None, None
     try:
         import torch
         from torchvision.ops import nms as tv_nms
@@ -42,8 +48,8 @@ def _torchvision_nms():
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS: torchvision's kernel where installed (what Ultralytics runs; thousands of
-    candidate boxes from untrained weights make the pure-numpy loop slow), else numpy."""
+    """Greedy NMS: torchvision's kernel where torch is loaded (what Ultralytics runs;
+    thousands of candidate boxes from untrained weights make the numpy loop slow), else numpy."""
     torch, tv_nms = _torchvision_nms()
     if tv_nms is not None:
         keep = tv_nms(torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),

@@ -390,3 +390,13 @@ def test_first_build_with_one_failed_gate_publishes_only_the_others(workspace):
     assert m["engines"]["human"]["status"] == "failed" and m["engines"]["pose"]["status"] == "ok"
     assert not (set_dir / "yolo" / "yolov8n.engine").exists() and (set_dir / "yolo" / "yolov8n-pose.engine").exists()
     assert es.load_set(set_dir).check_files() == []
+
+
+def test_build_and_gate_import_no_torch(workspace):
+    """The onnx-level gate needs ONNX Runtime and numpy only; torch costs seconds to import."""
+    code = ("import sys; from pipeline.config import load_config; from pipeline.stages.build import build_all; "
+            "from pipeline.backends.trt_backends import TensorRTRTX; "
+            f"cfg = load_config({str(workspace / 'models.yaml')!r}); "
+            "s, e = build_all(cfg, cfg.models[:1], TensorRTRTX(['8.6']), []); assert not e, e; "
+            "print(s['models']['human'], 'torch' in sys.modules, 'ultralytics' in sys.modules)")
+    assert fresh_python(code) == ["built False False"]

@@ -1,83 +1,71 @@
-"""The `engines` command line: a thin click layer over the stages.
+"""The `engines` command line: a thin click layer over ``pipeline.api`` and the stages.
 
 Heavy imports (torch, ultralytics, TensorRT) happen inside the commands that need them,
 so `engines resolve`, `engines list` and a fully cached `engines run` start fast.
+Commands live in ``commands``, ``cli_deploy`` and ``cli_docker`` and are registered
+here explicitly; they import their shared pieces from ``cli_context``, never from here.
 """
 from __future__ import annotations
 
-import json
+import errno
 import os
-import sys
-import time
-from pathlib import Path
 
 import click
 
+from . import cli_deploy, cli_docker, commands
+from .cli_context import CONFIG_HELP, DEFAULT_CONFIG, JSON_HELP, Ctx, Failed, fail
 from .errors import PipelineError
 
-DEFAULT_CONFIG = "models/models.yaml"
+__all__ = ["DEFAULT_CONFIG", "Ctx", "cli", "fail", "main"]
 
 
-class Ctx:
-    def __init__(self, config: str, as_json: bool):
-        self.config_path = Path(config)
-        self.json = as_json
-        self._out = None
-        self._t0 = time.perf_counter()
-        if as_json:
-            # Libraries (Ultralytics) print progress to stdout; with --json stdout carries
-            # exactly one JSON document, so Python-level prints go to stderr meanwhile.
-            self._out = sys.stdout
-            sys.stdout = sys.stderr
-
-    def config(self):
-        from .config import load_config
-        return load_config(self.config_path)
-
-    def echo(self, msg: str = "", err: bool = False) -> None:
-        """Human progress: silent with --json (machine output owns stdout)."""
-        if not self.json:
-            click.echo(msg, err=err)
-
-    def progress(self, msg: str) -> None:
-        """A stage's progress line, stamped with seconds since the command started (on
-        stderr with --json, so long runs stay visible without touching the JSON)."""
-        line = f"[{time.perf_counter() - self._t0:6.1f}s] {msg}"
-        click.echo(line, err=self.json)
-
-    def emit(self, obj: dict) -> None:
-        if self.json:
-            self._out.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-            self._out.flush()
-            self._emitted = True
+def os_error(exc: OSError) -> PipelineError:
+    """A file-system failure as a paragraph with the next step (no traceback)."""
+    where = exc.filename or "?"
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        return PipelineError(f"the disk is full while writing {where}", file=where,
+                             fix=f"free space on the disk that holds {where} (`df -h {os.path.dirname(str(where)) or '.'}`)"
+                                 ", or point --config at a models folder on a disk with room; what was already "
+                                 "published is untouched")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "is on a read-only file system" if exc.errno == errno.EROFS else "is not writable by you"
+        return PipelineError(f"{where} {why} ({exc.strerror})", file=where,
+                             fix="make that folder writable for this user (the builder container runs as your "
+                                 "uid), or pass --config pointing at a writable copy of the models folder")
+    return PipelineError(f"{exc.strerror or exc} ({where})", file=where,
+                         fix="check the path and its permissions, then run the command again")
 
 
-def fail(ctx: Ctx, err: PipelineError | list, code: int = 1):
-    errors = err if isinstance(err, list) else [err]
-    if ctx.json and not getattr(ctx, "_emitted", False):
-        ctx.emit({"ok": False, "errors": [e.to_json() for e in errors]})
-    for e in errors:
-        click.echo(click.style("error: ", fg="red", bold=True) + e.render(), err=True)
-    sys.exit(code)
+class EnginesGroup(click.Group):
+    def invoke(self, click_ctx: click.Context):
+        try:
+            return super().invoke(click_ctx)
+        except OSError as exc:  # read-only folders, full disks: a paragraph, not a traceback
+            obj = click_ctx.obj if isinstance(click_ctx.obj, Ctx) else Ctx(DEFAULT_CONFIG, False)
+            raise Failed(obj, [os_error(exc)]) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=EnginesGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config", default=DEFAULT_CONFIG, show_default=True, envvar="ENGINES_CONFIG",
-              help="models.yaml describing what to build; output folders (onnx/, engines/) sit beside it.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON document on stdout instead of human progress.")
+              help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.pass_context
 def cli(click_ctx: click.Context, config: str, as_json: bool) -> None:
     """Build, verify, tag and deploy TensorRT engines for the pyt-api-prod YOLO models.
 
     Stages: export (.pt -> ONNX), build (ONNX -> engine), verify (engine vs ONNX Runtime),
     then `resolve` picks the engine set matching a host before the API starts.
+    --config and --json may also follow the command (`engines verify --json`).
     """
     click_ctx.obj = Ctx(config, as_json)
+    click_ctx.call_on_close(click_ctx.obj.restore)
+
+
+for _cmd in (*commands.COMMANDS, *cli_deploy.COMMANDS, *cli_docker.COMMANDS):
+    cli.add_command(_cmd)
 
 
 def main() -> None:
     os.environ.setdefault("YOLO_VERBOSE", "False")  # our own progress lines are enough
-    from . import commands  # noqa: F401  (registers the commands on `cli`)
     # ENGINES_<OPTION> environment variables fill options (the compose files use them)
     cli(prog_name="engines", auto_envvar_prefix="ENGINES")

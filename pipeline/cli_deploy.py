@@ -5,12 +5,11 @@ ultralytics or TensorRT, and the Docker SDK only for --image / --build-missing.
 """
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import click
 
-from .cli import DEFAULT_CONFIG, Ctx, cli, fail
+from .cli_context import DEFAULT_CONFIG, Ctx, common_options, fail
 from .errors import PipelineError
 
 RESOLVE_HELP = """Pick the engine set that matches this host, prove it, and hand it over.
@@ -43,39 +42,6 @@ Example: engines resolve --gpu-facts gpu.csv --runtime tensorrt==10.13.3.9 --no-
 """
 
 
-def _build_missing(res, models_dir: Path, builder_image: str | None, on_line=print,
-                   config_name: str = "models.yaml") -> int:
-    """Build the set this host lacks: the builder container for TensorRT, a local build for RTX."""
-    from . import deploy
-    gpu, rt = res.gpu, res.runtime
-    if rt.backend == "tensorrt-rtx":
-        if gpu.compute_cap not in deploy.RTX_TARGETS:
-            raise deploy.refusal(res)
-        import subprocess
-        import sys
-        cmd = [sys.executable, "-m", "pipeline", "--config", str(models_dir / config_name), "run",
-               "--backend", "tensorrt-rtx", "--target", gpu.sm]
-        on_line("running: " + " ".join(shlex.quote(c) for c in cmd))
-        return subprocess.call(cmd, stdout=sys.stderr)  # stdout stays ours (--json)
-    try:
-        from . import docker_runner
-    except ImportError as exc:
-        raise PipelineError(f"cannot run the builder container ({exc})",
-                            fix=f"build the set by hand: `{deploy.BUILDER_CMD}`") from None
-    image = builder_image or getattr(docker_runner, "DEFAULT_IMAGE", None)
-    if not image:
-        raise PipelineError("no builder image named", fix="pass --builder-image IMAGE (see docker-compose.build.yml)")
-    label = docker_runner.image_trt_version(docker_runner.connect(), image)
-    if label and label != rt.version:  # building would only produce a set resolve refuses
-        raise PipelineError(f"the builder image {image} carries TensorRT {label}, the service runs {rt.version}",
-                            fix=f"build a builder image with TensorRT {rt.version} (TRT_IMAGE/TRT_VERSION in "
-                                "Dockerfile.build) and pass it with --builder-image")
-    inside = getattr(docker_runner, "CONTAINER_MODELS", "/workspace/models")
-    args = ["--config", f"{inside}/{config_name}", "run", "--backend", "tensorrt"]
-    on_line(f"building {deploy.missing_tag(gpu, rt)} in {image}: engines {' '.join(args)}")
-    return docker_runner.run_builder(models_dir, image, args, gpu=True, on_line=on_line)
-
-
 def _config_arg(ctx: Ctx) -> str:
     return "" if str(ctx.config_path) == DEFAULT_CONFIG else f" --config {ctx.config_path}"
 
@@ -101,7 +67,8 @@ def _report(ctx: Ctx, res) -> None:
         ctx.echo(f"  {mark} {v.tag}: {text}")
 
 
-@cli.command("resolve", help=RESOLVE_HELP)
+@click.command("resolve", help=RESOLVE_HELP)
+@common_options
 @click.option("--runtime", metavar="BACKEND==VERSION", callback=_check_runtime,
               help="The runtime pyt-api-prod loads engines with: tensorrt==10.13.3.9 or tensorrt-rtx==1.7.1.116. "
                    "Default: the label of --image, else the tensorrt / tensorrt-rtx package installed here.")
@@ -154,7 +121,7 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
         if res.chosen is None and build_missing:
             _report(ctx, res)
             ctx.echo(f"no set fits; building {deploy.missing_tag(gpu, rt)} (--build-missing)")
-            code = _build_missing(res, models_dir, builder_image,
+            code = deploy.build_missing(res, models_dir, builder_image,
                                   on_line=(lambda line: ctx.echo(str(line), err=True)),
                                   config_name=ctx.config_path.name)
             if code != 0:
@@ -188,3 +155,6 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
     out = res.to_json()
     out.update({"env_file": env, "link": link, "require": require})
     ctx.emit(out)
+
+
+COMMANDS = (resolve_cmd,)

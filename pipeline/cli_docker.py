@@ -7,13 +7,12 @@ does, without needing compose: the models folder beside --config is mounted at
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
 import click
 
-from .cli import Ctx, cli, fail
+from .cli_context import Ctx, fail
 from .errors import PipelineError
 
 # Host variables forwarded into the container, so `ENGINES_RUN_MODELS=human engines docker run`
@@ -39,7 +38,7 @@ def _build_context(explicit: Path | None) -> Path | None:
         return None
 
 
-@cli.group("docker")
+@click.group("docker")
 def docker_group() -> None:
     """Run the pipeline inside the NGC TensorRT builder image (needs Docker).
 
@@ -100,12 +99,12 @@ def docker_run(ctx: Ctx, image: str, gpu: bool, build: bool, build_context: Path
         fail(ctx, err)
     except KeyboardInterrupt:
         click.echo("interrupted: the container was stopped and removed", err=True)
-        sys.exit(130)
+        raise click.exceptions.Exit(130) from None
     seconds = round(time.monotonic() - started, 1)
     ctx.emit({"ok": code == 0, "exit_code": code, "image": image, "tensorrt": trt,
               "models_dir": str(models_dir), "seconds": seconds})
     ctx.echo(f"container exited with code {code} after {seconds}s", err=True)
-    sys.exit(code)
+    raise click.exceptions.Exit(code)
 
 
 @docker_group.command("image-info")
@@ -133,3 +132,6 @@ def docker_image_info(ctx: Ctx, image: str) -> None:
     else:
         for key, value in info.items():
             click.echo(f"{key:9} {value if value is not None else '(no label)'}")
+
+
+COMMANDS = (docker_group,)

@@ -1,20 +1,23 @@
-"""The stage commands, registered on `pipeline.cli.cli`."""
+"""The stage commands: parse options, call ``pipeline.api``, print. Registered by ``cli``."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import click
 
-from .cli import Ctx, cli, fail
-from .engine_set import list_sets
-from .errors import PipelineError
+from . import api
+from .cli_context import Ctx, IntList, Targets, common_options, fail
+from .errors import PipelineError, UsageProblem
 
 MODEL_OPT = click.option("--model", "-m", "models", multiple=True, metavar="NAME",
                          help="Only this model (repeatable). Default: every model in models.yaml.")
 KEEP_GOING_OPT = click.option("--keep-going", is_flag=True,
                               help="Carry on with the other models after one fails (exit is still 1).")
 FORCE_OPT = click.option("--force", is_flag=True, help="Redo the work even when the cache says it is current.")
+LOCK_TIMEOUT_OPT = click.option(
+    "--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+    help="How long to wait when another process is building or verifying the same set (default: as long "
+         "as it takes; the wait is announced with that process's pid).")
 
 
 def _load(ctx: Ctx):
@@ -24,7 +27,18 @@ def _load(ctx: Ctx):
         fail(ctx, err, code=2)
 
 
-@cli.command("demo-models")
+def _usage(ctx: Ctx, fn, *args, **kwargs):
+    """Call a library function; a UsageProblem exits 2, other errors 1."""
+    try:
+        return fn(*args, **kwargs)
+    except UsageProblem as err:
+        fail(ctx, err, code=2)
+    except PipelineError as err:
+        fail(ctx, err)
+
+
+@click.command("demo-models")
+@common_options
 @click.pass_obj
 def demo_models_cmd(ctx: Ctx) -> None:
     """Write seeded demo checkpoints where models.yaml's sources are missing.
@@ -42,17 +56,8 @@ def demo_models_cmd(ctx: Ctx) -> None:
         ctx.echo(f"{d['model']}: {d['action']}")
 
 
-def run_export(ctx: Ctx, cfg, names, keep_going: bool, force: bool):
-    from .stages.export import export_all
-    try:
-        specs = cfg.select(names)
-    except PipelineError as err:
-        fail(ctx, err, code=2)
-    records, errors = export_all(cfg, specs, keep_going=keep_going, force=force, log=ctx.progress)
-    return records, errors
-
-
-@cli.command("export")
+@click.command("export")
+@common_options
 @MODEL_OPT
 @KEEP_GOING_OPT
 @FORCE_OPT
@@ -66,7 +71,7 @@ def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool) -> None:
     """
     from .stages.export import check_passthrough
     cfg = _load(ctx)
-    records, errors = run_export(ctx, cfg, models, keep_going, force)
+    records, errors = _usage(ctx, api.export, cfg, models, keep_going, force, ctx.progress)
     passthrough, missing = check_passthrough(cfg) if not models else ([], [])
     errors += missing
     for p in passthrough:
@@ -77,50 +82,40 @@ def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool) -> None:
         fail(ctx, errors)
 
 
-@cli.command("clean")
+@click.command("clean")
+@common_options
 @click.option("--all", "everything", is_flag=True,
-              help="Remove every generated ONNX file and engine set, not only those built from demo weights.")
+              help="Remove every generated ONNX file and engine set (damaged ones too), not only those built "
+                   "from demo weights.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def clean_cmd(ctx: Ctx, everything: bool, yes: bool) -> None:
-    """Remove what was built from demo weights (ONNX exports and engine sets).
+    """Remove what was built from demo weights (ONNX exports and engine sets), and the
+    leftovers of killed runs.
 
     Checkpoints are never touched, nor (without --all) a set or export built from real
     weights, which a running pyt-api-prod may have mounted.
     """
-    from .fsutil import read_json
     cfg = _load(ctx)
-    sets = list_sets(cfg.engines_dir)
-    targets: list[Path] = [s.path for s in sets if everything or s.demo]
-    if cfg.onnx_dir.is_dir():
-        for rec_path in cfg.onnx_dir.rglob("*.export.json"):
-            rec = read_json(rec_path) or {}
-            if everything or rec.get("demo"):
-                stem = str(rec_path)[: -len(".export.json")]
-                targets += [p for p in (Path(stem + ".onnx"), Path(stem + ".fp16.onnx"), rec_path) if p.exists()]
-    kept = [s.tag for s in sets if s.path not in targets]
-    if not targets:
-        ctx.echo("nothing to clean" + (f" (kept real sets: {', '.join(kept)}; --all removes them)" if kept else ""))
+    plan = api.plan_clean(cfg, everything)
+    kept = plan.kept
+    if not plan.remove:
+        ctx.echo("nothing to clean" + (f" (kept: {', '.join(kept)}; --all removes them)" if kept else ""))
         ctx.emit({"ok": True, "removed": [], "kept": kept})
         return
     if not yes and not ctx.json:
-        click.confirm("Remove:\n  " + "\n  ".join(map(str, targets)) + "\n?", abort=True)
-    for p in targets:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-        ctx.echo(f"removed {p}")
-    current = cfg.engines_dir / "current"
-    if current.is_symlink() and not current.exists():
-        current.unlink()
+        click.confirm("Remove:\n  " + "\n  ".join(map(str, plan.remove)) + "\n?", abort=True)
+    api.clean(cfg, plan, log=ctx.echo)
     if kept:
         ctx.echo(f"kept sets built from real weights: {', '.join(kept)} (--all removes them)")
-    ctx.emit({"ok": True, "removed": [str(p) for p in targets], "kept": kept})
+    ctx.emit({"ok": True, "removed": [str(p) for p in plan.remove], "kept": kept})
 
 
 BACKEND_OPT = click.option(
     "--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True,
     help="auto: the full TensorRT when it imports and a GPU is present, else TensorRT for RTX.")
 TARGET_OPT = click.option(
-    "--target", "targets", default=None, metavar="SM,...",
+    "--target", "targets", type=Targets(), default=None,
     help="TensorRT for RTX only: compute capabilities to build for, e.g. sm86,sm89,sm120 "
          "(default: every one it supports). The full TensorRT builds for the GPU it runs on.")
 WORKSPACE_OPT = click.option(
@@ -138,47 +133,17 @@ GPU_FACTS_OPT = click.option(
 
 def build_options(fn):
     """The options `build` and `run` share (applied in --help order)."""
-    for opt in reversed((MODEL_OPT, BACKEND_OPT, TARGET_OPT, WORKSPACE_OPT, PRECISION_OPT, GPU_FACTS_OPT,
-                         KEEP_GOING_OPT, FORCE_OPT)):
+    for opt in reversed((common_options, MODEL_OPT, BACKEND_OPT, TARGET_OPT, WORKSPACE_OPT, PRECISION_OPT,
+                         GPU_FACTS_OPT, KEEP_GOING_OPT, FORCE_OPT, LOCK_TIMEOUT_OPT)):
         fn = opt(fn)
     return fn
 
 
-def _backend(ctx: Ctx, name: str, targets: str | None, gpu_facts: Path | None):
-    from .backends.trt_backends import choose_backend, parse_target
-    from .hardware import detect_gpus
-    try:
-        tlist = [parse_target(t) for t in targets.split(",")] if targets else None
-    except ValueError as exc:
-        fail(ctx, PipelineError(f"unknown target {exc}", fix="write targets like sm86,sm89,sm120"), code=2)
-    gpus = detect_gpus(gpu_facts)
-    try:
-        return choose_backend(name, tlist, gpus, log=ctx.progress), gpus
-    except PipelineError as err:
-        fail(ctx, err, code=2)
-
-
-def run_build(ctx: Ctx, cfg, names, backend, gpus, workspace, keep_going, force, precision=None):
-    import dataclasses
-
-    from .stages.build import build_all
-    try:
-        specs = cfg.select(names)
-    except PipelineError as err:
-        fail(ctx, err, code=2)
-    if precision:
-        specs = [dataclasses.replace(s, precision=precision) for s in specs]
-    try:
-        return build_all(cfg, specs, backend, gpus, workspace=workspace,
-                         keep_going=keep_going, force=force, log=ctx.progress)
-    except PipelineError as err:
-        return {"models": {}}, [err]
-
-
-@cli.command("build")
+@click.command("build")
 @build_options
 @click.pass_obj
-def build_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts, keep_going, force) -> None:
+def build_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts, keep_going, force,
+              lock_timeout) -> None:
     """Build engines from the exported ONNX into models/engines/<tag>/.
 
     <tag> is trt-<version>-sm<cc> (full TensorRT) or trtrtx-<version>-sm<cc>_<cc>...
@@ -186,81 +151,73 @@ def build_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_fact
     published; unchanged models are skipped.
     """
     cfg = _load(ctx)
-    be, gpus = _backend(ctx, backend, targets, gpu_facts)
-    summary, errors = run_build(ctx, cfg, models, be, gpus, workspace, keep_going, force, precision)
+    be, gpus = _usage(ctx, api.choose_backend, backend, targets, gpu_facts, ctx.progress)
+    summary, errors = _usage(ctx, api.build, cfg, models, be, gpus, workspace=workspace, precision=precision,
+                             keep_going=keep_going, force=force, lock_timeout=lock_timeout, log=ctx.progress)
     ctx.emit({"ok": not errors, "build": summary, "errors": [e.to_json() for e in errors]})
     if errors:
         fail(ctx, errors)
 
 
-@cli.command("run")
+@click.command("run")
 @build_options
 @click.option("--no-demo", is_flag=True,
               help="Fail on missing checkpoints instead of writing seeded demo weights.")
 @click.pass_obj
 def run_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts, keep_going, force,
-            no_demo) -> None:
+            lock_timeout, no_demo) -> None:
     """All stages: demo weights where checkpoints are missing, export, build, verify, publish.
 
-    This is what `make engines` and the builder container run. A second run with nothing
-    changed does no work.
+    This is what `make engines` and the builder container run. The engine level is
+    verified where this machine runs the set's TensorRT on a targeted GPU. A second run
+    with nothing changed does no work.
     """
     cfg = _load(ctx)
-    try:
-        cfg.select(models)  # a misspelt --model fails before any work
-    except PipelineError as err:
-        fail(ctx, err, code=2)
-    if not no_demo and any(not m.source_path.exists() for m in cfg.models):
-        from .demo import demo_models
-        demo_models(cfg, log=ctx.progress)
-    records, errors = run_export(ctx, cfg, models, keep_going, force)
-    exported = [r["model"] for r in records]
-    summary: dict = {"models": {}}
-    if exported:
-        be, gpus = _backend(ctx, backend, targets, gpu_facts)
-        summary, build_errors = run_build(ctx, cfg, exported, be, gpus, workspace, keep_going, force, precision)
-        errors += build_errors
-        ctx.echo(f"engine set: {summary.get('set')}")
-        for name, state in summary["models"].items():
-            ctx.echo(f"  {name}: {state}")
-    ctx.emit({"ok": not errors, "exports": [{k: r[k] for k in ("model", "status", "files")} for r in records],
-              "build": summary, "errors": [e.to_json() for e in errors]})
-    if errors:
-        fail(ctx, errors)
+    res = _usage(ctx, api.run, cfg, models, backend=backend, targets=targets, workspace=workspace,
+                 precision=precision, gpu_facts=gpu_facts, keep_going=keep_going, force=force, demo=not no_demo,
+                 lock_timeout=lock_timeout, log=ctx.progress)
+    if res.build.get("set"):
+        ctx.echo(f"engine set: {res.build.get('set')}")
+    for name, state in res.build["models"].items():
+        ctx.echo(f"  {name}: {state}")
+    ctx.emit({"ok": res.ok, "exports": [{k: r[k] for k in ("model", "status", "files")} for r in res.exports],
+              "build": res.build, "verified": res.verified, "errors": [e.to_json() for e in res.errors]})
+    if res.errors:
+        fail(ctx, res.errors)
 
 
-@cli.command("list")
+@click.command("list")
+@common_options
+@click.option("--gpu-facts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Judge each set for the GPU in these saved facts instead of this host's GPU.")
 @click.pass_obj
-def list_cmd(ctx: Ctx) -> None:
-    """Show every engine set: tag, backend, version, targets, models, status, demo weights."""
-    cfg_path = ctx.config_path
-    sets = list_sets(cfg_path.parent / "engines")
-    rows = [{"tag": s.tag, "backend": s.manifest.get("backend"), "version": s.manifest.get("trt_version"),
-             "targets": s.manifest.get("targets"), "models": sorted(s.models), "status": s.status(),
-             "demo": s.demo, "path": str(s.path)} for s in sets]
-    ctx.emit({"ok": True, "sets": rows})
+def list_cmd(ctx: Ctx, gpu_facts) -> None:
+    """Show every engine set: tag, backend, version, targets, models, status, demo weights.
+
+    Status is the manifest's verdict, the same one `engines resolve` uses: for this
+    host's GPU where there is one (or --gpu-facts), else across every GPU the engines
+    were verified on (ok, pending, mixed: passed on one GPU and failed on another,
+    failed); a damaged manifest is listed as corrupt with the reason.
+    """
+    from .hardware import detect_gpus
+    engines_dir = ctx.config_path.parent / "engines"
+    gpus = detect_gpus(gpu_facts)
+    rows = api.list_report(engines_dir, gpus[0].name if gpus else None)
+    ctx.emit({"ok": True, "gpu": gpus[0].name if gpus else None, "sets": rows})
     if not rows:
-        ctx.echo(f"no engine sets under {cfg_path.parent / 'engines'} (run `make engines`)")
+        ctx.echo(f"no engine sets under {engines_dir} (run `make engines`)")
     for r in rows:
+        if r["status"] == "corrupt":
+            ctx.echo(f"{r['tag']}  CORRUPT: {r['reasons'][0]}")
+            continue
         ctx.echo(f"{r['tag']}  {r['backend']} {r['version']}  targets {','.join(r['targets'] or [])}  "
                  f"status {r['status']}{'  DEMO WEIGHTS' if r['demo'] else ''}\n    models: {', '.join(r['models'])}")
+        for why in r["reasons"]:
+            ctx.echo(f"    {why}")
 
 
-from . import cli_deploy, cli_docker  # noqa: E402,F401  (register resolve and docker)
-
-
-def _set_for_this_host(sets) -> str | None:
-    """The one set this machine can run (its TensorRT at the set's version, its GPU among
-    the targets), or the one built by the TensorRT installed here when there is no GPU."""
-    from .hardware import detect_gpus
-    from .stages.verify import cannot_run_here
-    gpus = detect_gpus()
-    fits = [s.tag for s in sets
-            if cannot_run_here(s.manifest, gpus) in (None, "no GPU on this machine")]
-    return fits[0] if len(fits) == 1 else None
-
-
-@cli.command("verify")
+@click.command("verify")
+@common_options
 @MODEL_OPT
 @click.option("--set", "set_tag", default=None, envvar="ENGINE_SET", metavar="TAG",
               help="Engine set to verify (a tag from `engines list`). Default: $ENGINE_SET, else the only "
@@ -272,47 +229,30 @@ def _set_for_this_host(sets) -> str | None:
               help="Timed iterations per benchmark row (after --warmup).")
 @click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True,
               help="Untimed iterations before each benchmark row.")
-@click.option("--batch", "bench_batches", default="1", show_default=True, metavar="N,...",
+@click.option("--batch", "bench_batches", type=IntList(), default="1", show_default=True,
               help="Batch sizes to benchmark, e.g. 1,8 (a static engine runs only its own batch).")
+@LOCK_TIMEOUT_OPT
 @click.pass_obj
-def verify_cmd(ctx: Ctx, models, set_tag, do_bench, iterations, warmup, bench_batches) -> None:
+def verify_cmd(ctx: Ctx, models, set_tag, do_bench, iterations, warmup, bench_batches, lock_timeout) -> None:
     """Verify an engine set against the FP32 ONNX reference on ONNX Runtime.
 
     Re-checks the onnx level, and runs the engine level (the engine itself against the
     reference) where this machine has the set's TensorRT runtime and a GPU, recording the
     GPU it passed on. Writes report.md in the set; exits 1 if any level failed.
     """
-
     from .stages.verify import verify_set
     cfg = _load(ctx)
-    all_sets = list_sets(cfg.engines_dir)
-    sets = {s.tag: s.path for s in all_sets}
-    current = cfg.engines_dir / "current"
-    if set_tag is None and len(sets) == 1:
-        set_tag = next(iter(sets))
-    if set_tag is None and len(sets) > 1:  # the set this machine can run beats the deployed link
-        set_tag = _set_for_this_host(all_sets)
-    if set_tag is None and current.is_symlink():
-        set_tag = current.resolve().name
-    if not sets:
-        fail(ctx, PipelineError("no engine sets to verify", file=cfg.engines_dir,
-                                fix="build one first: make engines (or engines run)"), code=2)
-    if set_tag not in sets:
-        fail(ctx, PipelineError(f"engine set {set_tag!r} not found" if set_tag else
-                                "several engine sets, and none is this host's alone", file=cfg.engines_dir,
-                                fix=f"pass --set with one of: {', '.join(sets) or '(none: run make engines)'}"),
-             code=2)
-    try:
-        bench = None
-        if do_bench:
-            bench = {"iterations": iterations, "warmup": warmup,
-                     "batches": [int(b) for b in bench_batches.split(",") if b.strip()]}
-        manifest, errors = verify_set(cfg, sets[set_tag], names=models, log=ctx.progress, bench=bench)
-    except PipelineError as err:
-        fail(ctx, err)
-    ctx.emit({"ok": not errors, "set": set_tag, "report": (sets[set_tag] / "report.md").read_text(),
-              "engines": {n: e["verification"] for n, e in manifest["engines"].items()},
+    s = _usage(ctx, api.select_set, cfg, set_tag)
+    bench = {"iterations": iterations, "warmup": warmup, "batches": bench_batches} if do_bench else None
+    manifest, errors = _usage(ctx, verify_set, cfg, s.path, names=models, log=ctx.progress, bench=bench,
+                              lock_timeout=lock_timeout)
+    report = (s.path / "report.md").read_text()
+    ctx.emit({"ok": not errors, "set": s.tag, "report": report,
+              "engines": {n: e.to_dict()["verification"] for n, e in manifest.engines.items()},
               "errors": [e.to_json() for e in errors]})
-    ctx.echo((sets[set_tag] / "report.md").read_text())
+    ctx.echo(report)
     if errors:
         fail(ctx, errors)
+
+
+COMMANDS = (demo_models_cmd, export_cmd, clean_cmd, build_cmd, run_cmd, list_cmd, verify_cmd)

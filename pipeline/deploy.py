@@ -22,24 +22,20 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends.trt_backends import TensorRTRTX
 from .engine_set import EngineSet, list_sets, make_tag, now_iso
 from .errors import PipelineError
-from .fsutil import write_bytes_atomic
+from .fsutil import sha256_file, write_bytes_atomic
 from .hardware import GpuFacts, cc_tuple, sm_name
+from .runtime import BUILDER_CMD, DEFAULT_IMAGE, DISTS, TRT_LABEL, installed_version
 
 RUNTIME_ALIASES = {"tensorrt": "tensorrt", "trt": "tensorrt", "tensorrt-rtx": "tensorrt-rtx",
                    "tensorrt_rtx": "tensorrt-rtx", "trt-rtx": "tensorrt-rtx", "trtrtx": "tensorrt-rtx"}
-# distributions that carry each runtime, in the order they are asked (metadata only, never imported)
-INSTALLED = (("tensorrt", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
-                           "tensorrt-cu12-bindings")),
-             ("tensorrt-rtx", ("tensorrt-rtx-cu13-bindings", "tensorrt-rtx-cu12-bindings", "tensorrt-rtx")))
 RTX_TARGETS = TensorRTRTX.supported_targets()  # one list with the builder (no TensorRT import)
-TRT_LABEL = "org.engines.tensorrt.version"
-BUILDER_CMD = "docker compose -f docker-compose.build.yml run --rm builder"
 
 
 @dataclass(frozen=True)
@@ -71,13 +67,10 @@ def parse_runtime(text: str, source: str = "--runtime") -> Runtime:
 
 def installed_runtime() -> Runtime | None:
     """The TensorRT this Python would load, read from package metadata (no import)."""
-    from importlib import metadata
-    for backend, dists in INSTALLED:
-        for dist in dists:
-            try:
-                return Runtime(backend, metadata.version(dist), f"installed package {dist}")
-            except metadata.PackageNotFoundError:
-                continue
+    for backend in DISTS:
+        found = installed_version(backend)
+        if found:
+            return Runtime(backend, found[0], f"installed package {found[1]}")
     return None
 
 
@@ -141,88 +134,58 @@ class Verdict:
                 "same_gpu": self.same_gpu, "note": self.note or None}
 
 
-def engine_level(entry: dict, gpu: GpuFacts) -> tuple[str, str]:
-    """Engine-level verification of one engine for this GPU: (passed|failed|pending, why)."""
-    v = (entry.get("verification") or {}).get("engine") or {}
-    runs = [r for r in (v.get("runs") or []) if isinstance(r, dict)]
-    if not runs and v.get("status") in ("passed", "failed") and (v.get("gpu") or v.get("gpu_name")):
-        runs = [{"gpu_name": v.get("gpu") or v.get("gpu_name"), "status": v["status"],
-                 "driver": v.get("driver"), "compute_cap": v.get("compute_cap"), "at": v.get("at")}]
-    mine = [r for r in runs if r.get("gpu_name") == gpu.name]
-    bad = [r for r in mine if r.get("status") == "failed"]
-    if bad:
-        return "failed", f"failed on {gpu.name} (driver {bad[-1].get('driver') or '?'})"
-    good = [r for r in mine if r.get("status") == "passed"]
-    if good:  # what matters is this GPU model; a failure on another model does not carry over
-        return "passed", f"passed on {gpu.name} (driver {good[-1].get('driver') or '?'})"
-    if v.get("status") == "failed":
-        where = ", ".join(sorted({str(r.get("gpu_name")) for r in runs if r.get("status") == "failed"}))
-        return "failed", f"failed{' on ' + where if where else ''}"
-    others = sorted({str(r.get("gpu_name")) for r in runs if r.get("status") == "passed"})
-    if others:
-        return "pending", f"passed on {', '.join(others)} but not yet on {gpu.name}"
-    return "pending", "not yet run on a GPU"
-
-
 def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, allow_pending: bool,
           expected_models: list[str] | None = None, pending_ok: str = "--allow-pending") -> Verdict:
-    """Every rule except the file hashes (those are checked on the candidates, best first)."""
+    """Every rule except the file hashes (those are checked on the candidates, best first).
+    What the engines are worth on this GPU is the manifest's own verdict."""
     m = s.manifest
-    v = Verdict(s.tag, s.path, updated=str(m.get("updated") or m.get("created") or ""))
-    backend, version = m.get("backend"), str(m.get("trt_version") or "")
-    targets = [str(t) for t in (m.get("targets") or [])]
-    # built on this GPU model only if every engine was (a set can be extended on another GPU)
-    names = {(e.get("gpu") or {}).get("name") for e in (m.get("engines") or {}).values() if e.get("gpu")}
-    built_on = (m.get("gpu") or {}).get("name")
-    v.same_gpu = bool(built_on) and built_on == gpu.name and names <= {gpu.name}
-    if backend != runtime.backend:
-        v.refuse("backend", f"built with {backend or 'an unknown backend'}; the service runs {runtime.label}")
-    elif version != runtime.version:
-        v.refuse("version", f"built with {backend} {version or '?'}; the service runs {runtime.label} "
+    v = Verdict(s.tag, s.path, updated=str(m.updated or m.created or ""))
+    v.same_gpu = m.built_on_same_gpu(gpu.name)
+    if m.backend != runtime.backend:
+        v.refuse("backend", f"built with {m.backend}; the service runs {runtime.label}")
+    elif m.trt_version != runtime.version:
+        v.refuse("version", f"built with {m.backend} {m.trt_version}; the service runs {runtime.label} "
                             "(an engine only loads on the TensorRT version that built it)")
-    if gpu.compute_cap not in targets:
-        built_for = ", ".join(sm_name(t) for t in sorted(targets, key=cc_tuple)) or "nothing"
+    if gpu.compute_cap not in m.targets:
+        built_for = ", ".join(sm_name(t) for t in sorted(m.targets, key=cc_tuple)) or "nothing"
         v.refuse("cc", f"built for {built_for}; this GPU is {gpu.sm} (compute capability {gpu.compute_cap})")
-    engines = s.models
-    if not engines:
-        v.refuse("failed", "the manifest lists no engine")
-    for name, e in sorted(engines.items()):
-        if e.get("status") != "ok":
-            v.refuse("failed", f"model '{name}' did not build: {e.get('error') or e.get('status')}")
-    for name in expected_models or []:
-        if name not in engines:
-            v.refuse("incomplete", f"has no engine for model '{name}' (models.yaml lists it)")
-    pending = []
-    for name, e in sorted(engines.items()):
-        if e.get("status") != "ok":
-            continue
-        onnx = ((e.get("verification") or {}).get("onnx") or {}).get("status")
-        if onnx == "failed":
-            v.refuse("failed", f"model '{name}': ONNX-level verification failed")
-        status, why = engine_level(e, gpu)
-        if status == "failed":
-            v.refuse("failed", f"model '{name}': engine-level verification {why}")
-        elif status == "pending":
-            pending.append(f"'{name}' ({why})")
-    if pending and not {"backend", "version", "cc"} & set(v.kinds):   # moot on a GPU it cannot run on
-        text = f"engine-level verification pending on {gpu.name} for {', '.join(pending)}"
+    sv = m.verdict(gpu.name, expected_models)
+    for reason in sv.reasons:
+        v.refuse("failed", reason)
+    for reason in sv.missing:
+        v.refuse("incomplete", reason)
+    if sv.pending and not {"backend", "version", "cc"} & set(v.kinds):   # moot on a GPU it cannot run on
+        text = f"engine-level verification pending on {gpu.name} for {', '.join(sv.pending)}"
         if allow_pending:
             v.warnings.append(f"{text}; accepted ({pending_ok}): run `engines verify` on this GPU before "
                               "production")
         else:
             v.refuse("pending", text)
-    demo = s.demo or any(e.get("demo") for e in engines.values())
-    if demo:
+    if m.demo:
         if allow_demo:
             v.warnings.append("holds demo weights, not the real checkpoints; accepted because of --allow-demo")
         else:
-            v.refuse("demo", "holds demo weights (`engines demo-models`), not the real checkpoints")
-    if backend == "tensorrt" and built_on and not v.same_gpu and gpu.compute_cap in targets:
+            v.refuse("demo", "holds demo weights or a demo stand-in (`engines demo-models`), not the real models")
+    built_on = (m.gpu or {}).get("name")
+    if m.backend == "tensorrt" and built_on and not v.same_gpu and gpu.compute_cap in m.targets:
         v.warnings.append(
             f"built on {built_on}, this GPU is {gpu.name}: same compute capability {gpu.compute_cap}, so it "
             "loads, but NVIDIA advises against using a plan across GPU models (tactics are timed on the "
             "building GPU: slower, or errors); build on this GPU for the best result")
     return v
+
+
+def stale_sources(s: EngineSet, models_dir: Path) -> list[str]:
+    """Engines built from another checkpoint than the one now at their source path."""
+    out = []
+    for name, e in sorted(s.models.items()):
+        src = models_dir / e.source if e.source else None
+        want = e.sha256.get("source")
+        if e.status == "ok" and src is not None and want and src.is_file() and sha256_file(src) != want:
+            out.append(f"model '{name}': the engine was built from another {e.source} than the one there now "
+                       f"(sha256 {want[:12]}, now {sha256_file(src)[:12]}); rebuild with `engines run` so the "
+                       "service runs the new checkpoint")
+    return out
 
 
 @dataclass
@@ -288,11 +251,42 @@ def resolve(engines_dir: Path, gpu: GpuFacts, runtime: Runtime, *, allow_demo: b
             v.refuse("files", "files differ from the manifest: " + "; ".join(problems))
             continue
         v.chosen, res.chosen, res.files_checked = True, s, len(s.files())
+        v.warnings += stale_sources(s, engines_dir.parent)
         break
     for i in order:
         if verdicts[i].accepted and not verdicts[i].chosen:
             verdicts[i].note = f"matches too; {res.chosen.tag if res.chosen else '?'} preferred"
     return res
+
+
+def build_missing(res, models_dir: Path, builder_image: str | None, on_line=print,
+                   config_name: str = "models.yaml") -> int:
+    """Build the set this host lacks: the builder container for TensorRT, a local build for RTX."""
+    gpu, rt = res.gpu, res.runtime
+    if rt.backend == "tensorrt-rtx":
+        if gpu.compute_cap not in RTX_TARGETS:
+            raise refusal(res)
+        import subprocess
+        import sys
+        cmd = [sys.executable, "-m", "pipeline", "--config", str(models_dir / config_name), "run",
+               "--backend", "tensorrt-rtx", "--target", gpu.sm]
+        on_line("running: " + " ".join(shlex.quote(c) for c in cmd))
+        return subprocess.call(cmd, stdout=sys.stderr)  # stdout stays ours (--json)
+    try:
+        from . import docker_runner
+    except ImportError as exc:
+        raise PipelineError(f"cannot run the builder container ({exc})",
+                            fix=f"build the set by hand: `{BUILDER_CMD}`") from None
+    image = builder_image or DEFAULT_IMAGE
+    label = docker_runner.image_trt_version(docker_runner.connect(), image)
+    if label and label != rt.version:  # building would only produce a set resolve refuses
+        raise PipelineError(f"the builder image {image} carries TensorRT {label}, the service runs {rt.version}",
+                            fix=f"build a builder image with TensorRT {rt.version} (TRT_IMAGE/TRT_VERSION in "
+                                "Dockerfile.build) and pass it with --builder-image")
+    inside = docker_runner.CONTAINER_MODELS
+    args = ["--config", f"{inside}/{config_name}", "run", "--backend", "tensorrt"]
+    on_line(f"building {missing_tag(gpu, rt)} in {image}: engines {' '.join(args)}")
+    return docker_runner.run_builder(models_dir, image, args, gpu=True, on_line=on_line)
 
 
 def build_command(gpu: GpuFacts, runtime: Runtime, config_arg: str = "") -> str:

@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import PipelineError
+from .runtime import DEFAULT_IMAGE, TRT_LABEL  # noqa: F401  (re-exported for callers)
 
-TRT_LABEL = "org.engines.tensorrt.version"
 ROLE_LABEL = "org.engines.role"          # set on every container we start, to find strays
 CONTAINER_MODELS = "/workspace/models"
-DEFAULT_IMAGE = "engines-builder:latest"
 DOCKERFILE = "Dockerfile.build"
 
 TOOLKIT_FIX = (

@@ -1,48 +1,35 @@
-"""Engine sets: layout, tag, manifest, atomic publish and lookup.
+"""Engine sets: layout, tag, lookup, lock and atomic publish.
 
 A set lives in ``models/engines/<tag>/`` and mirrors the source layout
 (``yolo/yolov8n.pt`` -> ``yolo/yolov8n.engine`` + ``yolo/yolov8n.plan``). Its
-``manifest.json`` (schema below, version ``MANIFEST_SCHEMA``) is the contract with
-``engines resolve`` and the production compose file.
-
-Manifest (schema 1)::
-
-    {"schema": 1, "tag": "trtrtx-1.7.1.116-sm86_89_120", "backend": "tensorrt-rtx",
-     "trt_version": "1.7.1.116", "targets": ["8.6", "8.9", "12.0"],
-     "gpu": {"name", "compute_cap", "driver", "cuda"} | null,   # where a GPU built it
-     "demo": bool, "created": iso8601, "updated": iso8601,
-     "engines": {"<model>": {
-         "task", "source", "engine", "plan",                    # paths relative to the set
-         "sha256": {"source", "onnx", "engine", "plan"},
-         "options": {"precision", "imgsz", "batch": {min,opt,max}, "workspace_gib", "onnx"},
-         "build_seconds", "status": "ok" | "failed", "error": str | null, "demo": bool,
-         "cache_key", "reproduce": "engines build --model <m> ...",
-         "verification": {"onnx": {"status": "passed"|"failed", ...figures},
-                          "engine": {"status": "pending"|"passed"|"failed",
-                                     "gpu", "driver", ...figures}}}},
-     "passthrough": {"<name>": {"file", "sha256"}}}
-
-A model whose status is ``failed`` has no files in the set (or keeps the previous good
-ones, recorded under ``previous``); resolve refuses a set where any model is not ok.
+``manifest.json`` (typed records and verdicts: ``pipeline.manifest``) is the contract
+with ``engines resolve``, the registry and the production compose file; this module is
+the only one that reads or writes that file.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import os
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fsutil import lock_for, read_json, sha256_file, write_json_atomic
-from .hardware import cc_tuple, sm_name
+from .errors import PipelineError
+from .fsutil import lock_for, sha256_file, write_json_atomic
+from .hardware import sm_name
+from .manifest import ManifestError, SetManifest
 
 MANIFEST = "manifest.json"
-MANIFEST_SCHEMA = 1
+REPORT = "report.md"
+SET_FILES = (MANIFEST, REPORT)   # names a set owns at its top level
 BACKENDS = ("tensorrt", "tensorrt-rtx")
 
 
 def make_tag(backend: str, version: str, targets: list[str]) -> str:
     """``trt-10.13.3.9-sm90`` or ``trtrtx-1.7.1.116-sm86_89_120``."""
+    from .hardware import cc_tuple
     prefix = {"tensorrt": "trt", "tensorrt-rtx": "trtrtx"}[backend]
     ccs = "_".join(sm_name(t)[2:] for t in sorted(targets, key=cc_tuple))
     return f"{prefix}-{version}-sm{ccs}"
@@ -55,44 +42,25 @@ def now_iso() -> str:
 @dataclass
 class EngineSet:
     path: Path
-    manifest: dict
+    manifest: SetManifest
 
     @property
     def tag(self) -> str:
-        return self.manifest.get("tag", self.path.name)
+        return self.manifest.tag
 
     @property
     def models(self) -> dict:
-        return self.manifest.get("engines", {})
+        return self.manifest.engines
 
     @property
     def demo(self) -> bool:
-        return bool(self.manifest.get("demo"))
+        return self.manifest.demo
 
-    def status(self) -> str:
-        """ok, failed, or pending (engine-level verification not yet run on a GPU)."""
-        engines = self.models.values()
-        if not engines or any(e.get("status") != "ok" for e in engines):
-            return "failed"
-        levels = [e.get("verification", {}).get("engine", {}).get("status") for e in engines]
-        if any(s == "failed" for s in levels):
-            return "failed"
-        if any(s != "passed" for s in levels):
-            return "pending"
-        return "ok"
+    def status(self, gpu_name: str | None = None) -> str:
+        return self.manifest.status(gpu_name)
 
     def files(self) -> dict[str, str]:
-        """Every file the manifest vouches for: relative path -> sha256."""
-        out: dict[str, str] = {}
-        for e in self.models.values():
-            if e.get("status") != "ok":
-                continue
-            for kind in ("engine", "plan"):
-                if e.get(kind):
-                    out[e[kind]] = e["sha256"][kind]
-        for p in self.manifest.get("passthrough", {}).values():
-            out[p["file"]] = p["sha256"]
-        return out
+        return self.manifest.files()
 
     def check_files(self) -> list[str]:
         """Problems found comparing the files on disk with the manifest's sha256."""
@@ -106,39 +74,111 @@ class EngineSet:
         return problems
 
 
+@dataclass
+class BrokenSet:
+    """A folder with a manifest.json that cannot be used, and why (listed, never chosen)."""
+    path: Path
+    reason: str
+
+    @property
+    def tag(self) -> str:
+        return self.path.name
+
+
+def read_manifest(path: Path) -> SetManifest:
+    """Parse and check ``path/manifest.json``; ManifestError says what is wrong."""
+    import json
+    f = path / MANIFEST
+    try:
+        data = json.loads(f.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ManifestError("no manifest.json: not an engine set", file=path,
+                            fix="run `engines list` to see the sets, or `make engines`") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"manifest.json is not valid JSON ({exc})", file=f,
+                            fix="the set is damaged: rebuild it (`engines run --force`) or remove the folder") from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest.json ({exc.strerror or exc})", file=f,
+                            fix="check the folder's permissions") from None
+    try:
+        return SetManifest.from_dict(data)
+    except ManifestError as err:
+        err.file = err.file or str(f)
+        if not err.fix:
+            err.fix = "the set is damaged: rebuild it (`engines run --force`) or remove the folder"
+        raise ManifestError(err.what, file=err.file, fix=err.fix) from None
+
+
 def load_set(path: Path) -> EngineSet | None:
-    m = read_json(path / MANIFEST)
-    return EngineSet(path, m) if isinstance(m, dict) else None
+    """The set at ``path``, or None when it has no manifest; raises on a damaged one."""
+    if not (path / MANIFEST).exists():
+        return None
+    return EngineSet(path, read_manifest(path))
+
+
+def scan_sets(engines_dir: Path) -> tuple[list[EngineSet], list[BrokenSet]]:
+    """Every set folder under ``engines_dir``: the usable ones and the damaged ones."""
+    if not engines_dir.is_dir():
+        return [], []
+    sets, broken = [], []
+    for d in sorted(engines_dir.iterdir()):
+        if d.is_dir() and not d.is_symlink() and not d.name.startswith(".") and (d / MANIFEST).exists():
+            try:
+                sets.append(EngineSet(d, read_manifest(d)))
+            except ManifestError as err:
+                broken.append(BrokenSet(d, err.what))
+    return sets, broken
 
 
 def list_sets(engines_dir: Path) -> list[EngineSet]:
-    """Every published set under ``engines_dir`` (folders with a readable manifest)."""
-    if not engines_dir.is_dir():
-        return []
-    sets = []
-    for d in sorted(engines_dir.iterdir()):
-        if d.is_dir() and not d.is_symlink() and not d.name.startswith("."):
-            s = load_set(d)
-            if s is not None:
-                sets.append(s)
-    return sets
+    """Every usable published set under ``engines_dir``."""
+    return scan_sets(engines_dir)[0]
 
 
-def set_lock(set_dir: Path, timeout: float = -1):
-    """Serialises two builders (or a builder and verify) on the same set."""
-    return lock_for(set_dir, timeout=timeout)
+def set_lock(set_dir: Path, timeout: float | None = None, log: Callable[[str], None] | None = None):
+    """Serialises two builders (or a builder and verify) on the same set. Waiting on
+    another process says so (with its pid); ``timeout`` seconds (None: forever) bound it."""
+    import contextlib
+
+    from filelock import Timeout
+
+    @contextlib.contextmanager
+    def held():
+        lock = lock_for(set_dir, timeout=0)
+        holder = set_dir.parent / f".{set_dir.name}.lock.pid"
+        t0 = time.monotonic()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            pid = holder.read_text().strip() if holder.is_file() else "?"
+            if log:
+                log(f"waiting for the lock on {set_dir.name}: process {pid} is building or verifying it"
+                    + (f" (at most {timeout:g}s)" if timeout is not None else ""))
+            try:
+                lock.acquire(timeout=-1 if timeout is None else max(timeout - (time.monotonic() - t0), 0))
+            except Timeout:
+                raise PipelineError(f"another process (pid {pid}) holds the lock on engine set {set_dir.name} "
+                                    f"for more than {timeout:g}s", file=lock.lock_file,
+                                    fix=f"wait for it to finish (`ps -p {pid}`), or raise --lock-timeout") from None
+        try:
+            holder.write_text(str(os.getpid()))
+        except OSError:
+            pass
+        try:
+            yield lock
+        finally:
+            lock.release()
+    return held()
 
 
-def new_manifest(tag: str, backend: str, version: str, targets: list[str], gpu: dict | None) -> dict:
-    return {"schema": MANIFEST_SCHEMA, "tag": tag, "backend": backend, "trt_version": version,
-            "targets": sorted(targets, key=cc_tuple), "gpu": gpu, "demo": False, "created": now_iso(),
-            "updated": now_iso(), "engines": {}, "passthrough": {}}
+def new_manifest(tag: str, backend: str, version: str, targets: list[str], gpu: dict | None) -> SetManifest:
+    from .manifest import new_manifest as _new
+    return _new(tag, backend, version, targets, gpu, now_iso())
 
 
-def write_manifest(set_dir: Path, manifest: dict) -> None:
-    manifest["updated"] = now_iso()
-    manifest["demo"] = any(e.get("demo") for e in manifest.get("engines", {}).values())
-    write_json_atomic(set_dir / MANIFEST, manifest)
+def write_manifest(set_dir: Path, manifest: SetManifest) -> None:
+    manifest.updated = now_iso()
+    write_json_atomic(set_dir / MANIFEST, manifest.to_dict())
 
 
 def install_file(src: Path, set_dir: Path, rel: str) -> str:

@@ -37,3 +37,7 @@ class PipelineError(Exception):
 
 class ConfigError(PipelineError):
     """models.yaml is malformed."""
+
+
+class UsageProblem(PipelineError):
+    """The command was asked for something that does not exist (a model, a set): exit 2."""

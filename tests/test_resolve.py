@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline import cli_deploy  # noqa: F401  (registers `resolve` on the group)
 from pipeline.cli import cli
-from pipeline.deploy import Runtime, engine_level, find_runtime, parse_runtime, resolve
+from pipeline.deploy import Runtime, find_runtime, parse_runtime, resolve
+from pipeline.manifest import EngineRecord
 from pipeline.engine_set import make_tag
 from pipeline.errors import PipelineError
 from pipeline.hardware import GpuFacts, detect_gpus, free_memory_gib, has_fast_fp16, parse_query_csv, pick_gpu
@@ -540,6 +540,11 @@ def test_env_values_with_quotes_survive_compose(tmp_path):
     assert p.returncode == 0, p.stderr
     # `config` re-escapes a literal $ as $$ in its output
     assert json.loads(p.stdout)["services"]["a"]["environment"]["NAME"].replace("$$", "$") == value
+
+
+def engine_level(entry: dict, g) -> tuple[str, str]:
+    """The manifest's own per-GPU verdict of one engine entry."""
+    return EngineRecord.from_dict(entry, "test").engine_level.verdict(g.name)
 
 
 def test_failure_on_another_gpu_model_does_not_block_this_one(models):

@@ -9,26 +9,13 @@ Versions come from package metadata, so the incremental check imports no TensorR
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
 
 from ..errors import PipelineError
 from ..hardware import cc_tuple, sm_name
+from ..runtime import installed_version
 
-# Distribution names that carry each module (metadata lookups, no import).
-TRT_DISTS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
-             "tensorrt-cu12-bindings", "tensorrt-bindings")
-RTX_DISTS = ("tensorrt-rtx-cu13-bindings", "tensorrt-rtx-cu12-bindings", "tensorrt-rtx")
 # TensorRT for RTX 1.7's ComputeCapability enum; read from the module when it imports.
 RTX_KNOWN_TARGETS = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
-
-
-def _dist_version(names) -> str | None:
-    for n in names:
-        try:
-            return metadata.version(n)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def _import_real(name: str):
@@ -59,13 +46,13 @@ class _Backend:
     """What both backends share: the version from package metadata (no import), and
     the module, imported only when a build or run needs it."""
     name = module_name = label = ""
-    dists: tuple[str, ...] = ()
     missing: str = ""      # the `available()` reason when not installed
     import_fix: str = ""   # the next step when the module does not import
 
     @classmethod
     def version(cls) -> str | None:
-        return _dist_version(cls.dists)
+        found = installed_version(cls.name)
+        return found[0] if found else None
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -80,7 +67,7 @@ class _Backend:
 
 
 class TensorRTRTX(_Backend):
-    name, module_name, label, dists = "tensorrt-rtx", "tensorrt_rtx_bindings", "TensorRT for RTX", RTX_DISTS
+    name, module_name, label = "tensorrt-rtx", "tensorrt_rtx_bindings", "TensorRT for RTX"
     missing = "TensorRT for RTX is not installed (pip install '.[rtx]')"
     import_fix = ("pip install 'tensorrt-rtx-cu13-libs' 'tensorrt-rtx-cu13-bindings' (the `rtx` extra), "
                   "or use --backend tensorrt in the NGC container")
@@ -104,7 +91,7 @@ class TensorRTRTX(_Backend):
 
 
 class TensorRT(_Backend):
-    name, module_name, label, dists = "tensorrt", "tensorrt", "TensorRT", TRT_DISTS
+    name, module_name, label = "tensorrt", "tensorrt", "TensorRT"
     missing = "the full TensorRT is not installed (it ships in the NGC container)"
     import_fix = "run inside the builder container (`make engines-docker`), or use --backend tensorrt-rtx"
 

@@ -20,6 +20,7 @@ from ..engine_file import engine_bytes, metadata_from_onnx
 from ..errors import PipelineError
 from ..fsutil import check_writable, sha256_file, sha256_json, write_bytes_atomic
 from ..hardware import sm_name
+from ..manifest import EngineLevel, EngineRecord, SetManifest
 from .export import cached_record, onnx_paths
 
 GIB = 1 << 30
@@ -87,8 +88,8 @@ def timing_cache_path(cfg: Config, backend) -> Path:
 
 
 def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dict, staging: Path,
-               gpus: list, log) -> dict:
-    """Build and gate one engine into ``staging``; returns its manifest entry."""
+               gpus: list, log) -> tuple[EngineRecord, dict[str, Path]]:
+    """Build and gate one engine into ``staging``; returns its manifest entry and its staged files."""
     from ..backends.trt_builder import BuildRequest, build_plan
     from .verify import verify_onnx_level
 
@@ -121,24 +122,24 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
 
     log(f"{spec.name}: built in {seconds}s; verifying the {options['onnx']} ONNX it was built from")
     onnx_level = verify_onnx_level(spec, record, paths["fp32"], onnx_file, spec.precision)
-    return {"task": spec.task, "source": spec.source, "engine": f"{stem}.engine", "plan": f"{stem}.plan",
-            "built_from": str(onnx_file.relative_to(cfg.root)), "gpu": _gpu_json(backend),
-            "sha256": {"source": record["sha256"]["source"], "onnx": record["sha256"][options["onnx"]]},
-            "options": options, "build_seconds": seconds, "demo": record.get("demo", False),
-            "status": "ok" if onnx_level["status"] == "passed" else "failed",
-            "error": None if onnx_level["status"] == "passed" else "; ".join(onnx_level["reasons"]),
-            "verification": {"onnx": onnx_level,
-                             "engine": {"status": "pending", "runs": [],
-                                        "note": "run `engines verify` on a target GPU"}},
-            "reproduce": f"engines build --model {spec.name} --backend {backend.name}"
-                         + (f" --target {','.join(sm_name(t) for t in backend.targets)}"
-                            if backend.name == "tensorrt-rtx" else ""),
-            "_staged": files}
+    passed = onnx_level["status"] == "passed"
+    entry = EngineRecord(
+        task=spec.task, source=spec.source, engine=f"{stem}.engine", plan=f"{stem}.plan",
+        sha256={"source": record["sha256"]["source"], "onnx": record["sha256"][options["onnx"]]},
+        options=options, demo=record.get("demo", False), status="ok" if passed else "failed",
+        error=None if passed else "; ".join(onnx_level["reasons"]), onnx_level=onnx_level,
+        engine_level=EngineLevel(note="run `engines verify` on a target GPU"),
+        extra={"built_from": str(onnx_file.relative_to(cfg.root)), "gpu": _gpu_json(backend),
+               "build_seconds": seconds,
+               "reproduce": f"engines build --model {spec.name} --backend {backend.name}"
+                            + (f" --target {','.join(sm_name(t) for t in backend.targets)}"
+                               if backend.name == "tensorrt-rtx" else "")})
+    return entry, files
 
 
 def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspace: float | None = None,
-              keep_going: bool = False, force: bool = False,
-              log: Callable[[str], None] = lambda m: None) -> tuple[dict, list[PipelineError]]:
+              keep_going: bool = False, force: bool = False, log: Callable[[str], None] = lambda m: None,
+              lock_timeout: float | None = None) -> tuple[dict, list[PipelineError]]:
     """Build ``specs`` into the backend's set; returns (summary, errors)."""
     tag = es.make_tag(backend.name, backend.version(), backend.targets)
     set_dir = cfg.engines_dir / tag
@@ -154,10 +155,14 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
         raise PipelineError("passthrough model not found", model=missing[0].name, file=missing[0].source_path,
                             fix="place the file there, or run `engines demo-models` for a stand-in")
     staging_root = cfg.engines_dir / ".staging"
-    with es.set_lock(set_dir):
+    with es.set_lock(set_dir, timeout=lock_timeout, log=log):
         for leftover in staging_root.glob(f"{tag}.*"):  # from a killed build; we hold the lock
             shutil.rmtree(leftover, ignore_errors=True)
-        old = es.load_set(set_dir)
+        try:
+            old = es.load_set(set_dir)
+        except es.ManifestError as err:  # damaged: rebuilt whole below, replacing the folder
+            log(f"warning: {err.what}; building {tag} anew")
+            old = None
         manifest = old.manifest if old else es.new_manifest(
             tag, backend.name, backend.version(), backend.targets, _gpu_json(backend))
         files_ok = old is not None and not old.check_files()
@@ -173,22 +178,24 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                                             fix="run `engines export` first (or `engines run`)")
                     ws = workspace if workspace is not None else spec.workspace
                     key = cache_key(record, spec, ws, backend)
-                    prev = manifest["engines"].get(spec.name)
-                    if not force and prev and prev.get("cache_key") == key and prev.get("status") == "ok" and files_ok:
-                        summary["models"][spec.name] = "cached"
-                        log(f"{spec.name}: up to date in {tag}")
+                    prev = manifest.engines.get(spec.name)
+                    if not force and prev and prev.get("cache_key") == key and prev.status == "ok" and files_ok:
+                        if prev.onnx_level.get("thresholds") == spec.thresholds(spec.precision):
+                            summary["models"][spec.name] = "cached"
+                            log(f"{spec.name}: up to date in {tag}")
+                            continue
+                        # same engine, other verify: thresholds: judge it again, no rebuild
+                        log(f"{spec.name}: verify thresholds changed; re-verifying the onnx level")
+                        staged[spec.name] = (_reverify(cfg, spec, prev, record), {})
+                        summary["models"][spec.name] = "re-verified"
+                        _gate_error(errors, spec, staged[spec.name][0])
                         continue
-                    entry = _build_guarded(cfg, spec, backend, record, build_options(spec, backend, ws),
-                                           staging / "engines", gpus, log)
-                    entry["cache_key"] = key
-                    if entry["status"] != "ok":
-                        errors.append(PipelineError(
-                            "engine failed verification and was not published", model=spec.name,
-                            file=entry["built_from"], details=entry["error"].split("; "),
-                            fix="inspect the figures in manifest.json; try precision: fp32 or loosen "
-                                "verify: thresholds in models.yaml if the figures are acceptable"))
-                    staged[spec.name] = entry
-                    summary["models"][spec.name] = entry["status"] if entry["status"] != "ok" else "built"
+                    entry, files = _build_guarded(cfg, spec, backend, record, build_options(spec, backend, ws),
+                                                  staging / "engines", gpus, log)
+                    entry.extra["cache_key"] = key
+                    _gate_error(errors, spec, entry)
+                    staged[spec.name] = (entry, files)
+                    summary["models"][spec.name] = entry.status if entry.status != "ok" else "built"
                 except PipelineError as err:
                     errors.append(err)
                     summary["models"][spec.name] = "error"
@@ -198,6 +205,30 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return summary, errors
+
+
+def _gate_error(errors: list, spec: ModelSpec, entry: EngineRecord) -> None:
+    if entry.status != "ok":
+        errors.append(PipelineError(
+            "engine failed verification and was not published", model=spec.name,
+            file=entry.get("built_from"), details=(entry.error or "").split("; "),
+            fix="inspect the figures in manifest.json; try precision: fp32 or loosen "
+                "verify: thresholds in models.yaml if the figures are acceptable (the next `engines run` "
+                "judges it again)"))
+
+
+def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict) -> EngineRecord:
+    """The published engine judged again at the onnx level (thresholds changed)."""
+    import copy
+
+    from .verify import verify_onnx_level
+    paths = onnx_paths(cfg, spec)
+    entry = copy.deepcopy(prev)
+    entry.onnx_level = verify_onnx_level(spec, record, paths["fp32"], paths[prev.options.get("onnx", "fp32")],
+                                         spec.precision)
+    passed = entry.onnx_level["status"] == "passed"
+    entry.status, entry.error = ("ok", None) if passed else ("failed", "; ".join(entry.onnx_level["reasons"]))
+    return entry
 
 
 def _gpu_json(backend) -> dict | None:
@@ -220,30 +251,34 @@ def _build_guarded(cfg, spec, backend, record, options, staging, gpus, log) -> d
                                 "and report the message") from exc
 
 
-def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest: dict, staged: dict,
+def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest: SetManifest, staged: dict,
              staging: Path, backend) -> None:
     """Assemble the next generation of the set beside it (hard links of the current
     files, the engines that passed, the passthrough files, manifest and report), then
     swap it in with one rename. A failed engine keeps the previous good entry and files,
     recording the attempt. Nothing is published when no engine passed."""
     from ..demo import is_demo_passthrough
+    from ..manifest import PassthroughRecord
     from .verify import render_report
-    for name, entry in staged.items():
-        prev = manifest["engines"].get(name)
-        if entry["status"] != "ok":
-            entry.pop("_staged")  # a failed engine's files are never published
-        if entry["status"] != "ok" and prev and prev.get("status") == "ok":
-            prev["last_attempt"] = {k: entry[k] for k in ("status", "error", "verification", "cache_key")}
-        else:
-            manifest["engines"][name] = entry
-    if not any(e.get("status") == "ok" for e in manifest["engines"].values()):
+    installs: dict[str, dict[str, Path]] = {}
+    for name, (entry, files) in staged.items():
+        prev = manifest.engines.get(name)
+        if entry.status != "ok" and prev and prev.status == "ok" and files:
+            # a failed rebuild: the previous good engine stays, the attempt is recorded
+            prev.extra["last_attempt"] = {"status": entry.status, "error": entry.error,
+                                          "verification": {"onnx": entry.onnx_level}, "cache_key": entry.get("cache_key")}
+            continue
+        manifest.engines[name] = entry
+        if entry.status == "ok" and files:      # a failed engine's files are never published
+            installs[name] = files
+    if not any(e.status == "ok" for e in manifest.engines.values()):
         return  # nothing passed: no set is created (the errors carry the figures)
     new_passthrough = []
     for p in cfg.passthrough:
         digest = sha256_file(p.source_path)
-        if manifest["passthrough"].get(p.name, {}).get("sha256") != digest or not files_ok:
-            manifest["passthrough"][p.name] = {"file": p.source, "sha256": digest,
-                                               "demo": is_demo_passthrough(p.source_path)}
+        known = manifest.passthrough.get(p.name)
+        if known is None or known.sha256 != digest or not files_ok:
+            manifest.passthrough[p.name] = PassthroughRecord(p.source, digest, is_demo_passthrough(p.source_path))
             new_passthrough.append(p)
     if not staged and not new_passthrough:
         return
@@ -252,17 +287,17 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
         es.clone_tree(set_dir, gen)
     # Files already in `gen` are hard links into the live set: replace directory entries
     # (os.replace, install_file), never write into them, or the live set changes too.
-    for entry in manifest["engines"].values():
-        files = entry.pop("_staged", None) or {}
+    for name, files in installs.items():
+        entry = manifest.engines[name]
         for kind, staged_file in files.items():
-            (gen / entry[kind]).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged_file, gen / entry[kind])
-            entry["sha256"][kind] = sha256_file(gen / entry[kind])
+            dest = gen / getattr(entry, kind)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged_file, dest)
+            entry.sha256[kind] = sha256_file(dest)
     for p in new_passthrough:
         es.install_file(p.source_path, gen, p.source)
     if backend.gpu is not None:
-        manifest["gpu"] = _gpu_json(backend)  # the GPU the newest engines were built on
+        manifest.gpu = _gpu_json(backend)  # the GPU the newest engines were built on
     es.write_manifest(gen, manifest)
-    write_bytes_atomic(gen / "report.md", render_report(manifest).encode())
+    write_bytes_atomic(gen / es.REPORT, render_report(manifest).encode())
     es.swap_in(gen, set_dir)
-

@@ -60,55 +60,44 @@ def verify_onnx_level(spec: ModelSpec, record: dict, reference_onnx: Path, built
         return compare_runners(spec, record, ref, cand, precision, batch)
 
 
-def cannot_run_here(manifest: dict, gpus: list) -> str | None:
-    """Why this machine cannot run the set's engines (None if it can), without importing
-    TensorRT: the set's runtime must be installed at the set's exact version, and a GPU
-    whose compute capability the set targets must be present."""
-    from ..backends.trt_backends import TensorRT, TensorRTRTX
-    backend = manifest["backend"]
-    installed = (TensorRT if backend == "tensorrt" else TensorRTRTX).version()
-    if installed is None:
-        return f"{backend} is not installed here"
-    if installed != manifest.get("trt_version"):
-        return f"this machine has {backend} {installed}, the set needs {manifest.get('trt_version')}"
-    if not gpus:
-        return "no GPU on this machine"
-    if gpus[0].compute_cap not in manifest.get("targets", []):
-        return (f"{gpus[0].name} is {gpus[0].sm}, not one of the set's "
-                f"targets ({', '.join(manifest.get('targets', []))})")
-    return None
+def cannot_run_here(manifest, gpus: list) -> str | None:
+    """Why this machine cannot run the set's engines (None if it can), without importing TensorRT."""
+    from ..runtime import installed_version
+    found = installed_version(manifest.backend)
+    return manifest.cannot_run_here(found[0] if found else None, gpus)
 
 
-def engine_runtime(manifest: dict, gpus: list):
+def engine_runtime(manifest, gpus: list):
     """The TensorRT module that runs this set's engines here, or (None, why)."""
     from ..backends.trt_backends import TensorRT, TensorRTRTX, _import_real
     why = cannot_run_here(manifest, gpus)
     if why:
         return None, why
-    cls = TensorRT if manifest["backend"] == "tensorrt" else TensorRTRTX
+    cls = TensorRT if manifest.backend == "tensorrt" else TensorRTRTX
     mod, why = _import_real(cls.module_name)
     return (mod, None) if mod is not None else (None, why)
 
 
-def _built_from(cfg, spec, entry: dict) -> tuple[Path, dict]:
+def _built_from(cfg, spec, entry) -> tuple[Path, dict]:
     """The ONNX this engine was built from, checked by hash, and its export record."""
     from ..errors import PipelineError
     from ..fsutil import read_json, sha256_file
     from .export import onnx_paths
     paths = onnx_paths(cfg, spec)
-    built_from = paths["fp16"] if entry["options"]["onnx"] == "fp16" else paths["fp32"]
+    built_from = paths["fp16"] if entry.options.get("onnx") == "fp16" else paths["fp32"]
     record = read_json(paths["record"])
     if record is None or not built_from.is_file() or not paths["fp32"].is_file():
         raise PipelineError("the ONNX files this engine was built from are not here", model=spec.name,
                             file=built_from, fix="verify where the set was built (models/onnx/ is needed as "
                                                  "the reference), or rebuild here with `engines run`")
-    if sha256_file(built_from) != entry["sha256"]["onnx"]:
+    if sha256_file(built_from) != entry.sha256.get("onnx"):
         raise PipelineError("the ONNX export changed since this engine was built", model=spec.name,
                             file=built_from, fix="rebuild the engine with `engines build` (or `engines run`)")
     return built_from, record
 
 
-def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict | None = None) -> tuple[dict, list]:
+def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict | None = None,
+               lock_timeout: float | None = None) -> tuple:
     """Re-check the onnx level and run the engine level where this machine can; records the
     result (with the GPU it passed on) in the manifest and writes report.md."""
     from .. import engine_set as es
@@ -116,11 +105,8 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
     from ..fsutil import write_bytes_atomic
     from ..hardware import detect_gpus
     errors = []
-    with es.set_lock(set_dir):
-        s = es.load_set(set_dir)
-        if s is None:
-            raise PipelineError("no manifest.json: not an engine set", file=set_dir,
-                                fix="run `engines list` to see the sets, or `make engines`")
+    with es.set_lock(set_dir, timeout=lock_timeout, log=log):
+        s = es.EngineSet(set_dir, es.read_manifest(set_dir))
         problems = s.check_files()
         if problems:
             raise PipelineError("engine set files do not match the manifest", file=set_dir, details=problems,
@@ -129,49 +115,50 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
         trt, why = engine_runtime(s.manifest, gpus)
         specs = {m.name: m for m in cfg.models}
         for name, entry in s.models.items():
-            if names and name not in names or entry.get("status") != "ok" or name not in specs:
+            if names and name not in names or entry.status != "ok" or name not in specs:
                 continue
             try:
                 _verify_entry(specs[name], entry, cfg, set_dir, trt, why, gpus, bench, log)
             except PipelineError as err:
                 errors.append(err)
                 continue
-            for lvl in ("onnx", "engine"):
-                v = entry["verification"].get(lvl, {})
-                if v.get("status") == "failed":
-                    errors.append(PipelineError(f"{lvl}-level verification failed", model=name,
-                                                file=set_dir / entry["engine"], details=v.get("reasons", []),
-                                                fix="rebuild with `engines build --force`, or use precision: fp32"))
+            failed = [("onnx", entry.onnx_level)] if entry.onnx_status == "failed" else []
+            if entry.engine_level.status == "failed":
+                failed += [("engine", r.extra) for r in entry.engine_level.runs if r.status == "failed"]
+            for lvl, figures in failed:
+                errors.append(PipelineError(f"{lvl}-level verification failed", model=name,
+                                            file=set_dir / entry.engine, details=figures.get("reasons", []),
+                                            fix="rebuild with `engines build --force`, use precision: fp32, or "
+                                                "loosen verify: thresholds in models.yaml and verify again"))
         es.write_manifest(set_dir, s.manifest)
-        write_bytes_atomic(set_dir / "report.md", render_report(s.manifest).encode())
+        write_bytes_atomic(set_dir / es.REPORT, render_report(s.manifest).encode())
     return s.manifest, errors
 
 
-def _verify_entry(spec, entry: dict, cfg, set_dir: Path, trt, why, gpus, bench, log) -> None:
+def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -> None:
+    from ..manifest import VerificationRun
     name = spec.name
     built_from, record = _built_from(cfg, spec, entry)
     from .export import onnx_paths
     fp32 = onnx_paths(cfg, spec)["fp32"]
-    entry["verification"]["onnx"] = verify_onnx_level(spec, record, fp32, built_from, spec.precision)
-    level = entry["verification"].setdefault("engine", {"status": "pending", "runs": []})
+    entry.onnx_level = verify_onnx_level(spec, record, fp32, built_from, spec.precision)
+    level = entry.engine_level
     if trt is None:
-        level["note"] = f"engine level pending: {why}; run `engines verify` on a target GPU"
-        log(f"{name}: onnx level {entry['verification']['onnx']['status']}; engine level pending ({why})")
+        level.note = f"engine level pending: {why}; run `engines verify` on a target GPU"
+        log(f"{name}: onnx level {entry.onnx_status}; engine level pending ({why})")
     else:
         from ..backends.tensorrt_runner import TensorRTRunner
-        with OnnxRuntimeRunner(fp32) as ref, TensorRTRunner(set_dir / entry["engine"], trt, name) as eng:
+        with OnnxRuntimeRunner(fp32) as ref, TensorRTRunner(set_dir / entry.engine, trt, name) as eng:
             io_problems = eng.check_io(record["io"])
             run = compare_runners(spec, record, ref, eng, spec.precision, spec.batch.opt)
         if io_problems:
             run["status"], run["reasons"] = "failed", run["reasons"] + io_problems
         gpu = gpus[0]
-        run.update({"gpu_name": gpu.name, "compute_cap": gpu.compute_cap, "driver": gpu.driver})
-        level["runs"] = [r for r in level.get("runs", []) if r.get("gpu_name") != run["gpu_name"]] + [run]
-        level["status"] = "failed" if any(r["status"] == "failed" for r in level["runs"]) else "passed"
-        level.pop("note", None)
-        log(f"{name}: engine level {run['status']} on {run['gpu_name']}")
+        status, at = run.pop("status"), run.pop("at", None)
+        level.record(VerificationRun(status, gpu.name, gpu.compute_cap, gpu.driver, at, extra=run))
+        log(f"{name}: engine level {status} on {gpu.name}")
     if bench is not None:
-        entry["benchmark"] = _benchmark(spec, record, fp32, set_dir / entry["engine"], trt, bench, log)
+        entry.extra["benchmark"] = _benchmark(spec, record, fp32, set_dir / entry.engine, trt, bench, log)
 
 
 def _benchmark(spec, record, onnx_fp32: Path, engine: Path, trt, bench: dict, log) -> dict:
@@ -190,23 +177,25 @@ def _benchmark(spec, record, onnx_fp32: Path, engine: Path, trt, bench: dict, lo
             "at": now_iso()}
 
 
-def render_report(manifest: dict) -> str:
+def render_report(manifest) -> str:
     """report.md: verdict and figures per model (benchmarks appear where measured)."""
-    lines = [f"# Engine set {manifest['tag']}", "",
-             f"backend {manifest['backend']} {manifest['trt_version']}, targets "
-             f"{', '.join(sm_name(t) for t in manifest['targets'])}"
-             + ("  \n**DEMO WEIGHTS: not for production**" if manifest.get("demo") else ""), "",
+    lines = [f"# Engine set {manifest.tag}", "",
+             f"backend {manifest.backend} {manifest.trt_version}, targets "
+             f"{', '.join(sm_name(t) for t in manifest.targets)}"
+             + ("  \n**DEMO WEIGHTS: not for production**" if manifest.demo else ""), "",
              "| model | precision | onnx level | match rate | mean IoU | mean score delta | engine level |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name, e in sorted(manifest["engines"].items()):
-        o = e["verification"]["onnx"]
+    for name, e in sorted(manifest.engines.items()):
+        o = e.onnx_level
         d = o.get("detections", {})
-        eng = e["verification"].get("engine", {})
-        gpus = ", ".join(r.get("gpu_name") or "?" for r in eng.get("runs", []))
-        lines.append(f"| {name} | {e['options']['precision']} | {o['status']} | {d.get('match_rate', 0):.3f} | "
+        status, why = e.engine_level.verdict(None)
+        lines.append(f"| {name} | {e.options.get('precision')} | {o.get('status')} | {d.get('match_rate', 0):.3f} | "
                      f"{d.get('mean_iou', 0):.3f} | {d.get('mean_score_delta', 0):.4f} | "
-                     f"{eng.get('status', 'pending')}{' (' + gpus + ')' if gpus else ''} |")
-    benched = {n: e["benchmark"] for n, e in sorted(manifest["engines"].items()) if e.get("benchmark")}
+                     f"{status}{'' if status == 'pending' else ' (' + why + ')'} |")
+    demo_pt = sorted(n for n, p in manifest.passthrough.items() if p.demo)
+    if demo_pt:
+        lines += ["", f"Passthrough {', '.join(demo_pt)}: **demo stand-in**, not the real model."]
+    benched = {n: e.get("benchmark") for n, e in sorted(manifest.engines.items()) if e.get("benchmark")}
     if benched:
         from ..benchmark import table
         lines += ["", "## Speed", "", "| model | batch | PyTorch img/s (best mode) | engine img/s | speed-up |",

@@ -1,0 +1,197 @@
+"""The pipeline as a library: what the `engines` commands do, callable from tests and
+other programs. Functions return results and raise ``PipelineError``; they print
+nothing (progress goes to ``log``). The click layer (``commands``) only parses and prints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Config
+from .engine_set import BrokenSet, EngineSet, scan_sets
+from .errors import ConfigError, PipelineError, UsageProblem
+
+Log = Callable[[str], None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def select(cfg: Config, names) -> list:
+    """The models named (all when none); a misspelt name is a usage problem."""
+    try:
+        return cfg.select(names)
+    except ConfigError as err:
+        raise UsageProblem(err.what, file=err.file, fix=err.fix) from None
+
+
+def choose_backend(name: str = "auto", targets: list[str] | None = None, gpu_facts: Path | None = None,
+                   log: Log = _quiet):
+    """(backend, gpus) for --backend/--target, saying why on ``log``."""
+    from .backends.trt_backends import choose_backend as _choose
+    from .hardware import detect_gpus
+    gpus = detect_gpus(gpu_facts)
+    try:
+        return _choose(name, targets, gpus, log=log), gpus
+    except PipelineError as err:
+        raise UsageProblem(err.what, file=err.file, fix=err.fix) from None
+
+
+def export(cfg: Config, names=(), keep_going: bool = False, force: bool = False,
+           log: Log = _quiet) -> tuple[list[dict], list[PipelineError]]:
+    from .stages.export import export_all
+    return export_all(cfg, select(cfg, names), keep_going=keep_going, force=force, log=log)
+
+
+def build(cfg: Config, names, backend, gpus: list, *, workspace: float | None = None, precision: str | None = None,
+          keep_going: bool = False, force: bool = False, lock_timeout: float | None = None,
+          log: Log = _quiet) -> tuple[dict, list[PipelineError]]:
+    from .stages.build import build_all
+    specs = select(cfg, names)
+    if precision:
+        specs = [dataclasses.replace(s, precision=precision) for s in specs]
+    try:
+        return build_all(cfg, specs, backend, gpus, workspace=workspace, keep_going=keep_going, force=force,
+                         log=log, lock_timeout=lock_timeout)
+    except PipelineError as err:
+        return {"models": {}}, [err]
+
+
+@dataclass
+class RunResult:
+    exports: list[dict] = field(default_factory=list)
+    build: dict = field(default_factory=lambda: {"models": {}})
+    verified: list[str] = field(default_factory=list)
+    errors: list[PipelineError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | None = None,
+        workspace: float | None = None, precision: str | None = None, gpu_facts: Path | None = None,
+        keep_going: bool = False, force: bool = False, demo: bool = True, lock_timeout: float | None = None,
+        log: Log = _quiet) -> RunResult:
+    """Every stage: demo weights where checkpoints are missing, export, build (onnx-level
+    gate), then the engine level where this host can run the set and it is not yet
+    proven here; a second run with nothing changed does no work."""
+    select(cfg, names)  # a misspelt --model fails before any work
+    if demo and any(not m.source_path.exists() for m in cfg.models):
+        from .demo import demo_models
+        demo_models(cfg, log=log)
+    res = RunResult()
+    res.exports, res.errors = export(cfg, names, keep_going, force, log)
+    exported = [r["model"] for r in res.exports]
+    if not exported:
+        return res
+    be, gpus = choose_backend(backend, targets, gpu_facts, log)
+    res.build, build_errors = build(cfg, exported, be, gpus, workspace=workspace, precision=precision,
+                                    keep_going=keep_going, force=force, lock_timeout=lock_timeout, log=log)
+    res.errors += build_errors
+    set_dir = Path(res.build["set"]) if res.build.get("set") else None
+    if set_dir is not None and (set_dir / "manifest.json").is_file():
+        from .engine_set import read_manifest
+        todo = to_verify_here(read_manifest(set_dir), gpus, exported)
+        if todo:
+            from .stages.verify import verify_set
+            log(f"engine level on {gpus[0].name}: verifying {', '.join(todo)}")
+            _, verify_errors = verify_set(cfg, set_dir, names=todo, log=log, lock_timeout=lock_timeout)
+            res.verified, res.errors = todo, res.errors + verify_errors
+    return res
+
+
+def to_verify_here(manifest, gpus: list, names) -> list[str]:
+    """Models whose engine level this host can run but has not passed here yet (a
+    failure here is retried: its cause may be fixed)."""
+    from .stages.verify import cannot_run_here
+    if cannot_run_here(manifest, gpus) is not None:
+        return []
+    return [n for n in names if n in manifest.engines and manifest.engines[n].status == "ok"
+            and manifest.engines[n].engine_level.verdict(gpus[0].name)[0] != "passed"]
+
+
+# -- sets -----------------------------------------------------------------------------------
+def list_report(engines_dir: Path, gpu_name: str | None = None) -> list[dict]:
+    """A row per set folder, damaged ones included; status is the manifest's verdict (for
+    ``gpu_name`` when given, else across every GPU the engines ran on)."""
+    sets, broken = scan_sets(engines_dir)
+    rows = []
+    for s in sets:
+        v = s.manifest.verdict(gpu_name)
+        rows.append({"tag": s.tag, "backend": s.manifest.backend, "version": s.manifest.trt_version,
+                     "targets": s.manifest.targets, "models": sorted(s.models), "status": v.status,
+                     "reasons": v.reasons, "pending": v.pending, "demo": s.demo, "path": str(s.path)})
+    for b in broken:
+        rows.append({"tag": b.tag, "backend": None, "version": None, "targets": [], "models": [],
+                     "status": "corrupt", "reasons": [b.reason], "pending": [], "demo": False, "path": str(b.path)})
+    return sorted(rows, key=lambda r: r["tag"])
+
+
+def select_set(cfg: Config, set_tag: str | None, gpus: list | None = None) -> EngineSet:
+    """The set a command works on: ``set_tag``, else the only set, else the one set this
+    machine's TensorRT and GPU can run, else the `current` link."""
+    from .engine_set import read_manifest
+    sets, broken = scan_sets(cfg.engines_dir)
+    by_tag = {s.tag: s for s in sets}
+    if set_tag is None and len(by_tag) == 1:
+        set_tag = next(iter(by_tag))
+    if set_tag is None and len(by_tag) > 1:  # the set this machine can run beats the deployed link
+        from .hardware import detect_gpus
+        from .stages.verify import cannot_run_here
+        gpus = detect_gpus() if gpus is None else gpus
+        fits = [s.tag for s in sets if cannot_run_here(s.manifest, gpus) in (None, "no GPU on this machine")]
+        set_tag = fits[0] if len(fits) == 1 else None
+    current = cfg.engines_dir / "current"
+    if set_tag is None and current.is_symlink():
+        set_tag = current.resolve().name
+    if not sets and not broken:
+        raise UsageProblem("no engine sets", file=cfg.engines_dir, fix="build one first: make engines (or engines run)")
+    damaged = {b.tag: b for b in broken}
+    if set_tag in damaged:
+        read_manifest(damaged[set_tag].path)  # raises the full reason
+    if set_tag not in by_tag:
+        raise UsageProblem(f"engine set {set_tag!r} not found" if set_tag else
+                           "several engine sets, and none is this host's alone", file=cfg.engines_dir,
+                           fix=f"pass --set with one of: {', '.join(by_tag) or '(none: run make engines)'}")
+    return by_tag[set_tag]
+
+
+# -- clean ----------------------------------------------------------------------------------
+@dataclass
+class CleanPlan:
+    remove: list[Path]
+    kept: list[str]                  # real sets left in place (without --all)
+
+
+def plan_clean(cfg: Config, everything: bool = False) -> CleanPlan:
+    """What `engines clean` removes: demo-built sets and exports (every set and export,
+    damaged sets included, with ``everything``)."""
+    from .fsutil import read_json
+    sets, broken = scan_sets(cfg.engines_dir)
+    remove: list[Path] = [s.path for s in sets if everything or s.demo] + [b.path for b in broken if everything]
+    if cfg.onnx_dir.is_dir():
+        for rec_path in cfg.onnx_dir.rglob("*.export.json"):
+            rec = read_json(rec_path) or {}
+            if everything or rec.get("demo"):
+                stem = str(rec_path)[: -len(".export.json")]
+                remove += [p for p in (Path(stem + ".onnx"), Path(stem + ".fp16.onnx"), rec_path) if p.exists()]
+    kept = [s.tag for s in sets if s.path not in remove] + [b.tag for b in broken if b.path not in remove]
+    return CleanPlan(remove, kept)
+
+
+def clean(cfg: Config, plan: CleanPlan, log: Log = _quiet) -> None:
+    for p in plan.remove:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+        log(f"removed {p}")
+    current = cfg.engines_dir / "current"
+    if current.is_symlink() and not current.exists():
+        current.unlink()
+
+
+__all__ = ["BrokenSet", "CleanPlan", "RunResult", "build", "choose_backend", "clean", "export", "list_report",
+           "plan_clean", "run", "select", "select_set", "to_verify_here"]

@@ -1,0 +1,373 @@
+"""The engine-set manifest as typed, versioned records, and every verdict drawn from it.
+
+``manifest.json`` is the contract between build, verify, list, resolve and the registry.
+This module is its only reader and writer of fields: ``SetManifest.from_dict`` checks
+the schema version, the field types and that every path stays inside the set, and the
+verdicts ("did this set pass on this GPU", "what is its status", "can this host run
+it") are methods here, so ``engines list``, ``verify``, ``resolve`` and ``build`` cannot
+disagree.
+
+Schema 1 (``SCHEMA``)::
+
+    {"schema": 1, "tag", "backend": "tensorrt"|"tensorrt-rtx", "trt_version", "targets": ["8.6", ...],
+     "gpu": {"name", "compute_cap", "driver", "cuda", "uuid"} | null,    # where a GPU built it
+     "demo": bool, "created", "updated",
+     "engines": {"<model>": {"task", "source", "engine", "plan", "built_from", "gpu",
+                             "sha256": {"source", "onnx", "engine", "plan"},
+                             "options": {...}, "build_seconds", "status": "ok"|"failed", "error",
+                             "demo", "cache_key", "reproduce", "last_attempt", "benchmark",
+                             "verification": {"onnx": {"status", ...figures},
+                                              "engine": {"status", "runs": [{"status", "gpu_name",
+                                                         "compute_cap", "driver", "at", ...}], "note"}}}},
+     "passthrough": {"<name>": {"file", "sha256", "demo"}}}
+
+Unknown keys are kept as they are (``extra``) so a newer writer's additions survive an
+older reader's rewrite of the verification result.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from .errors import PipelineError
+
+SCHEMA = 1
+BACKENDS = ("tensorrt", "tensorrt-rtx")
+# Set status words (``engines list``), worst first.
+FAILED, MIXED, PENDING, OK = "failed", "mixed", "pending", "ok"
+
+
+class ManifestError(PipelineError):
+    """manifest.json is unreadable, of an unknown schema, or vouches for a path outside its set."""
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)} - {"extra"}
+
+
+def _split(cls, data: dict) -> tuple[dict, dict]:
+    known = _fields(cls)
+    return {k: v for k, v in data.items() if k in known}, {k: v for k, v in data.items() if k not in known}
+
+
+def _to_dict(obj) -> dict:
+    out = {}
+    for f in dataclasses.fields(obj):
+        if f.name == "extra":
+            continue
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            v = v.to_dict()
+        elif isinstance(v, dict) and v and all(dataclasses.is_dataclass(x) for x in v.values()):
+            v = {k: x.to_dict() for k, x in v.items()}
+        elif isinstance(v, list) and v and all(dataclasses.is_dataclass(x) for x in v):
+            v = [x.to_dict() for x in v]
+        out[f.name] = v
+    out.update(obj.extra)
+    return out
+
+
+def safe_relpath(rel: object, where: str) -> str:
+    """A path the manifest vouches for must be relative and stay inside the set."""
+    if not isinstance(rel, str) or not rel:
+        raise ManifestError(f"{where}: expected a relative path, found {rel!r}")
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or "\\" in rel:
+        raise ManifestError(f"{where}: path {rel!r} leaves the set (absolute or '..')",
+                            fix="never use this set: it was tampered with; rebuild it with `engines run --force`")
+    return rel
+
+
+def _expect(value, types, where: str):
+    if not isinstance(value, types):
+        names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+        raise ManifestError(f"{where}: expected {names}, found {type(value).__name__} {value!r}"[:200])
+    return value
+
+
+@dataclass
+class VerificationRun:
+    """One engine-level run: the engine on one GPU against the ONNX reference."""
+    status: str
+    gpu_name: str | None = None
+    compute_cap: str | None = None
+    driver: str | None = None
+    at: str | None = None
+    extra: dict = field(default_factory=dict)     # figures: tensors, detections, reasons...
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> VerificationRun:
+        _expect(d, dict, where)
+        known, extra = _split(cls, d)
+        known.setdefault("status", "pending")
+        _expect(known["status"], str, f"{where}.status")
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
+
+@dataclass
+class EngineLevel:
+    """Engine-level verification: the runs, one per GPU model it ran on."""
+    status: str = "pending"
+    runs: list[VerificationRun] = field(default_factory=list)
+    note: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict | None, where: str) -> EngineLevel:
+        d = _expect(d or {}, dict, where)
+        known, extra = _split(cls, d)
+        runs = [VerificationRun.from_dict(r, f"{where}.runs[{i}]")
+                for i, r in enumerate(_expect(known.pop("runs", None) or [], list, f"{where}.runs"))]
+        level = cls(**known, runs=runs, extra=extra)
+        if not runs and level.status in ("passed", "failed") and (extra.get("gpu") or extra.get("gpu_name")):
+            # an early writer recorded one flat run instead of a list
+            level.runs = [VerificationRun(level.status, extra.get("gpu") or extra.get("gpu_name"),
+                                          extra.get("compute_cap"), extra.get("driver"), extra.get("at"))]
+        return level
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
+    def record(self, run: VerificationRun) -> None:
+        """Keep the newest run per GPU model; the summary status follows the runs."""
+        self.runs = [r for r in self.runs if r.gpu_name != run.gpu_name] + [run]
+        self.status = FAILED if any(r.status == "failed" for r in self.runs) else "passed"
+        self.note = None
+
+    def verdict(self, gpu_name: str | None) -> tuple[str, str]:
+        """(passed|failed|pending, why) for one GPU model; with ``gpu_name`` None, across
+        every GPU it ran on (passed only where it passed everywhere it ran)."""
+        if gpu_name is not None:
+            mine = [r for r in self.runs if r.gpu_name == gpu_name]
+            if any(r.status == "failed" for r in mine):
+                bad = [r for r in mine if r.status == "failed"][-1]
+                return "failed", f"failed on {gpu_name} (driver {bad.driver or '?'})"
+            if mine:  # what matters is this GPU model; a failure on another does not carry over
+                return "passed", f"passed on {gpu_name} (driver {mine[-1].driver or '?'})"
+            others = sorted({str(r.gpu_name) for r in self.runs if r.status == "passed"})
+            if others:
+                return "pending", f"passed on {', '.join(others)} but not yet on {gpu_name}"
+            failed_on = sorted({str(r.gpu_name) for r in self.runs if r.status == "failed"})
+            if failed_on:
+                return "pending", f"failed on {', '.join(failed_on)}, not yet run on {gpu_name}"
+            return "pending", "not yet run on a GPU"
+        passed = sorted({str(r.gpu_name) for r in self.runs if r.status == "passed"})
+        failed = sorted({str(r.gpu_name) for r in self.runs if r.status == "failed"})
+        if failed and passed:
+            return MIXED, f"passed on {', '.join(passed)}; failed on {', '.join(failed)}"
+        if failed:
+            return "failed", f"failed on {', '.join(failed)}"
+        if passed:
+            return "passed", f"passed on {', '.join(passed)}"
+        return "pending", "not yet run on a GPU"
+
+
+@dataclass
+class EngineRecord:
+    """One model's engine in a set."""
+    task: str | None = None
+    source: str | None = None
+    engine: str | None = None
+    plan: str | None = None
+    sha256: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    status: str = "ok"
+    error: str | None = None
+    demo: bool = False
+    onnx_level: dict = field(default_factory=dict)     # figures of the onnx-level gate
+    engine_level: EngineLevel = field(default_factory=EngineLevel)
+    extra: dict = field(default_factory=dict)          # built_from, gpu, cache_key, reproduce, benchmark...
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> EngineRecord:
+        _expect(d, dict, where)
+        d = dict(d)
+        ver = _expect(d.pop("verification", None) or {}, dict, f"{where}.verification")
+        known, extra = _split(cls, d)
+        for key in ("onnx_level", "engine_level"):
+            known.pop(key, None)
+        rec = cls(**known, extra=extra,
+                  onnx_level=_expect(ver.get("onnx") or {}, dict, f"{where}.verification.onnx"),
+                  engine_level=EngineLevel.from_dict(ver.get("engine"), f"{where}.verification.engine"))
+        _expect(rec.status, str, f"{where}.status")
+        _expect(rec.sha256, dict, f"{where}.sha256")
+        _expect(rec.options, dict, f"{where}.options")
+        if rec.status == "ok":
+            for kind in ("engine", "plan"):
+                safe_relpath(getattr(rec, kind), f"{where}.{kind}")
+                _expect(rec.sha256.get(kind), str, f"{where}.sha256.{kind}")
+        return rec
+
+    def to_dict(self) -> dict:
+        out = _to_dict(self)
+        out.pop("onnx_level"), out.pop("engine_level")
+        out["verification"] = {"onnx": self.onnx_level, "engine": self.engine_level.to_dict()}
+        return out
+
+    @property
+    def onnx_status(self) -> str | None:
+        return self.onnx_level.get("status")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Fields kept as they are (``extra``): built_from, gpu, cache_key, benchmark..."""
+        return self.extra.get(key, default)
+
+    def problems(self, gpu_name: str | None) -> tuple[list[str], str | None]:
+        """(reasons this engine is refused, why its engine level is pending or None)."""
+        if self.status != "ok":
+            return [f"did not build: {self.error or self.status}"], None
+        if self.onnx_status == "failed":
+            return ["ONNX-level verification failed"], None
+        status, why = self.engine_level.verdict(gpu_name)
+        if status in ("failed", MIXED):
+            return [f"engine-level verification {why}"], None
+        return [], (why if status == "pending" else None)
+
+
+@dataclass
+class PassthroughRecord:
+    file: str
+    sha256: str
+    demo: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> PassthroughRecord:
+        _expect(d, dict, where)
+        known, extra = _split(cls, d)
+        rec = cls(**{"file": None, "sha256": None, **known}, extra=extra)
+        safe_relpath(rec.file, f"{where}.file")
+        _expect(rec.sha256, str, f"{where}.sha256")
+        return rec
+
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
+
+@dataclass
+class SetVerdict:
+    """What a set is worth on one GPU model (or, with no GPU named, across all)."""
+    status: str                       # ok | pending | mixed | failed
+    reasons: list[str]                # failures, per model
+    missing: list[str]                # models models.yaml lists that the set lacks
+    pending: list[str]                # models whose engine level is not yet proven, with why
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.reasons or self.missing)
+
+
+@dataclass
+class SetManifest:
+    tag: str
+    backend: str
+    trt_version: str
+    targets: list[str]
+    gpu: dict | None = None
+    created: str | None = None
+    updated: str | None = None
+    engines: dict[str, EngineRecord] = field(default_factory=dict)
+    passthrough: dict[str, PassthroughRecord] = field(default_factory=dict)
+    schema: int = SCHEMA
+    extra: dict = field(default_factory=dict)
+
+    # -- reading and writing -------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: object, where: str = "manifest.json") -> SetManifest:
+        _expect(d, dict, where)
+        schema = d.get("schema")
+        if schema != SCHEMA:
+            raise ManifestError(f"{where}: unknown manifest schema {schema!r} (this pipeline reads schema {SCHEMA})",
+                                fix="use the pipeline version that wrote this set, or rebuild the set with this "
+                                    "one (`engines run --force`)")
+        known, extra = _split(cls, d)
+        extra.pop("demo", None)  # derived, never trusted from the file
+        for key in ("tag", "backend", "trt_version"):
+            _expect(known.get(key), str, f"{where}.{key}")
+        if known["backend"] not in BACKENDS:
+            raise ManifestError(f"{where}.backend: unknown backend {known['backend']!r} (known: {', '.join(BACKENDS)})")
+        targets = _expect(known.get("targets"), list, f"{where}.targets")
+        for i, t in enumerate(targets):
+            _expect(t, str, f"{where}.targets[{i}]")
+        if known.get("gpu") is not None:
+            _expect(known["gpu"], dict, f"{where}.gpu")
+        engines = _expect(known.pop("engines", None) or {}, dict, f"{where}.engines")
+        passthrough = _expect(known.pop("passthrough", None) or {}, dict, f"{where}.passthrough")
+        return cls(**known, extra=extra,
+                   engines={str(n): EngineRecord.from_dict(e, f"{where}.engines.{n}") for n, e in engines.items()},
+                   passthrough={str(n): PassthroughRecord.from_dict(p, f"{where}.passthrough.{n}")
+                                for n, p in passthrough.items()})
+
+    def to_dict(self) -> dict:
+        out = _to_dict(self)
+        out["demo"] = self.demo
+        return out
+
+    # -- facts ---------------------------------------------------------------------------
+    @property
+    def demo(self) -> bool:
+        """Demo weights anywhere, passthrough stand-ins included."""
+        return any(e.demo for e in self.engines.values()) or any(p.demo for p in self.passthrough.values())
+
+    def files(self) -> dict[str, str]:
+        """Every file the manifest vouches for: relative path -> sha256."""
+        out: dict[str, str] = {}
+        for e in self.engines.values():
+            if e.status == "ok":
+                for kind in ("engine", "plan"):
+                    out[getattr(e, kind)] = e.sha256[kind]
+        for p in self.passthrough.values():
+            out[p.file] = p.sha256
+        return out
+
+    # -- verdicts ------------------------------------------------------------------------
+    def verdict(self, gpu_name: str | None = None, expected_models: list[str] | None = None) -> SetVerdict:
+        """The one judgement of a set's engines: build, onnx level and engine level on
+        ``gpu_name`` (None: across every GPU it ran on). Used by list, resolve and build."""
+        reasons: list[str] = []
+        pending: list[str] = []
+        if not self.engines:
+            reasons.append("the manifest lists no engine")
+        for name, e in sorted(self.engines.items()):
+            bad, why = e.problems(gpu_name)
+            reasons += [f"model '{name}'{'' if r.startswith('did not') else ':'} {r}" for r in bad]
+            if why:
+                pending.append(f"'{name}' ({why})")
+        missing = [f"has no engine for model '{name}' (models.yaml lists it)"
+                   for name in expected_models or [] if name not in self.engines]
+        mixed = gpu_name is None and any(e.engine_level.verdict(None)[0] == MIXED for e in self.engines.values())
+        status = MIXED if mixed else FAILED if reasons or missing else PENDING if pending else OK
+        return SetVerdict(status, reasons, missing, pending)
+
+    def status(self, gpu_name: str | None = None) -> str:
+        return self.verdict(gpu_name).status
+
+    def cannot_run_here(self, installed_version: str | None, gpus: list) -> str | None:
+        """Why this machine cannot run the set's engines (None if it can): the set's
+        runtime at its exact version, and a GPU whose compute capability it targets."""
+        if installed_version is None:
+            return f"{self.backend} is not installed here"
+        if installed_version != self.trt_version:
+            return f"this machine has {self.backend} {installed_version}, the set needs {self.trt_version}"
+        if not gpus:
+            return "no GPU on this machine"
+        if gpus[0].compute_cap not in self.targets:
+            return f"{gpus[0].name} is {gpus[0].sm}, not one of the set's targets ({', '.join(self.targets)})"
+        return None
+
+    def built_on_same_gpu(self, gpu_name: str) -> bool:
+        """Every engine was built on this GPU model (a set can be extended on another)."""
+        names = {(e.get("gpu") or {}).get("name") for e in self.engines.values() if e.get("gpu")}
+        built_on = (self.gpu or {}).get("name")
+        return bool(built_on) and built_on == gpu_name and names <= {gpu_name}
+
+
+def new_manifest(tag: str, backend: str, version: str, targets: list[str], gpu: dict | None, now: str) -> SetManifest:
+    from .hardware import cc_tuple
+    return SetManifest(tag=tag, backend=backend, trt_version=version, targets=sorted(targets, key=cc_tuple),
+                       gpu=gpu, created=now, updated=now)

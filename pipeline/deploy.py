@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends.trt_backends import TensorRTRTX
-from .engine_set import EngineSet, list_sets, make_tag, now_iso
+from .engine_set import EngineSet, make_tag, now_iso, scan_sets
 from .errors import PipelineError
 from .fsutil import sha256_file, write_bytes_atomic
 from .hardware import GpuFacts, cc_tuple, sm_name
@@ -237,7 +237,7 @@ def resolve(engines_dir: Path, gpu: GpuFacts, runtime: Runtime, *, allow_demo: b
             allow_pending: bool = False, models: list[str] | None = None,
             pending_ok: str = "--allow-pending") -> Resolution:
     """Judge every set, then hash-check the acceptable ones best first; the first intact one wins."""
-    sets = list_sets(engines_dir)
+    sets, broken = scan_sets(engines_dir)
     verdicts = [judge(s, gpu, runtime, allow_demo=allow_demo, allow_pending=allow_pending,
                       expected_models=models, pending_ok=pending_ok) for s in sets]
     res = Resolution(gpu, runtime, engines_dir, verdicts)
@@ -256,6 +256,10 @@ def resolve(engines_dir: Path, gpu: GpuFacts, runtime: Runtime, *, allow_demo: b
     for i in order:
         if verdicts[i].accepted and not verdicts[i].chosen:
             verdicts[i].note = f"matches too; {res.chosen.tag if res.chosen else '?'} preferred"
+    for b in broken:  # listed with the reason, never chosen
+        v = Verdict(b.tag, b.path)
+        v.refuse("corrupt", f"manifest.json is damaged: {b.reason}")
+        verdicts.append(v)
     return res
 
 

@@ -330,16 +330,19 @@ def test_missing_passthrough_publishes_nothing(built, tmp_path):
 
 
 def test_engine_level_stays_pending_where_the_set_cannot_run():
+    import dataclasses
+
     from pipeline.hardware import detect_gpus
+    from pipeline.manifest import SetManifest
     from pipeline.stages.verify import cannot_run_here
     h100 = detect_gpus(H100)
     rtx4090 = detect_gpus(REPO / "tests" / "data" / "gpu-facts" / "rtx4090.csv")
-    m = {"backend": "tensorrt-rtx", "trt_version": TensorRTRTX.version(), "targets": ["8.6", "8.9", "12.0"]}
+    m = SetManifest("t", "tensorrt-rtx", TensorRTRTX.version(), ["8.6", "8.9", "12.0"])
     assert "not one of the set's targets (8.6, 8.9, 12.0)" in cannot_run_here(m, h100)
     assert cannot_run_here(m, rtx4090) is None
     assert cannot_run_here(m, []) == "no GPU on this machine"
-    assert "the set needs 0.0.1" in cannot_run_here({**m, "trt_version": "0.0.1"}, rtx4090)
-    assert "tensorrt is not installed here" in cannot_run_here({**m, "backend": "tensorrt"}, h100)
+    assert "the set needs 0.0.1" in cannot_run_here(dataclasses.replace(m, trt_version="0.0.1"), rtx4090)
+    assert "tensorrt is not installed here" in cannot_run_here(dataclasses.replace(m, backend="tensorrt"), h100)
 
 
 def test_verify_refuses_an_engine_whose_onnx_changed(built, tmp_path):
@@ -362,7 +365,9 @@ def test_clean_removes_demo_outputs_only(built, tmp_path):
     real = ws / "engines" / "trt-10.13.2.6-sm90"
     shutil.copytree(ws / "engines" / TAG, real)
     m = json.loads((real / "manifest.json").read_text())
-    m.update(tag=real.name, demo=False)
+    m.update(tag=real.name, demo=False)  # the flag is derived from the entries: they must say real too
+    for entry in [*m["engines"].values(), *m["passthrough"].values()]:
+        entry["demo"] = False
     (real / "manifest.json").write_text(json.dumps(m))
     res = run_cli("--config", str(ws / "models.yaml"), "--json", "clean", "--yes")
     assert res.returncode == 0, res.stderr

@@ -1,0 +1,217 @@
+"""The typed manifest: schema and path checks on load, one verdict for list and resolve,
+the library API's set selection, and the CLI's shape (options after the command, click
+types, no import circle, lock waits)."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import cli
+from pipeline.deploy import parse_runtime, resolve
+from pipeline.engine_set import read_manifest, scan_sets, set_lock
+from pipeline.hardware import read_facts_file
+from pipeline.manifest import ManifestError, SetManifest
+from test_resolve import FACTS, H100, H200, TRT, make_set
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def models(tmp_path) -> Path:
+    d = tmp_path / "models"
+    d.mkdir()
+    (d / "models.yaml").write_text((REPO / "models" / "models.yaml").read_text())
+    return d
+
+
+def engines(*args, models: Path):
+    return CliRunner().invoke(cli, ["--config", str(models / "models.yaml"), *args], catch_exceptions=False)
+
+
+def _manifest(set_dir: Path) -> dict:
+    return json.loads((set_dir / "manifest.json").read_text())
+
+
+def _rewrite(set_dir: Path, change) -> None:
+    m = _manifest(set_dir)
+    change(m)
+    (set_dir / "manifest.json").write_text(json.dumps(m))
+
+
+def test_round_trip_keeps_unknown_fields(models):
+    d = make_set(models / "engines")
+    _rewrite(d, lambda m: (m.update(future_field={"a": 1}), m["engines"]["human"].update(note="kept")))
+    m = read_manifest(d)
+    again = SetManifest.from_dict(m.to_dict()).to_dict()
+    assert again["future_field"] == {"a": 1} and again["engines"]["human"]["note"] == "kept"
+    assert again["engines"]["human"]["verification"]["engine"]["runs"][0]["gpu_name"] == H100
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda m: m.update(schema=2), "unknown manifest schema 2"),
+    (lambda m: m["engines"]["human"].update(engine="../../etc/passwd"), "leaves the set"),
+    (lambda m: m["engines"]["human"].update(plan="/etc/passwd"), "leaves the set"),
+    (lambda m: m["passthrough"]["handwash"].update(file="../x.joblib"), "leaves the set"),
+    (lambda m: m.update(engines=["human"]), "expected dict"),
+    (lambda m: m.update(targets="9.0"), "expected list"),
+    (lambda m: m["engines"]["human"]["verification"]["engine"].update(runs="x"), "expected list"),
+    (lambda m: m["engines"]["human"]["sha256"].pop("engine"), "sha256.engine"),
+])
+def test_damaged_manifest_is_refused_with_the_reason(models, change, expected):
+    d = make_set(models / "engines")
+    _rewrite(d, change)
+    with pytest.raises(ManifestError) as err:
+        read_manifest(d)
+    assert expected in err.value.what and "Next step:" in err.value.render()
+    sets, broken = scan_sets(models / "engines")
+    assert not sets and broken[0].path == d and expected in broken[0].reason
+
+
+def test_corrupt_manifest_is_listed_and_named_by_resolve(models):
+    d = make_set(models / "engines")
+    (d / "manifest.json").write_text("{not json")
+    r = engines("list", models=models)
+    assert r.exit_code == 0 and "CORRUPT" in r.output and "not valid JSON" in r.output
+    r = engines("resolve", "--gpu-facts", str(FACTS / "h100-80gb-hbm3.csv"), "--runtime", f"tensorrt=={TRT}",
+                "--no-link", models=models)
+    assert r.exit_code == 1 and "manifest.json is damaged" in r.output and "Traceback" not in r.output
+
+
+def test_manifest_vouching_outside_the_set_is_never_resolved(models, tmp_path):
+    """A tampered manifest that points at a file outside the set cannot pass the hash check."""
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes(b"x")
+    d = make_set(models / "engines")
+    _rewrite(d, lambda m: m["engines"]["human"].update(engine=str(outside)))
+    res = resolve(models / "engines", read_facts_file(FACTS / "h100-80gb-hbm3.csv")[0],
+                  parse_runtime(f"tensorrt=={TRT}"))
+    assert res.chosen is None and res.verdicts[0].kinds == ["corrupt"]
+
+
+def test_list_and_resolve_judge_a_mixed_set_alike(models):
+    """Passed on the H100, failed on the H200: list and resolve say the same per GPU."""
+    d = make_set(models / "engines", built_on=H100, verified_on=H100)
+
+    def fail_on_h200(m):
+        for e in m["engines"].values():
+            e["verification"]["engine"]["runs"].append(
+                {"gpu_name": H200, "compute_cap": "9.0", "status": "failed", "driver": "580"})
+            e["verification"]["engine"]["status"] = "failed"
+    _rewrite(d, fail_on_h200)
+    for facts, status, exit_code in (("h100-80gb-hbm3.csv", "ok", 0), ("h200.csv", "failed", 1)):
+        listed = json.loads(engines("list", "--json", "--gpu-facts", str(FACTS / facts), models=models).output)
+        assert listed["sets"][0]["status"] == status
+        r = engines("resolve", "--gpu-facts", str(FACTS / facts), "--runtime", f"tensorrt=={TRT}", "--no-link",
+                    models=models)
+        assert r.exit_code == exit_code, r.output
+    across = read_manifest(d).verdict(None)
+    assert across.status == "mixed" and any(H200 in why for why in across.reasons)
+
+
+def test_a_demo_passthrough_makes_a_demo_set(models):
+    d = make_set(models / "engines", demo=False)
+    _rewrite(d, lambda m: m["passthrough"]["handwash"].update(demo=True))
+    listed = json.loads(engines("--json", "list", models=models).output)
+    assert listed["sets"][0]["demo"] is True
+    r = engines("resolve", "--gpu-facts", str(FACTS / "h100-80gb-hbm3.csv"), "--runtime", f"tensorrt=={TRT}",
+                "--no-link", models=models)
+    assert r.exit_code == 1 and "demo" in r.output
+    from pipeline.stages.verify import render_report
+    assert "demo stand-in" in render_report(read_manifest(d))
+
+
+def test_resolve_warns_about_a_checkpoint_newer_than_the_engine(models):
+    make_set(models / "engines")
+    src = models / "yolo" / "yolov8n.pt"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b"a retrained checkpoint")
+    r = engines("resolve", "--gpu-facts", str(FACTS / "h100-80gb-hbm3.csv"), "--runtime", f"tensorrt=={TRT}",
+                "--no-link", models=models)
+    assert r.exit_code == 0, r.output
+    assert "model 'human': the engine was built from another yolo/yolov8n.pt" in r.output
+    assert "hairnet" not in r.output.split("warning")[-1]  # no checkpoint there: nothing to compare
+
+
+def test_options_after_the_command_and_click_types(models):
+    make_set(models / "engines")
+    r = engines("list", "--json", models=models)
+    assert json.loads(r.output)["sets"][0]["tag"] == f"trt-{TRT}-sm90"
+    other = models.parent / "other"
+    other.mkdir()
+    (other / "models.yaml").write_text((models / "models.yaml").read_text())
+    r = CliRunner().invoke(cli, ["list", "--json", "--config", str(other / "models.yaml")])
+    assert json.loads(r.output)["sets"] == []
+    r = engines("verify", "--batch", "1,x", models=models)
+    assert r.exit_code == 2 and "'x' is not a positive whole number" in r.output
+    r = engines("build", "--target", "sm86,banana", models=models)
+    assert r.exit_code == 2 and "unknown target 'banana'" in r.output
+
+
+def test_usage_problems_exit_2_and_runtime_failures_1(models):
+    r = engines("verify", "--set", "nope", models=models)
+    assert r.exit_code == 2 and "no engine sets" in r.output
+    make_set(models / "engines")
+    r = engines("verify", "--set", "nope", models=models)
+    assert r.exit_code == 2 and "engine set 'nope' not found" in r.output and "Next step:" in r.output
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """pipeline modules imported at module level (function-level imports run later)."""
+    tree = ast.parse(path.read_text())
+    pkg = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = pkg.rsplit(".", node.level - 1)[0] if node.level > 1 else pkg
+            mod = f"{base}.{node.module}" if node.module else base
+            names = [f"{mod}.{a.name}" for a in node.names]
+            out.update(n for n in [mod, *names] if (REPO / (n.replace(".", "/") + ".py")).is_file())
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("pipeline"))
+    return out
+
+
+def test_import_graph_has_no_circle():
+    mods = {".".join(p.relative_to(REPO).with_suffix("").parts): p for p in (REPO / "pipeline").rglob("*.py")
+            if p.name != "__init__.py"}
+    graph = {m: {d for d in _top_level_imports(p) if d in mods and d != m} for m, p in mods.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for d in graph[m]:
+            assert state.get(d) != 1, f"import circle: {' -> '.join(path + [m, d])}"
+            if d not in state:
+                visit(d, path + [m])
+        state[m] = 2
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+    assert "pipeline.commands" in graph["pipeline.cli"] and "pipeline.cli" not in graph["pipeline.commands"]
+
+
+def test_waiting_on_a_set_lock_names_the_holder_and_times_out(models):
+    d = make_set(models / "engines")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from pipeline.engine_set import set_lock\n"
+        f"with set_lock(Path({str(d)!r})):\n    print('held', flush=True); time.sleep(30)")],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        r = engines("verify", "--lock-timeout", "1", models=models)
+        assert time.monotonic() - t0 < 15
+        assert r.exit_code == 1 and f"pid {holder.pid}" in r.output and "--lock-timeout" in r.output
+        assert f"waiting for the lock on {d.name}: process {holder.pid}" in r.output
+    finally:
+        holder.kill()
+        holder.wait()
+    with set_lock(d, timeout=1):  # free again once the holder is gone
+        pass

@@ -246,7 +246,7 @@ def list_cmd(ctx: Ctx) -> None:
                  f"status {r['status']}{'  DEMO WEIGHTS' if r['demo'] else ''}\n    models: {', '.join(r['models'])}")
 
 
-from . import cli_deploy, cli_docker  # noqa: E402,F401  (register resolve and docker)
+from . import cli_deploy, cli_docker, cli_registry  # noqa: E402,F401  (register resolve, docker, push/pull/fleet)
 
 
 def _set_for_this_host(sets) -> str | None:

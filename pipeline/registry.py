@@ -118,6 +118,10 @@ class Remote:
             if not creds:
                 raise self.unauthorised(f"the registry {self.host} asks for a login and {config} holds none for it")
             reg.session.headers["Authorization"] = f"Basic {creds}"
+            check = self.call("logging in", reg.do_request, f"{reg.prefix}://{self.host}/v2/", "GET")
+            if check.status_code in (401, 403):
+                raise self.unauthorised(f"the registry {self.host} refused the credentials for it in {config} "
+                                        f"(HTTP {check.status_code})")
         elif probe.status_code not in (200, 401):
             raise PipelineError(f"{self.host} does not answer as an OCI registry (GET /v2/: HTTP {probe.status_code})",
                                 fix=_fix_access(self.ref))
@@ -147,6 +151,8 @@ class Remote:
                                     fix=f"check the name, or push a set first: `engines push {self.ref}`") from None
             raise PipelineError(f"{what} failed at {self.host}: HTTP {code} {_oci_message(exc.response)}",
                                 fix=_fix_access(self.ref)) from None
+        except ValueError as exc:   # oras reports some failures (upload sessions, auth) as ValueError
+            raise PipelineError(f"{what} failed at {self.host}: {_short(exc)}", fix=_fix_access(self.ref)) from None
         except requests.exceptions.RequestException as exc:
             raise PipelineError(f"{what} failed: lost the connection to {self.host} ({_short(exc)})",
                                 fix="run the same command again once the registry answers") from None
@@ -217,10 +223,10 @@ def _short(exc: Exception) -> str:
     return text[:200]
 
 
-def tampered(remote: Remote, what: str, digest: str) -> PipelineError:
+def tampered(remote: Remote, what: str, digest: str, tag: str = "TAG") -> PipelineError:
     return PipelineError(f"{what} from {remote.ref} does not match its digest {digest[:19]}… (corrupt or tampered "
                          "with in the registry); nothing was changed in models/engines",
-                         fix=f"push the set again from a host that holds an intact copy (`engines push --set TAG "
+                         fix=f"push the set again from a host that holds an intact copy (`engines push --set {tag} "
                              f"{remote.ref}`), then pull again")
 
 
@@ -337,16 +343,17 @@ def _download(remote: Remote, rs: RemoteSet, stage: Path, on_line) -> None:
         on_line(f"downloading {rel} ({layer.get('size', 0) / 2**20:.1f} MiB)")
         out = stage / rel
         try:
-            remote.call(f"downloading {rel}", remote.reg.download_blob, container, digest, str(out))
-        except requests.exceptions.HTTPError as exc:
-            code = exc.response.status_code if exc.response is not None else "?"
-            raise PipelineError(f"the pull of {rs.tag} was interrupted: {rel} could not be downloaded (HTTP {code}, "
-                                f"blob {digest[:19]}… missing or unreadable in the registry); nothing was changed in "
-                                "models/engines",
+            remote.reg.download_blob(container, digest, str(out))
+        except requests.exceptions.RequestException as exc:
+            code = getattr(exc.response, "status_code", None)
+            why = (f"HTTP {code}: blob {digest[:19]}… missing or unreadable in the registry" if code
+                   else f"lost the connection: {_short(exc)}")
+            raise PipelineError(f"the pull of {rs.tag} was interrupted: {rel} could not be downloaded ({why}); "
+                                "nothing was changed in models/engines",
                                 fix=f"run the same command again; if it fails the same way, push {rs.tag} again from "
                                     "a host that holds it") from None
         if "sha256:" + sha256_file(out) != digest:
-            raise tampered(remote, rel, digest)
+            raise tampered(remote, rel, digest, rs.tag)
     missing = sorted(set(rel for rel, _ in set_files(rs) if rel != "report.md") - titles)
     if missing:
         raise PipelineError(f"{remote.ref}:{rs.tag} lacks files its manifest lists; nothing was changed in "

@@ -417,3 +417,8 @@ def test_fleet_status(tmp_path, registry, repo):
     assert r.exit_code == 0
     table = r.output.splitlines()
     assert table[0].split()[:2] == ["tag", "backend"] and any("missing" in line and "Tesla T4" in line for line in table)
+
+
+def test_cli_starts_without_oras():
+    from conftest import fresh_python
+    assert fresh_python("import sys; from pipeline import commands; print('oras' in sys.modules)") == ["False"]

@@ -12,7 +12,7 @@ import os
 
 import click
 
-from . import cli_deploy, cli_docker, commands
+from . import cli_deploy, cli_docker, cli_registry, commands
 from .cli_context import CONFIG_HELP, DEFAULT_CONFIG, JSON_HELP, Ctx, Failed, fail
 from .errors import PipelineError
 
@@ -61,7 +61,7 @@ def cli(click_ctx: click.Context, config: str, as_json: bool) -> None:
     click_ctx.call_on_close(click_ctx.obj.restore)
 
 
-for _cmd in (*commands.COMMANDS, *cli_deploy.COMMANDS, *cli_docker.COMMANDS):
+for _cmd in (*commands.COMMANDS, *cli_deploy.COMMANDS, *cli_docker.COMMANDS, *cli_registry.COMMANDS):
     cli.add_command(_cmd)
 
 

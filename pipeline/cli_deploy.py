@@ -103,9 +103,15 @@ def _report(ctx: Ctx, res) -> None:
 @click.option("--set", "expect_set", metavar="TAG", envvar="ENGINE_SET",
               help="The set that must be chosen (env ENGINE_SET, as engines-check gets it): resolve fails "
                    "if the rules pick another, so the gate approves exactly the set that is mounted.")
+@click.option("--from", "from_ref", metavar="REGISTRY/REPO",
+              help="First pull the set this host gets from an OCI registry (as `engines pull`: chosen by these "
+                   "rules from the manifests alone, every sha256 checked), then resolve as usual.")
+@click.option("--plain-http", is_flag=True, help="With --from: HTTP, not HTTPS (a registry without TLS).")
+@click.option("--insecure", is_flag=True, help="With --from: do not check the registry's TLS certificate.")
 @click.pass_obj
 def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allow_pending, require,
-                write_env, no_link, build_missing, builder_image, expect_set) -> None:
+                write_env, no_link, build_missing, builder_image, expect_set, from_ref=None, plain_http=False,
+                insecure=False) -> None:
     from . import deploy
     from .hardware import detect_gpus, pick_gpu
 
@@ -117,6 +123,13 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
         models = deploy.expected_models(ctx.config_path)
         kwargs = {"allow_demo": allow_demo, "allow_pending": allow_pending or not require, "models": models,
                   "pending_ok": "--allow-pending" if require else "without --require"}
+        if from_ref:  # issue 11: the registry fills models/engines, then the local rules decide as always
+            from .registry import Remote, pull
+            remote = Remote(from_ref, plain_http=plain_http, insecure=insecure)
+            pulled, _ = pull(remote, engines_dir, gpu, rt, tag=expect_set, allow_demo=allow_demo,
+                             allow_pending=kwargs["allow_pending"], models=models, pending_ok=kwargs["pending_ok"],
+                             on_line=lambda line: ctx.echo(line, err=True))
+            ctx.echo(f"pulled {pulled.chosen.tag} from {from_ref}", err=True)
         res = deploy.resolve(engines_dir, gpu, rt, **kwargs)
         if res.chosen is None and build_missing:
             _report(ctx, res)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,9 +236,14 @@ def expected_models(config_path: Path | None) -> list[str] | None:
 
 def resolve(engines_dir: Path, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool = False,
             allow_pending: bool = False, models: list[str] | None = None,
-            pending_ok: str = "--allow-pending") -> Resolution:
-    """Judge every set, then hash-check the acceptable ones best first; the first intact one wins."""
-    sets, broken = scan_sets(engines_dir)
+            pending_ok: str = "--allow-pending", sets: list[EngineSet] | None = None,
+            check: Callable[[EngineSet], list[str]] | None = None) -> Resolution:
+    """Judge every set, then hash-check the acceptable ones best first; the first intact one wins.
+
+    ``sets`` and ``check`` let the registry (``engines pull``) apply the same rules to sets it
+    has only the manifests of; their files are checked after the download instead."""
+    sets, broken = scan_sets(engines_dir) if sets is None else (sets, [])
+    check = check or EngineSet.check_files
     verdicts = [judge(s, gpu, runtime, allow_demo=allow_demo, allow_pending=allow_pending,
                       expected_models=models, pending_ok=pending_ok) for s in sets]
     res = Resolution(gpu, runtime, engines_dir, verdicts)
@@ -246,7 +252,7 @@ def resolve(engines_dir: Path, gpu: GpuFacts, runtime: Runtime, *, allow_demo: b
                    reverse=True)
     for i in order:
         v, s = verdicts[i], sets[i]
-        problems = s.check_files()
+        problems = check(s)
         if problems:
             v.refuse("files", "files differ from the manifest: " + "; ".join(problems))
             continue

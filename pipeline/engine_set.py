@@ -145,7 +145,8 @@ def set_lock(set_dir: Path, timeout: float | None = None, log: Callable[[str], N
     @contextlib.contextmanager
     def held():
         lock = lock_for(set_dir, timeout=0)
-        holder = set_dir.parent / f".{set_dir.name}.lock.pid"
+        # the holder's pid, beside the lock (filelock truncates the lock file itself on every try)
+        holder = set_dir.parent / f".{set_dir.name}.holder.lock"
         t0 = time.monotonic()
         try:
             lock.acquire(timeout=0)

@@ -19,10 +19,10 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.deploy import Runtime, find_runtime, parse_runtime, resolve
-from pipeline.manifest import EngineRecord
 from pipeline.engine_set import make_tag
 from pipeline.errors import PipelineError
 from pipeline.hardware import GpuFacts, detect_gpus, free_memory_gib, has_fast_fp16, parse_query_csv, pick_gpu
+from pipeline.manifest import EngineRecord
 
 REPO = Path(__file__).resolve().parents[1]
 FACTS = Path(__file__).parent / "data" / "gpu-facts"

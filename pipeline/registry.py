@@ -1,0 +1,395 @@
+"""Engine sets in an OCI registry (issue 11), through the ``oras`` Python SDK.
+
+One set is one OCI artifact tagged with the set tag: its ``manifest.json`` is the config
+blob (media type ``CONFIG_MEDIA_TYPE``), every file of the set is one layer titled with
+its path inside the set, and set-level facts are manifest annotations (``ANNOTATIONS``),
+so ``engines fleet status`` and the matching in ``engines pull`` read only manifests and
+config blobs: no layer moves before a set is chosen. Blobs are content-addressed, so a
+push first asks the registry (HEAD) and uploads only the blobs it lacks.
+
+A pull stages the layers under ``models/engines/.staging/``, checks every layer digest and
+every sha256 of manifest.json, and only then swaps the set into ``models/engines/<tag>/``
+(engine_set.swap_in); anything that goes wrong leaves ``models/engines/`` as it was.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .engine_set import MANIFEST, REPORT, EngineSet, load_set, set_lock, swap_in
+from .errors import PipelineError
+from .fsutil import sha256_file, write_bytes_atomic
+from .manifest import ManifestError, SetManifest
+
+CONFIG_MEDIA_TYPE = "application/vnd.engines.set.manifest.v1+json"
+LAYER_MEDIA_TYPES = {"engine": "application/vnd.engines.engine.v1", "plan": "application/vnd.engines.plan.v1",
+                     "passthrough": "application/vnd.engines.passthrough.v1", "report": "text/markdown"}
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+TITLE = "org.opencontainers.image.title"
+P = "org.engines."
+ANNOTATIONS = {  # key -> what it holds (README "Registry" lists the same)
+    P + "set.tag": "the set tag, e.g. trt-10.13.3.9-sm90",
+    P + "backend": "tensorrt or tensorrt-rtx",
+    P + "tensorrt.version": "full TensorRT (for RTX) version that built the engines",
+    P + "compute-caps": "target compute capabilities, comma separated (8.6,8.9)",
+    P + "gpu.product": "GPU model that built the set (absent for TensorRT for RTX ahead-of-time builds)",
+    P + "cuda.version": "CUDA version of the building host's driver",
+    P + "driver.min": "driver of the building host: older drivers are not proven",
+    P + "demo": "true when the set holds demo weights",
+    P + "verification": "passed, pending (not yet run on a GPU), mixed (passed on one GPU model, failed on "
+                        "another) or failed",
+    P + "models": "model names, comma separated",
+    "org.opencontainers.image.created": "when the set was last updated (manifest.json)",
+}
+VERIFICATION = {"ok": "passed", "pending": "pending", "failed": "failed", "mixed": "mixed"}
+
+
+def _fix_access(ref: str) -> str:
+    return (f"check that the registry in {ref} runs and is reachable from here; a registry without TLS needs "
+            "--plain-http, one with a self-signed certificate --insecure")
+
+
+@dataclass
+class RemoteSet(EngineSet):
+    """A set known only by its manifest.json (the config blob) and its OCI manifest."""
+    oci: dict = field(default_factory=dict)
+    config_digest: str = ""
+
+
+class Remote:
+    """One repository of one registry: ``host[:port]/path/repo``."""
+
+    def __init__(self, ref: str, *, plain_http: bool = False, insecure: bool = False):
+        host, _, repo = ref.partition("/")
+        if not repo or ":" in repo or "@" in repo or not ("." in host or ":" in host or host == "localhost"):
+            raise PipelineError(f"cannot read the registry reference {ref!r}",
+                                fix="write it as REGISTRY/REPO, e.g. 127.0.0.1:5000/engines or ghcr.io/acme/engines "
+                                    "(no tag: pick the set with --set TAG)")
+        self.ref, self.host, self.repo = ref, host, repo
+        self.plain_http, self.insecure = plain_http, insecure
+        self.uploads = 0          # blobs actually uploaded (a no-op push leaves it at 0)
+        self._reg = None
+
+    # -------------------------------------------------------------- connection
+    @property
+    def reg(self):
+        if self._reg is None:
+            self._reg = self._connect()
+        return self._reg
+
+    def docker_config(self) -> str:
+        d = os.environ.get("DOCKER_CONFIG")
+        return str(Path(d) / "config.json") if d else os.path.expanduser("~/.docker/config.json")
+
+    def _connect(self):
+        import oras.provider
+        import requests
+
+        class _Registry(oras.provider.Registry):
+            # errors keep their response (oras raises a bare ValueError); no blind retries with
+            # back-off (oras waits minutes on a refused connection): every failure is reported
+            def _check_200_response(self, response):
+                if response.status_code not in (200, 201, 202):
+                    raise _HTTPError(response)
+
+            def do_request(self, *args, **kwargs):
+                return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
+
+        scheme = "http" if self.plain_http else "https"
+        try:
+            probe = requests.get(f"{scheme}://{self.host}/v2/", timeout=15, verify=not self.insecure)
+        except requests.exceptions.SSLError as exc:
+            raise PipelineError(f"TLS with the registry {self.host} failed ({_short(exc)})",
+                                fix="for a registry without TLS pass --plain-http; for a self-signed certificate "
+                                    "pass --insecure (or install its CA)") from None
+        except requests.exceptions.RequestException as exc:
+            raise PipelineError(f"cannot reach the registry {self.host} ({_short(exc)})", fix=_fix_access(self.ref)) \
+                from None
+        challenge = probe.headers.get("Www-Authenticate", "")
+        basic = probe.status_code == 401 and challenge.lower().startswith("basic")
+        reg = _Registry(hostname=self.host, insecure=self.plain_http, tls_verify=not self.insecure,
+                        auth_backend="basic" if basic else "token")
+        config = self.docker_config()
+        reg.auth.load_configs(self.container(), configs=[config] if os.path.exists(config) else None)
+        if basic:  # credentials from the Docker config, sent up front (no 401 round trip per request)
+            creds = getattr(reg.auth, "_basic_auth", None)
+            if not creds:
+                raise self.unauthorised(f"the registry {self.host} asks for a login and {config} holds none for it")
+            reg.session.headers["Authorization"] = f"Basic {creds}"
+            check = self.call("logging in", reg.do_request, f"{reg.prefix}://{self.host}/v2/", "GET")
+            if check.status_code in (401, 403):
+                raise self.unauthorised(f"the registry {self.host} refused the credentials for it in {config} "
+                                        f"(HTTP {check.status_code})")
+        elif probe.status_code not in (200, 401):
+            raise PipelineError(f"{self.host} does not answer as an OCI registry (GET /v2/: HTTP {probe.status_code})",
+                                fix=_fix_access(self.ref))
+        return reg
+
+    def unauthorised(self, what: str) -> PipelineError:
+        return PipelineError(what, file=self.docker_config(),
+                             fix=f"log in with `docker login {self.host}` (or `oras login`): the credentials go to "
+                                 "~/.docker/config.json ($DOCKER_CONFIG/config.json), where engines reads them")
+
+    def container(self, tag: str = "latest"):
+        import oras.container
+        return oras.container.Container(f"{self.repo}:{tag}", registry=self.host)
+
+    def call(self, what: str, fn, *args, **kwargs):
+        """Run one SDK call; turn HTTP and connection failures into errors for people."""
+        import requests
+        try:
+            return fn(*args, **kwargs)
+        except _HTTPError as exc:
+            code = exc.response.status_code
+            if code in (401, 403):
+                raise self.unauthorised(f"the registry {self.host} refused {what} (HTTP {code}: credentials "
+                                        "missing, wrong, or without access to " + self.repo + ")") from None
+            if code == 404 and _oci_code(exc.response) == "NAME_UNKNOWN":
+                raise PipelineError(f"the repository {self.repo} does not exist in {self.host}",
+                                    fix=f"check the name, or push a set first: `engines push {self.ref}`") from None
+            raise PipelineError(f"{what} failed at {self.host}: HTTP {code} {_oci_message(exc.response)}",
+                                fix=_fix_access(self.ref)) from None
+        except ValueError as exc:   # oras reports some failures (upload sessions, auth) as ValueError
+            raise PipelineError(f"{what} failed at {self.host}: {_short(exc)}", fix=_fix_access(self.ref)) from None
+        except requests.exceptions.RequestException as exc:
+            raise PipelineError(f"{what} failed: lost the connection to {self.host} ({_short(exc)})",
+                                fix="run the same command again once the registry answers") from None
+
+    # -------------------------------------------------------------- reading
+    def tags(self) -> list[str]:
+        return sorted(self.call(f"listing the tags of {self.repo}", self.reg.get_tags, self.container()))
+
+    def oci_manifest(self, tag: str) -> dict | None:
+        """The OCI manifest of ``tag``; None when the tag does not exist."""
+        url = f"{self.reg.prefix}://{self.container(tag).manifest_url()}"
+        r = self.call(f"reading {tag}", self.reg.do_request, url, "GET", headers={"Accept": OCI_MANIFEST})
+        if r.status_code == 404:
+            return None
+        self.call(f"reading {tag}", self.reg._check_200_response, r)
+        return r.json()
+
+    def blob(self, digest: str, what: str) -> bytes:
+        r = self.call(what, self.reg.get_blob, self.container(), digest)
+        self.call(what, self.reg._check_200_response, r)
+        if "sha256:" + hashlib.sha256(r.content).hexdigest() != digest:
+            raise tampered(self, what, digest)
+        return r.content
+
+    def sets(self, only: list[str] | None = None) -> tuple[list[RemoteSet], list[str]]:
+        """Every engine set of the repository (manifests and config blobs only, no layer), and
+        one line per tag that is not one."""
+        found, others = [], []
+        for tag in only if only is not None else self.tags():
+            oci = self.oci_manifest(tag)
+            if oci is None:
+                others.append(f"{tag}: no such tag in {self.ref}")
+                continue
+            cfg = oci.get("config") or {}
+            if cfg.get("mediaType") != CONFIG_MEDIA_TYPE:
+                others.append(f"{tag}: not an engine set (config {cfg.get('mediaType')})")
+                continue
+            try:  # the same checks as a local set: schema, types, no path outside the set
+                manifest = SetManifest.from_dict(json.loads(self.blob(cfg["digest"], f"the manifest.json of {tag}")),
+                                                 f"{self.ref}:{tag} manifest.json")
+            except (ValueError, ManifestError) as err:
+                others.append(f"{tag}: damaged manifest.json ({getattr(err, 'what', err)})")
+                continue
+            found.append(RemoteSet(Path(self.ref) / tag, manifest, oci=oci, config_digest=cfg["digest"]))
+        return found, others
+
+
+class _HTTPError(Exception):
+    def __init__(self, response):
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def _oci_code(response) -> str:
+    try:
+        return (response.json().get("errors") or [{}])[0].get("code", "")
+    except (ValueError, AttributeError, IndexError):
+        return ""
+
+
+def _oci_message(response) -> str:
+    try:
+        return "; ".join(e.get("message", "") for e in response.json().get("errors") or [])
+    except (ValueError, AttributeError):
+        return response.reason or ""
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    for hint in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
+        if hint in text:
+            return hint.lower()
+    return text[:200]
+
+
+def tampered(remote: Remote, what: str, digest: str, tag: str = "TAG") -> PipelineError:
+    return PipelineError(f"{what} from {remote.ref} does not match its digest {digest[:19]}… (corrupt or tampered "
+                         "with in the registry); nothing was changed in models/engines",
+                         fix=f"push the set again from a host that holds an intact copy (`engines push --set {tag} "
+                             f"{remote.ref}`), then pull again")
+
+
+# ------------------------------------------------------------------ push
+def set_files(s: EngineSet) -> list[tuple[str, str]]:
+    """(relative path, kind) of every file a set carries besides manifest.json, sorted."""
+    out = {}
+    for e in s.models.values():
+        if e.status == "ok":
+            out.update({getattr(e, k): k for k in ("engine", "plan")})
+    out.update({p.file: "passthrough" for p in s.manifest.passthrough.values()})
+    if (s.path / REPORT).is_file():
+        out[REPORT] = "report"
+    return sorted(out.items())
+
+
+def annotations(s: EngineSet) -> dict[str, str]:
+    m, gpu = s.manifest, s.manifest.gpu or {}
+    values = {"set.tag": s.tag, "backend": m.backend, "tensorrt.version": m.trt_version,
+              "compute-caps": ",".join(m.targets), "gpu.product": gpu.get("name"),
+              "cuda.version": gpu.get("cuda"), "driver.min": gpu.get("driver"),
+              "demo": "true" if s.demo else "false", "verification": VERIFICATION[s.status()],
+              "models": ",".join(sorted(s.models))}
+    out = {P + k: str(v) for k, v in values.items() if v not in (None, "")}
+    if m.updated or m.created:
+        out["org.opencontainers.image.created"] = str(m.updated or m.created)
+    return out
+
+
+def push(s: EngineSet, remote: Remote, on_line=lambda _m: None) -> dict:
+    """Upload the set as one artifact tagged ``s.tag``; blobs the registry has are not sent."""
+    import oras.oci
+    problems = s.check_files()
+    if problems:
+        raise PipelineError(f"the set {s.tag} differs from its manifest, so it is not pushed", file=s.path,
+                            details=problems, fix="rebuild the set (`engines run`); never edit files inside a set")
+    container = remote.container(s.tag)
+    reg = remote.reg
+    layers, sent, kept, sent_bytes = [], [], [], 0
+
+    def upload(path: Path, layer: dict, name: str) -> None:
+        nonlocal sent_bytes
+        if remote.call(f"checking {name}", reg.blob_exists, layer, container):
+            kept.append(name)
+            return
+        on_line(f"uploading {name} ({layer['size'] / 2**20:.1f} MiB)")
+        r = remote.call(f"uploading {name}", reg.put_upload, str(path), container, layer)
+        remote.call(f"uploading {name}", reg._check_200_response, r)
+        remote.uploads += 1
+        sent.append(name)
+        sent_bytes += layer["size"]
+
+    for rel, kind in set_files(s):
+        layer = oras.oci.NewLayer(str(s.path / rel), media_type=LAYER_MEDIA_TYPES[kind])
+        layer["annotations"] = {TITLE: rel}
+        upload(s.path / rel, layer, rel)
+        layers.append(layer)
+    config, _ = oras.oci.ManifestConfig(str(s.path / MANIFEST), CONFIG_MEDIA_TYPE)
+    upload(s.path / MANIFEST, config, MANIFEST)
+    manifest = {**oras.oci.NewManifest(), "config": config, "layers": layers, "annotations": annotations(s)}
+    # the registry names a manifest by the sha256 of the bytes sent: requests' json= encoding
+    digest = "sha256:" + hashlib.sha256(json.dumps(manifest).encode()).hexdigest()
+    head = remote.call(f"reading {s.tag}", reg.do_request, f"{reg.prefix}://{container.manifest_url()}", "HEAD",
+                       headers={"Accept": OCI_MANIFEST})
+    tagged = head.status_code == 200 and head.headers.get("Docker-Content-Digest") == digest
+    if not tagged:
+        r = remote.call(f"tagging {s.tag}", reg.upload_manifest, manifest, container)
+        remote.call(f"tagging {s.tag}", reg._check_200_response, r)
+        digest = r.headers.get("Docker-Content-Digest") or digest
+    return {"ok": True, "tag": s.tag, "ref": f"{remote.ref}:{s.tag}", "digest": digest, "uploaded": sent,
+            "already_there": kept, "uploaded_bytes": sent_bytes, "tag_changed": not tagged}
+
+
+# ------------------------------------------------------------------ pull
+def _safe_rel(rel: str) -> bool:
+    parts = Path(rel).parts
+    return bool(parts) and not Path(rel).is_absolute() and ".." not in parts and not parts[0].startswith(".")
+
+
+def fetch(remote: Remote, rs: RemoteSet, engines_dir: Path, on_line=lambda _m: None) -> tuple[Path, bool]:
+    """Download ``rs`` into ``engines_dir/<tag>`` atomically, every digest and sha256 checked;
+    (path, downloaded) where downloaded is False when an identical copy was already here."""
+    final = engines_dir / rs.tag
+    staging_root = engines_dir / ".staging"
+    with set_lock(final):
+        here = final / MANIFEST
+        if here.is_file() and "sha256:" + sha256_file(here) == rs.config_digest:
+            local = load_set(final)
+            if local is not None and not local.check_files():
+                on_line(f"{rs.tag} is already here, identical to {remote.ref}:{rs.tag}")
+                return final, False
+        for stale in staging_root.glob(f"{rs.tag}.*"):   # an earlier pull that was killed (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        stage = staging_root / f"{rs.tag}.{os.getpid()}"
+        stage.mkdir(parents=True)
+        try:
+            _download(remote, rs, stage, on_line)
+            swap_in(stage, final)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)     # the failed download, or the old generation
+    return final, True
+
+
+def _download(remote: Remote, rs: RemoteSet, stage: Path, on_line) -> None:
+    import requests
+    container = remote.container(rs.tag)
+    titles = set()
+    for layer in rs.oci.get("layers") or []:
+        rel, digest = (layer.get("annotations") or {}).get(TITLE, ""), layer.get("digest", "")
+        if not _safe_rel(rel):
+            raise PipelineError(f"{remote.ref}:{rs.tag} holds a layer with an unsafe path {rel!r}; nothing was "
+                                "changed in models/engines", fix="push the set again with `engines push`")
+        titles.add(rel)
+        on_line(f"downloading {rel} ({layer.get('size', 0) / 2**20:.1f} MiB)")
+        out = stage / rel
+        try:
+            remote.reg.download_blob(container, digest, str(out))
+        except requests.exceptions.RequestException as exc:
+            code = getattr(exc.response, "status_code", None)
+            why = (f"HTTP {code}: blob {digest[:19]}… missing or unreadable in the registry" if code
+                   else f"lost the connection: {_short(exc)}")
+            raise PipelineError(f"the pull of {rs.tag} was interrupted: {rel} could not be downloaded ({why}); "
+                                "nothing was changed in models/engines",
+                                fix=f"run the same command again; if it fails the same way, push {rs.tag} again from "
+                                    "a host that holds it") from None
+        if "sha256:" + sha256_file(out) != digest:
+            raise tampered(remote, rel, digest, rs.tag)
+    missing = sorted(set(rel for rel, _ in set_files(rs) if rel != "report.md") - titles)
+    if missing:
+        raise PipelineError(f"{remote.ref}:{rs.tag} lacks files its manifest lists; nothing was changed in "
+                            "models/engines", details=missing, fix=f"push {rs.tag} again with `engines push`")
+    write_bytes_atomic(stage / MANIFEST, remote.blob(rs.config_digest, f"the manifest.json of {rs.tag}"))
+    problems = EngineSet(stage, rs.manifest).check_files()
+    if problems:
+        raise PipelineError(f"the files of {remote.ref}:{rs.tag} differ from its manifest.json; nothing was changed "
+                            "in models/engines", details=problems,
+                            fix=f"rebuild {rs.tag} and push it again (`engines push --set {rs.tag} {remote.ref}`)")
+
+
+def pull(remote: Remote, engines_dir: Path, gpu, runtime, *, tag: str | None = None, allow_demo: bool = False,
+         allow_pending: bool = True, models: list[str] | None = None, pending_ok: str = "without --require",
+         on_line=lambda _m: None):
+    """Pick the set for this host among the registry's with the rules of local resolve, then
+    fetch it. Returns (Resolution over the remote sets, downloaded)."""
+    from . import deploy
+    sets, others = remote.sets([tag] if tag else None)
+    res = deploy.resolve(engines_dir, gpu, runtime, allow_demo=allow_demo, allow_pending=allow_pending,
+                         models=models, pending_ok=pending_ok, sets=sets, check=lambda _s: [])
+    if res.chosen is None:
+        err = deploy.refusal(res)
+        err.what = f"no engine set in {remote.ref} fits {gpu.name} ({gpu.sm}) with {runtime.label}"
+        err.details = [d.replace(f"no engine set in {engines_dir} (folders with a manifest.json)",
+                                 f"no engine set in {remote.ref}") for d in err.details] + others
+        err.fix = (err.fix or "") + f"; then `engines push {remote.ref}` from the host that built it"
+        raise err
+    path, downloaded = fetch(remote, res.chosen, engines_dir, on_line)
+    res.chosen = load_set(path)
+    res.files_checked = len(res.chosen.files())
+    return res, downloaded

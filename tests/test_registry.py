@@ -1,0 +1,424 @@
+"""Engine sets in an OCI registry (issue 11): push, pull, resolve --from and fleet status
+against a real registry (Debian's `docker-registry`, distribution 2.8) on 127.0.0.1.
+
+The registry runs with its access log on, so tests count the blob uploads and downloads
+it actually served; its storage root is a temp folder, so tests can tamper with a blob or
+delete one the way a broken registry or disk would.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_resolve import FACTS, H100, RTX, TRT, make_set
+
+from pipeline import commands  # noqa: F401  (registers every command, push/pull/fleet included)
+from pipeline.cli import cli
+from pipeline.engine_set import load_set
+
+REGISTRY_BIN = shutil.which("docker-registry")
+pytestmark = pytest.mark.skipif(REGISTRY_BIN is None, reason="docker-registry not installed "
+                                "(apt-get install docker-registry; .ci/run does)")
+H100_FACTS = str(FACTS / "h100-80gb-hbm3.csv")
+A10_FACTS = str(FACTS / "a10-x2.csv")
+T4_FACTS = str(FACTS / "t4.csv")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Registry:
+    """A docker-registry process on 127.0.0.1 with its own storage root and log."""
+
+    def __init__(self, folder: Path, auth: bool = False):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.root, self.log = folder, folder / "storage", folder / "registry.log"
+        self.port = _free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        auth_cfg = (f"auth:\n  htpasswd:\n    realm: engines-test\n    path: {folder / 'htpasswd'}\n") if auth else ""
+        (folder / "config.yml").write_text(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n" + auth_cfg)
+        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(folder / "config.yml")],
+                                     stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            self.stop()
+            pytest.fail(f"docker-registry did not listen on {self.host}: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def requests(self, method: str, pattern: str = "") -> list[str]:
+        """Access-log lines of ``method`` requests whose URI contains ``pattern``."""
+        return [line for line in self.log.read_text().splitlines()
+                if f'"{method} /v2/' in line and pattern in line]
+
+    def blob_file(self, digest: str) -> Path:
+        hexd = digest.split(":", 1)[1]
+        return self.root / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+
+    def password(self) -> str:
+        """The password distribution provisions for user `docker` when htpasswd is missing."""
+        m = re.search(r'provisioning with default user.*password=(\S+)', self.log.read_text())
+        assert m, "the registry did not log a provisioned password"
+        return m.group(1)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    reg = Registry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def own_registry(tmp_path):
+    """A registry of the test's own, for tests that damage its storage (blobs are shared by
+    content across repositories)."""
+    reg = Registry(tmp_path / "registry")
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory):
+    reg = Registry(tmp_path_factory.mktemp("registry-auth"), auth=True)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(autouse=True)
+def docker_config(tmp_path, monkeypatch) -> Path:
+    """An empty Docker config of this test's own (never the user's credentials)."""
+    d = tmp_path / "docker-config"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(d))
+    monkeypatch.setenv("HOME", str(tmp_path))    # oras also reads ~/.docker/config.json
+    return d
+
+
+_REPOS = iter(range(10**6))
+
+
+@pytest.fixture
+def repo(registry) -> str:
+    """A fresh repository per test (the registry is shared by the session)."""
+    return f"{registry.host}/engines/t{next(_REPOS)}"
+
+
+def models_dir(tmp_path: Path, name: str) -> Path:
+    d = tmp_path / name
+    (d / "engines").mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "models" / "models.yaml", d / "models.yaml")
+    return d
+
+
+def engines(models: Path, *args: str, json_out=True):
+    base = ["--config", str(models / "models.yaml")] + (["--json"] if json_out else [])
+    r = CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
+    out = json.loads(r.stdout) if json_out and r.stdout.strip() else None
+    return r, out
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*")) if not p.name.endswith(".lock")}
+
+
+# ------------------------------------------------------------------ push / pull
+
+def test_push_pull_round_trip_and_noop_second_push(tmp_path, registry, repo):
+    src = models_dir(tmp_path, "src")
+    d = make_set(src / "engines")
+    (d / "report.md").write_text("# verification report\n")
+    before = len(registry.requests("POST", "/blobs/uploads/"))
+    r, out = engines(src, "push", "--plain-http", repo)
+    assert r.exit_code == 0, r.output
+    assert out["tag"] == d.name and len(out["uploaded"]) == 9 and out["already_there"] == []  # 8 files + manifest
+    assert len(registry.requests("POST", "/blobs/uploads/")) == before + 9
+
+    # second push of the unchanged set: every blob is there (HEAD), nothing is sent, the tag stays
+    puts = len(registry.requests("PUT"))
+    r, out = engines(src, "push", "--plain-http", repo)
+    assert r.exit_code == 0, r.output
+    assert out["uploaded"] == [] and out["uploaded_bytes"] == 0 and not out["tag_changed"]
+    assert len(registry.requests("POST", "/blobs/uploads/")) == before + 9
+    assert len(registry.requests("PUT")) == puts             # no blob PUT, no manifest PUT
+
+    dst = models_dir(tmp_path, "dst")
+    r, out = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}")
+    assert r.exit_code == 0, r.output
+    assert out["chosen"] == d.name and out["downloaded"] is True
+    pulled = dst / "engines" / d.name
+    assert snapshot(pulled) == snapshot(d)                   # manifest.json byte for byte, report.md too
+    assert os.readlink(dst / "engines" / "current") == d.name
+    assert not list((dst / "engines" / ".staging").iterdir())
+
+    # a pulled set pushes back as the same artifact: nothing new, and a second pull downloads nothing
+    r, out = engines(dst, "push", "--plain-http", repo)
+    assert out["uploaded"] == [] and not out["tag_changed"]
+    gets = len(registry.requests("GET", "/blobs/"))
+    r, out = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}")
+    assert r.exit_code == 0 and out["downloaded"] is False
+    assert len(registry.requests("GET", "/blobs/")) - gets == 1   # the config blob only
+
+
+def test_artifact_layout_and_annotations(tmp_path, registry, repo):
+    from pipeline.registry import CONFIG_MEDIA_TYPE, TITLE, Remote
+    src = models_dir(tmp_path, "src")
+    d = make_set(src / "engines", engine="pending", demo=True)
+    assert engines(src, "push", "--plain-http", repo)[0].exit_code == 0
+    oci = Remote(repo, plain_http=True).oci_manifest(d.name)
+    assert oci["config"]["mediaType"] == CONFIG_MEDIA_TYPE
+    titles = {layer["annotations"][TITLE] for layer in oci["layers"]}
+    assert titles == set(load_set(d).files())
+    assert "yolo/yolov8n.engine" in titles                       # the path inside the set, not a basename
+    a = oci["annotations"]
+    assert a["org.engines.set.tag"] == d.name and a["org.engines.backend"] == "tensorrt"
+    assert a["org.engines.tensorrt.version"] == TRT and a["org.engines.compute-caps"] == "9.0"
+    assert a["org.engines.gpu.product"] == H100 and a["org.engines.cuda.version"] == "13.0"
+    assert a["org.engines.driver.min"] == "580.159.04"
+    assert a["org.engines.demo"] == "true" and a["org.engines.verification"] == "pending"
+    assert a["org.engines.models"] == "hairnet,human,pose"
+
+
+def test_pull_chooses_like_resolve_and_downloads_only_the_match(tmp_path, registry, repo):
+    src = models_dir(tmp_path, "src")
+    sets = {"h100": make_set(src / "engines"),
+            "a10": make_set(src / "engines", targets=("8.6",), built_on="NVIDIA A10"),
+            "old": make_set(src / "engines", version="10.3.0.26"),
+            "rtx": make_set(src / "engines", backend="tensorrt-rtx", version=RTX, targets=("8.6", "8.9", "12.0"),
+                            built_on=None)}
+    for d in sets.values():
+        assert engines(src, "push", "--plain-http", "--set", d.name, repo)[0].exit_code == 0
+    layer_digests = {}
+    from pipeline.registry import Remote
+    for k, d in sets.items():
+        layer_digests[k] = [x["digest"] for x in Remote(repo, plain_http=True).oci_manifest(d.name)["layers"]]
+
+    dst = models_dir(tmp_path, "dst")
+    log_mark = len(registry.log.read_text().splitlines())
+    r, out = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", A10_FACTS, "--runtime", f"tensorrt=={TRT}")
+    assert r.exit_code == 0, r.output
+    assert out["chosen"] == sets["a10"].name
+    verdicts = {s["tag"]: s for s in out["sets"]}
+    assert "version" in verdicts[sets["old"].name]["kinds"] and "cc" in verdicts[sets["h100"].name]["kinds"]
+    served = "\n".join(registry.log.read_text().splitlines()[log_mark:])
+    name = repo.split("/", 1)[1]
+    assert all(f"GET /v2/{name}/blobs/{dg}" in served for dg in layer_digests["a10"])
+    others = {dg for k, digests in layer_digests.items() if k != "a10" for dg in digests} - set(layer_digests["a10"])
+    assert others and not [dg for dg in others if f"/v2/{name}/blobs/{dg}" in served]   # no other layer moved
+    assert sorted(p.name for p in (dst / "engines").iterdir() if not p.name.startswith(".")) == \
+        sorted([sets["a10"].name, "current"])
+
+    # RTX runtime on the A10: the RTX set (its targets include 8.6)
+    r, out = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", A10_FACTS, "--runtime", f"tensorrt-rtx=={RTX}")
+    assert r.exit_code == 0 and out["chosen"] == sets["rtx"].name
+
+    # a T4 (sm75) gets nothing: every tag is listed with its reason, the folder stays as it was
+    before = snapshot(dst / "engines")
+    r, out = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", T4_FACTS, "--runtime", f"tensorrt=={TRT}",
+                     json_out=False)
+    assert r.exit_code == 1
+    assert f"no engine set in {repo} fits Tesla T4" in r.output
+    for d in sets.values():
+        assert f"{d.name}: refused" in r.output
+    assert "engines push" in r.output and "Next step:" in r.output
+    assert snapshot(dst / "engines") == before
+
+
+def test_resolve_from_pulls_then_hands_over(tmp_path, registry, repo):
+    src = models_dir(tmp_path, "src")
+    d = make_set(src / "engines")
+    assert engines(src, "push", "--plain-http", repo)[0].exit_code == 0
+    dst = models_dir(tmp_path, "dst")
+    env = tmp_path / ".env.engines"
+    r, out = engines(dst, "resolve", "--from", repo, "--plain-http", "--gpu-facts", H100_FACTS,
+                     "--runtime", f"tensorrt=={TRT}", "--write-env", str(env), "--require")
+    assert r.exit_code == 0, r.output
+    assert out["chosen"] == d.name and out["link"]
+    assert f"ENGINE_SET={d.name}" in env.read_text()
+    assert load_set(dst / "engines" / d.name).check_files() == []
+
+
+def test_push_refuses_an_altered_set(tmp_path, registry, repo):
+    src = models_dir(tmp_path, "src")
+    d = make_set(src / "engines")
+    (d / "yolo" / "yolov8n.engine").write_bytes(b"edited by hand")
+    r, _ = engines(src, "push", "--plain-http", repo, json_out=False)
+    assert r.exit_code == 1 and "differs from its manifest" in r.output and "yolov8n.engine" in r.output
+    assert not registry.requests("HEAD", repo.split("/", 1)[1] + "/")
+
+
+# ------------------------------------------------------------------ broken registries
+
+def _pushed(tmp_path, repo) -> tuple[Path, Path, dict]:
+    src = models_dir(tmp_path, "src")
+    d = make_set(src / "engines")
+    assert engines(src, "push", "--plain-http", repo)[0].exit_code == 0
+    dst = models_dir(tmp_path, "dst")
+    old = make_set(dst / "engines", version="10.3.0.26")         # a set already here must survive
+    (dst / "engines" / "current").symlink_to(old.name)
+    from pipeline.registry import Remote
+    return d, dst, Remote(repo, plain_http=True).oci_manifest(d.name)
+
+
+def _pull_fails(dst: Path, repo: str, *words: str) -> None:
+    before = snapshot(dst / "engines")
+    r, _ = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}",
+                   json_out=False)
+    assert r.exit_code == 1, r.output
+    for w in words:
+        assert w in r.output, r.output
+    assert "Next step:" in r.output and "nothing was changed in models/engines" in r.output
+    staging = dst / "engines" / ".staging"
+    assert not staging.exists() or not list(staging.iterdir())
+    after = snapshot(dst / "engines")
+    assert {k: v for k, v in after.items() if not k.startswith(".staging")} == before
+
+
+def test_tampered_blob_is_refused(tmp_path, own_registry):
+    registry, repo = own_registry, f"{own_registry.host}/engines"
+    d, dst, oci = _pushed(tmp_path, repo)
+    layer = next(x for x in oci["layers"] if x["annotations"]["org.opencontainers.image.title"] == "yolo/yolov8n.engine")
+    blob = registry.blob_file(layer["digest"])
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF                                              # same size, one byte flipped
+    blob.write_bytes(bytes(data))
+    _pull_fails(dst, repo, "yolo/yolov8n.engine", "does not match its digest", f"engines push --set {d.name}")
+
+
+def test_missing_blob_interrupts_the_pull(tmp_path, own_registry):
+    registry, repo = own_registry, f"{own_registry.host}/engines"
+    d, dst, oci = _pushed(tmp_path, repo)
+    layer = next(x for x in oci["layers"] if x["annotations"]["org.opencontainers.image.title"] == "yolo/yolov8n.plan")
+    registry.blob_file(layer["digest"]).unlink()
+    _pull_fails(dst, repo, "was interrupted", "yolo/yolov8n.plan", "run the same command again")
+
+
+def test_killed_pull_leftovers_are_cleared(tmp_path, registry, repo):
+    """A pull killed mid-download leaves only its staging folder (never a half set); the next
+    pull of that tag clears it and completes."""
+    d, dst, _ = _pushed(tmp_path, repo)
+    stale = dst / "engines" / ".staging" / f"{d.name}.999999"
+    (stale / "yolo").mkdir(parents=True)
+    (stale / "yolo" / "yolov8n.engine").write_bytes(b"half a download")
+    assert load_set(dst / "engines" / d.name) is None
+    r, out = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}")
+    assert r.exit_code == 0, r.output
+    assert not stale.exists() and load_set(dst / "engines" / d.name).check_files() == []
+
+
+def test_unreachable_registry(tmp_path):
+    dst = models_dir(tmp_path, "dst")
+    t0 = time.perf_counter()
+    r, out = engines(dst, "pull", "--plain-http", f"127.0.0.1:{_free_port()}/engines", "--gpu-facts", H100_FACTS,
+                     "--runtime", f"tensorrt=={TRT}")
+    assert r.exit_code == 1 and time.perf_counter() - t0 < 10          # no minutes of silent retries
+    err = out["errors"][0]
+    assert "cannot reach the registry" in err["error"] and "connection refused" in err["error"]
+    assert "--plain-http" in err["fix"]
+
+
+def test_https_to_a_plain_http_registry(tmp_path, registry):
+    src = models_dir(tmp_path, "src")
+    make_set(src / "engines")
+    r, out = engines(src, "push", f"{registry.host}/engines/tls")
+    assert r.exit_code == 1 and "--plain-http" in out["errors"][0]["fix"]
+
+
+def test_unknown_repository(tmp_path, registry):
+    dst = models_dir(tmp_path, "dst")
+    r, out = engines(dst, "pull", "--plain-http", f"{registry.host}/no/such/repo", "--gpu-facts", H100_FACTS,
+                     "--runtime", f"tensorrt=={TRT}")
+    assert r.exit_code == 1 and "does not exist" in out["errors"][0]["error"]
+    assert "engines push" in out["errors"][0]["fix"]
+
+
+def test_bad_reference(tmp_path):
+    r, out = engines(models_dir(tmp_path, "m"), "fleet", "status", "engines")
+    assert r.exit_code == 1 and "REGISTRY/REPO" in out["errors"][0]["fix"]
+
+
+def test_auth_from_docker_config(tmp_path, auth_registry, docker_config):
+    repo = f"{auth_registry.host}/engines"
+    src = models_dir(tmp_path, "src")
+    make_set(src / "engines")
+    r, out = engines(src, "push", "--plain-http", repo)              # no credentials at all
+    assert r.exit_code == 1 and "asks for a login" in out["errors"][0]["error"]
+    assert f"docker login {auth_registry.host}" in out["errors"][0]["fix"]
+
+    def login(user, password):
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        (docker_config / "config.json").write_text(json.dumps({"auths": {auth_registry.host: {"auth": token}}}))
+
+    login("docker", "wrong")
+    r, out = engines(src, "push", "--plain-http", repo)
+    assert r.exit_code == 1 and "refused" in out["errors"][0]["error"] and "401" in out["errors"][0]["error"]
+    login("docker", auth_registry.password())
+    r, out = engines(src, "push", "--plain-http", repo)
+    assert r.exit_code == 0 and len(out["uploaded"]) == 8
+    r, out = engines(src, "fleet", "status", "--plain-http", repo)
+    assert r.exit_code == 0 and [s["tag"] for s in out["sets"]] == [f"trt-{TRT}-sm90"]
+
+
+# ------------------------------------------------------------------ fleet status
+
+def test_fleet_status(tmp_path, registry, repo):
+    src = models_dir(tmp_path, "src")
+    for kw in ({}, {"targets": ("8.6",), "built_on": "NVIDIA A10", "engine": "failed"},
+               {"targets": ("8.9",), "built_on": "NVIDIA L4", "engine": "pending", "demo": True}):
+        d = make_set(src / "engines", **kw)
+        assert engines(src, "push", "--plain-http", "--set", d.name, repo)[0].exit_code == 0
+    gpus = tmp_path / "gpus.yaml"
+    gpus.write_text(f"- {{gpu: {H100}, runtime: tensorrt=={TRT}}}\n"
+                    f"- {{gpu: NVIDIA A10, tensorrt: '{TRT}'}}\n"
+                    f"- {{gpu: NVIDIA L4, runtime: tensorrt=={TRT}}}\n"
+                    f"- {{gpu: NVIDIA H200, runtime: tensorrt=={TRT}, compute_cap: '9.0'}}\n"
+                    f"- {{gpu: Tesla T4, runtime: tensorrt=={TRT}, compute_cap: '7.5'}}\n")
+    r, out = engines(src, "fleet", "status", "--plain-http", "--gpus", str(gpus), repo)
+    assert r.exit_code == 0, r.output
+    rows = {s["tag"]: s for s in out["sets"]}
+    assert rows[f"trt-{TRT}-sm90"]["verification"] == "passed"
+    assert rows[f"trt-{TRT}-sm86"]["verification"] == "failed" and rows[f"trt-{TRT}-sm86"]["gpu"] == "NVIDIA A10"
+    assert rows[f"trt-{TRT}-sm89"]["verification"] == "pending" and rows[f"trt-{TRT}-sm89"]["demo"] is True
+    cells = {c["gpu"]: c for c in out["cells"]}
+    assert cells[H100]["status"] == "passed" and cells[H100]["tag"] == f"trt-{TRT}-sm90"
+    assert cells["NVIDIA A10"]["status"] == "failed"
+    assert cells["NVIDIA L4"]["status"] == "pending" and "demo" in cells["NVIDIA L4"]["why"]
+    assert cells["NVIDIA H200"]["status"] == "missing" and "compute capability only" in cells["NVIDIA H200"]["why"]
+    assert cells["Tesla T4"]["status"] == "missing"
+
+    r, _ = engines(src, "fleet", "status", "--plain-http", "--gpus", str(gpus), repo, json_out=False)
+    assert r.exit_code == 0
+    table = r.output.splitlines()
+    assert table[0].split()[:2] == ["tag", "backend"] and any("missing" in line and "Tesla T4" in line for line in table)
+
+
+def test_cli_starts_without_oras():
+    from conftest import fresh_python
+    assert fresh_python("import sys; from pipeline import commands; print('oras' in sys.modules)") == ["False"]

@@ -112,13 +112,8 @@ def match(ref: dict, out: dict) -> dict:
     return m
 
 
-def compare_detections(ref_out: np.ndarray, out: np.ndarray, nc: int, nkpt: int, thr: dict) -> dict:
-    """Figures and verdict for one batch of outputs."""
-    ms = [match(r, o) for r, o in zip(decode(ref_out, nc, nkpt), decode(out, nc, nkpt))]
-    return summarize([ms], nkpt, thr)
-
-
 def summarize(groups: list[list[dict]], nkpt: int, thr: dict) -> dict:
+    """Figures and verdict over every image's ``match()`` result (groups: one list a batch)."""
     ms = [m for g in groups for m in g]
     n_ref, n_out = sum(m["ref"] for m in ms), sum(m["out"] for m in ms)
     matched = sum(m["matched"] for m in ms)

@@ -10,10 +10,10 @@ import numpy as np
 
 
 def tensor_stats(ref: np.ndarray, out: np.ndarray) -> dict:
+    if np.shape(ref) != np.shape(out):  # before ravel: (1,6,512) and (1,3,1024) must not compare
+        raise ValueError(f"shape mismatch: reference {np.shape(ref)} vs {np.shape(out)}")
     ref64 = np.asarray(ref, dtype=np.float64).ravel()
     out64 = np.asarray(out, dtype=np.float64).ravel()
-    if ref64.shape != out64.shape:
-        raise ValueError(f"shape mismatch: reference {np.shape(ref)} vs {np.shape(out)}")
     diff = np.abs(ref64 - out64)
     if not np.all(np.isfinite(out64)):
         return {"max_abs": float("inf"), "mean_abs": float("inf"), "max_rel": float("inf"),

@@ -245,6 +245,10 @@ class CudaPythonDevice:
         return buf.ptr
 
     def empty(self, name: str, shape, dtype: str) -> int:
+        if dtype == "bfloat16":  # numpy has no bfloat16 to download into
+            raise PipelineError(f"tensor {name} is bfloat16, which the cuda-python path cannot read back",
+                                fix="export with FP32 outputs (the pipeline's default), or install torch "
+                                    "and pass memory='torch'")
         return self.buffers.get(name, shape, dtype).ptr
 
     def fetch(self, name: str) -> np.ndarray:

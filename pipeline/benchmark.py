@@ -1,7 +1,9 @@
 """Benchmarks in trtexec's vocabulary: warm-up, then a fixed number of iterations (or
-seconds); throughput, p50/p90/p95/p99 latency, GPU compute time (CUDA events) where the
-runtime runs on a GPU, peak device memory, GPU utilisation (NVML), and a warning when the
-coefficient of variation is over 2.5 % (trtexec's stability rule, as its summary words it).
+seconds); throughput, p50/p90/p95/p99 host latency, GPU compute time (CUDA events on the
+stream the work runs on) where the runtime runs on a GPU, peak device memory, GPU
+utilisation (NVML), and trtexec's stability rule: UNSTABLE when the GPU compute time's
+coefficient of variation exceeds 1 %. Rows without GPU compute time (CPU runtimes, the
+end-to-end view) are judged on host latency instead, and say so.
 
 Two views: ``engine`` (inputs already in the runtime's memory: the engine alone) and
 ``end2end`` (image decode, letterbox, inference, decode + NMS: what a user waits for).
@@ -16,7 +18,13 @@ from typing import Callable
 
 import numpy as np
 
-UNSTABLE_CV = 2.5  # percent
+# trtexec warns "GPU compute time is unstable, with coefficient of variance = x%" when the
+# population standard deviation of the GPU compute times over their mean, in percent,
+# exceeds kUNSTABLE_PERF_REPORTING_THRESHOLD = 1.0 (NVIDIA/TensorRT,
+# samples/common/sampleReporting.cpp: findCoeffOfVariance and printEpilog).
+UNSTABLE_CV = 1.0  # percent
+HOST_NOTE = ("no GPU compute time for this row (CPU runtime or end-to-end view): stability judged on "
+             "host latency, which also carries Python and preprocessing jitter")
 
 
 class _NvmlSampler:
@@ -53,54 +61,77 @@ class _NvmlSampler:
         return float(np.mean(self.samples)) if self.samples else None
 
 
+def cv_percent(ms: list[float]) -> float:
+    """Coefficient of variation in percent, as trtexec computes it (population std / mean)."""
+    if not ms:
+        return 0.0
+    mean = statistics.fmean(ms)
+    return statistics.pstdev(ms) / mean * 100 if mean else float("inf")
+
+
+def _distribution(ms: list[float]) -> dict:
+    q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
+    return {"mean": statistics.fmean(ms), "min": min(ms), "max": max(ms), "p50": q[49], "p90": q[89],
+            "p95": q[94], "p99": q[98], "cv_percent": cv_percent(ms)}
+
+
+def timing_stats(host_ms: list[float], gpu_ms: list[float] | None = None) -> dict:
+    """Latency figures and the stability verdict for one row: judged on the GPU compute
+    time's CV where ``gpu_ms`` (CUDA event times) exists, else on host latency's CV."""
+    out: dict = {"latency_ms": _distribution(host_ms), "host_cv_percent": cv_percent(host_ms)}
+    if gpu_ms:
+        out["gpu_compute_ms"] = _distribution(gpu_ms)
+        out.update(stability_basis="gpu_compute", cv_percent=out["gpu_compute_ms"]["cv_percent"])
+    else:
+        out.update(stability_basis="host_latency", cv_percent=out["host_cv_percent"], stability_note=HOST_NOTE)
+    out["unstable"] = out["cv_percent"] > UNSTABLE_CV
+    return out
+
+
 def measure(fn: Callable[[], object], *, batch: int, warmup: int = 20, iterations: int = 200,
-            seconds: float | None = None, max_seconds: float = 10.0, cuda: bool = False,
-            gpu_events: bool = True, stream=None) -> dict:
+            seconds: float | None = None, max_seconds: float = 10.0, timer=None,
+            gpu_events: bool = True) -> dict:
     """Time ``fn`` (one inference of ``batch`` images): ``iterations`` calls (or ``seconds``
     of calls), cut short after ``max_seconds`` once 10 calls are in, so slow CPU rows stay
-    bounded. With ``cuda``, each call is synchronised and also timed with CUDA events."""
-    torch = None
-    if cuda:
-        import torch
-        torch.cuda.reset_peak_memory_stats()
+    bounded.
+
+    ``timer`` (GPU work): a CUDA-event timer on the stream ``fn`` enqueues on
+    (``cuda_mem.EventTimer`` or ``TorchEventTimer``); each call is then bracketed by its
+    events and waited for, so host latency covers the whole inference and the events give
+    the GPU compute time. With ``gpu_events=False`` (end-to-end rows, whose events would
+    span CPU work) the timer only synchronises."""
+    if timer is not None and hasattr(timer, "reset_peak"):
+        timer.reset_peak()
     warm_end = time.perf_counter() + max_seconds / 2
     for i in range(warmup):
         fn()
         if i >= 2 and time.perf_counter() > warm_end:
             break
-    if cuda:
-        torch.cuda.synchronize()
+    if timer is not None:
+        timer.synchronize()
     lat, gpu = [], []
     deadline = time.perf_counter() + seconds if seconds else None
-    with _NvmlSampler() if cuda else _Null() as util:
+    with _NvmlSampler() if timer is not None else _Null() as util:
         start = time.perf_counter()
         cap = start + max_seconds
         while ((len(lat) < iterations) if deadline is None else (time.perf_counter() < deadline)) and not (
                 len(lat) >= 10 and time.perf_counter() > cap):
             t0 = time.perf_counter()
-            if cuda:
-                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                e0.record(stream)
+            if timer is not None and gpu_events:
+                timer.start()
                 fn()
-                e1.record(stream)
-                torch.cuda.synchronize()
-                gpu.append(e0.elapsed_time(e1))
+                gpu.append(timer.stop())
             else:
                 fn()
+                if timer is not None:
+                    timer.synchronize()
             lat.append((time.perf_counter() - t0) * 1000.0)
         total = time.perf_counter() - start
-    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
-    mean = statistics.fmean(lat)
-    cv = statistics.pstdev(lat) / mean * 100 if mean else 0.0
     out = {"iterations": len(lat), "batch": batch, "throughput_qps": len(lat) / total,
-           "images_per_s": len(lat) * batch / total, "latency_ms": {
-               "mean": mean, "min": min(lat), "max": max(lat), "p50": q[49], "p90": q[89],
-               "p95": q[94], "p99": q[98]},
-           "cv_percent": cv, "unstable": cv > UNSTABLE_CV}
-    if cuda and gpu_events:  # end-to-end rows leave it out: their events would span CPU work
-        out["gpu_compute_ms"] = {"mean": statistics.fmean(gpu), "p50": statistics.median(gpu)}
-    if cuda:
-        out["peak_device_mib"] = torch.cuda.max_memory_allocated() / 2**20  # torch's allocator
+           "images_per_s": len(lat) * batch / total, **timing_stats(lat, gpu)}
+    if timer is not None:
+        if hasattr(timer, "peak_mib"):
+            out["peak_device_mib"] = timer.peak_mib()  # torch's allocator
         out["gpu_util_percent"] = util.mean()
     return out
 
@@ -131,18 +162,21 @@ def end_to_end(infer: Callable[[np.ndarray], np.ndarray], images: list[Path], im
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table of benchmark rows ({model, runtime, view, batch, **measure()})."""
-    head = ("| model | runtime | view | batch | img/s | p50 ms | p90 ms | p95 ms | p99 ms | GPU ms | "
-            "peak MiB | GPU util % | CV % |")
-    lines = [head, "| --- " * 13 + "|"]
+    """Markdown table of benchmark rows ({model, runtime, view, batch, **measure()}): host
+    latency, GPU compute time beside it, and the stability verdict with what it was judged on."""
+    head = ("| model | runtime | view | batch | img/s | host p50 ms | host p90 ms | host p95 ms | host p99 ms | "
+            "host CV % | GPU compute p50 ms | GPU compute p99 ms | GPU CV % | peak MiB | GPU util % | "
+            f"stability (CV > {UNSTABLE_CV:g} %) |")
+    lines = [head, "| --- " * 16 + "|"]
+    dash = lambda v, f: "-" if v is None else format(v, f)
     for r in rows:
-        lat = r["latency_ms"]
-        gpu = r.get("gpu_compute_ms", {}).get("p50")
-        util = r.get("gpu_util_percent")
-        peak = r.get("peak_device_mib")
+        lat, gpu = r["latency_ms"], r.get("gpu_compute_ms", {})
+        host_cv = r.get("host_cv_percent", lat.get("cv_percent"))
+        on_host = r.get("stability_basis", "host_latency") == "host_latency"
+        verdict = ("UNSTABLE" if r["unstable"] else "stable") + (" (host latency)" if on_host else " (GPU compute)")
         lines.append(
             f"| {r['model']} | {r['runtime']} | {r['view']} | {r['batch']} | {r['images_per_s']:.0f} | "
-            f"{lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
-            f"{'-' if gpu is None else f'{gpu:.2f}'} | {'-' if peak is None else f'{peak:.0f}'} | "
-            f"{'-' if util is None else f'{util:.0f}'} | {r['cv_percent']:.1f}{' UNSTABLE' if r['unstable'] else ''} |")
+            f"{lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | {dash(host_cv, '.1f')} | "
+            f"{dash(gpu.get('p50'), '.2f')} | {dash(gpu.get('p99'), '.2f')} | {dash(gpu.get('cv_percent'), '.1f')} | "
+            f"{dash(r.get('peak_device_mib'), '.0f')} | {dash(r.get('gpu_util_percent'), '.0f')} | {verdict} |")
     return "\n".join(lines) + "\n"

@@ -10,10 +10,10 @@ import numpy as np
 
 
 def tensor_stats(ref: np.ndarray, out: np.ndarray) -> dict:
+    if np.shape(ref) != np.shape(out):  # before ravel: (1,6,512) and (1,3,1024) must not compare
+        raise ValueError(f"shape mismatch: reference {np.shape(ref)} vs {np.shape(out)}")
     ref64 = np.asarray(ref, dtype=np.float64).ravel()
     out64 = np.asarray(out, dtype=np.float64).ravel()
-    if ref64.shape != out64.shape:
-        raise ValueError(f"shape mismatch: reference {np.shape(ref)} vs {np.shape(out)}")
     diff = np.abs(ref64 - out64)
     if not np.all(np.isfinite(out64)):
         return {"max_abs": float("inf"), "mean_abs": float("inf"), "max_rel": float("inf"),
@@ -24,13 +24,15 @@ def tensor_stats(ref: np.ndarray, out: np.ndarray) -> dict:
     cosine = float(ref64 @ out64 / denom) if denom > 0 else float(np.array_equal(ref64, out64))
     return {"max_abs": float(diff.max(initial=0.0)), "mean_abs": float(diff.mean()) if diff.size else 0.0,
             "max_rel": float(rel.max(initial=0.0)), "cosine": cosine, "nonfinite": 0,
-            # allclose-style: |a-b| <= atol + rtol*|ref|. Smallest atol with the given rtol,
-            # and smallest rtol with atol=0, that would have passed.
+            # allclose-style |a-b| <= atol + rtol*|ref|: the smallest atol that passes with
+            # rtol=0, and the smallest rtol that passes with atol=0 (the latter against
+            # max(|ref|, 1e-6), so exact zeros in the reference do not divide by zero)
             "min_atol": float(diff.max(initial=0.0)), "min_rtol": float(rel.max(initial=0.0))}
 
 
 def tensors_pass(stats: dict, thr: dict) -> list[str]:
-    """Reasons ``stats`` fails ``thr`` (atol/rtol combined as in numpy.allclose, min_cosine)."""
+    """Reasons ``stats`` fails ``thr``: non-finite values, min_cosine, max_mean_abs, and the
+    elementwise atol/rtol check (numpy.allclose, computed by compare_outputs where atol is set)."""
     reasons = []
     if stats["nonfinite"]:
         reasons.append(f"{stats['nonfinite']} non-finite values")

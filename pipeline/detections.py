@@ -95,6 +95,8 @@ def match(ref: dict, out: dict) -> dict:
     if n_ref == 0 and n_out == 0:
         return {"ref": 0, "out": 0, "matched": 0, "score_deltas": [], "ious": [], "kpt_err": []}
     ious = iou_matrix(ref["boxes"], out["boxes"]) if n_ref and n_out else np.zeros((n_ref, n_out))
+    if n_ref and n_out:  # a zero-area box has IoU 0 even with itself; an identical box is the same detection
+        ious = np.where(np.all(ref["boxes"][:, None, :] == out["boxes"][None, :, :], axis=-1), 1.0, ious)
     ious = np.where(ref["classes"][:, None] == out["classes"][None, :], ious, 0.0)
     used = set()
     m = {"ref": n_ref, "out": n_out, "matched": 0, "score_deltas": [], "ious": [], "kpt_err": []}
@@ -112,13 +114,8 @@ def match(ref: dict, out: dict) -> dict:
     return m
 
 
-def compare_detections(ref_out: np.ndarray, out: np.ndarray, nc: int, nkpt: int, thr: dict) -> dict:
-    """Figures and verdict for one batch of outputs."""
-    ms = [match(r, o) for r, o in zip(decode(ref_out, nc, nkpt), decode(out, nc, nkpt))]
-    return summarize([ms], nkpt, thr)
-
-
 def summarize(groups: list[list[dict]], nkpt: int, thr: dict) -> dict:
+    """Figures and verdict over every image's ``match()`` result (groups: one list a batch)."""
     ms = [m for g in groups for m in g]
     n_ref, n_out = sum(m["ref"] for m in ms), sum(m["out"] for m in ms)
     matched = sum(m["matched"] for m in ms)

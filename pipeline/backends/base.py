@@ -1,8 +1,14 @@
-"""One runner interface for every runtime (Polygraphy's loader/runner split).
+"""One runner interface for every runtime, loaders apart from runners (Polygraphy's split).
 
-A runner is created cheaply, loads its model in ``activate()`` and maps a feed of
-named numpy arrays to named numpy outputs in ``infer()``. Comparators only ever see
-runners, so ONNX Runtime, PyTorch and TensorRT are interchangeable in every check.
+A *loader* is a callable that does the expensive, runtime-specific creation (an ONNX
+Runtime session, a deserialized TensorRT engine); a *runner* takes a loader, calls it in
+``activate()``, maps a feed of named numpy arrays to named numpy outputs in ``infer()``,
+and releases everything it holds in ``close()``. Comparators only ever see runners, so
+ONNX Runtime, PyTorch and TensorRT are interchangeable in every check.
+
+Contract: use a runner as a context manager (``with Runner(...) as r:``) or call
+``close()`` in a ``finally``. ``close()`` is idempotent and also runs when ``activate()``
+fails half-way, so nothing a failed activation created is left behind.
 """
 from __future__ import annotations
 
@@ -26,17 +32,22 @@ class Runner(ABC):
     name = "runner"
 
     def __enter__(self) -> Runner:
-        self.activate()
+        try:
+            self.activate()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self.deactivate()
+        self.close()
 
     @abstractmethod
     def activate(self) -> None: ...
 
-    def deactivate(self) -> None:
-        pass
+    @abstractmethod
+    def close(self) -> None:
+        """Release the session/engine/device memory; safe to call twice or before activate()."""
 
     @abstractmethod
     def inputs(self) -> list[TensorSpec]: ...

@@ -11,24 +11,35 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
               "tensor(int32)": "int32", "tensor(bool)": "bool"}
 
 
-class OnnxRuntimeRunner(Runner):
-    name = "onnxruntime"
+class SessionFromOnnx:
+    """Loader: an ONNX Runtime CPU session for a model file (or its bytes)."""
 
     def __init__(self, model: Path | bytes, threads: int | None = None):
         self.model = model
         self.threads = threads
-        self.session = None
 
-    def activate(self) -> None:
+    def __call__(self):
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if self.threads:
             opts.intra_op_num_threads = self.threads
         src = str(self.model) if isinstance(self.model, Path) else self.model
-        self.session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
-    def deactivate(self) -> None:
+
+class OnnxRuntimeRunner(Runner):
+    name = "onnxruntime"
+
+    def __init__(self, model: Path | bytes | SessionFromOnnx, threads: int | None = None):
+        self.loader = model if isinstance(model, SessionFromOnnx) else SessionFromOnnx(model, threads)
+        self.session = None
+
+    def activate(self) -> None:
+        self.session = self.loader()
+
+    def close(self) -> None:
+        # ONNX Runtime frees the session's arenas when the last reference goes
         self.session = None
 
     def inputs(self) -> list[TensorSpec]:

@@ -1,5 +1,11 @@
-"""TensorRT engine runner: deserialize, check I/O against the ONNX, bind by tensor name,
-``execute_async_v3`` on a CUDA stream. Device buffers come from torch (CUDA).
+"""TensorRT engine: a loader (read the .engine, deserialize) apart from the runner (check
+I/O against the ONNX, bind device buffers by tensor name, ``execute_async_v3`` on a stream
+of its own).
+
+Device memory, the stream and event timing come from cuda-python where it is installed,
+so verifying an engine never imports torch; torch is the fallback (see ``cuda_mem``).
+``close()`` destroys the execution context, then the engine, then the runtime (TensorRT
+wants each gone before the object that created it), then frees the buffers and stream.
 
 Works with the full TensorRT and, on a supported RTX GPU, TensorRT for RTX (same API).
 """
@@ -12,42 +18,77 @@ import numpy as np
 from ..engine_file import read_engine
 from ..errors import PipelineError
 from .base import Runner, TensorSpec
+from .cuda_mem import open_device
 
 _NP = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "BOOL": "bool",
        "INT8": "int8", "UINT8": "uint8", "BF16": "bfloat16"}
 
 
-class TensorRTRunner(Runner):
-    name = "tensorrt"
+class EngineFromFile:
+    """Loader: our ``.engine`` (metadata header + plan) or a raw plan, deserialized.
+    Returns ``(runtime, engine)``; the runtime must outlive the engine."""
 
-    def __init__(self, engine: Path, trt_module, model: str = "?"):
-        self.engine_path = engine
+    def __init__(self, path: Path, trt_module, model: str = "?"):
+        self.path = Path(path)
         self.trt = trt_module
         self.model = model
 
-    def activate(self) -> None:
-        import torch
+    def __call__(self):
         trt = self.trt
-        if not torch.cuda.is_available():
-            raise PipelineError("no CUDA device to run the engine on", model=self.model,
-                                file=self.engine_path, fix="run `engines verify` on the target GPU")
-        _, plan = read_engine(self.engine_path)
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(plan)
-        if self.engine is None:
+        _, plan = read_engine(self.path)
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        engine = runtime.deserialize_cuda_engine(plan)
+        if engine is None:
             raise PipelineError("TensorRT could not deserialize the engine (built by another "
-                                "TensorRT version or for another GPU?)", model=self.model,
-                                file=self.engine_path,
+                                "TensorRT version or for another GPU?)", model=self.model, file=self.path,
                                 fix="rebuild the set on this host: make engines-docker")
+        return runtime, engine
+
+
+class TensorRTRunner(Runner):
+    name = "tensorrt"
+
+    def __init__(self, engine: Path | EngineFromFile, trt_module=None, model: str = "?",
+                 memory: str | None = None):
+        """``engine``: a path (with ``trt_module``) or a loader. ``memory``: "cuda-python" or
+        "torch" to force the device-memory provider (default: cuda-python if installed)."""
+        self.loader = engine if isinstance(engine, EngineFromFile) else EngineFromFile(engine, trt_module, model)
+        self.trt = self.loader.trt
+        self.model = self.loader.model
+        self.engine_path = self.loader.path
+        self.memory = memory
+        self.device = self.runtime = self.engine = self.context = None
+
+    def activate(self) -> None:
+        self.device = open_device(self.memory, self.model, self.engine_path)
+        self.runtime, self.engine = self.loader()
         self.context = self.engine.create_execution_context()
-        # activation memory TensorRT allocates for the context itself (torch's peak does not
-        # see it); the _v2 property also counts weight-streaming scratch where it exists
+        if self.context is None:
+            raise PipelineError("TensorRT could not create an execution context (out of device memory?)",
+                                model=self.model, file=self.engine_path,
+                                fix="free GPU memory (`nvidia-smi` shows who holds it) and retry")
+        # activation memory TensorRT allocates for the context itself (no allocator of ours
+        # sees it); the _v2 property also counts weight-streaming scratch where it exists
         size = getattr(self.engine, "device_memory_size_v2", None)
         self.context_device_mib = (size if size is not None else self.engine.device_memory_size) / 2**20
-        self.stream = torch.cuda.Stream()
-        self.torch = torch
         self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+
+    def close(self) -> None:
+        # drop the references in dependency order: context, engine, runtime; then memory
+        self.context = None
+        self.engine = None
+        self.runtime = None
+        device, self.device = self.device, None
+        if device is not None:
+            device.close()
+
+    @property
+    def memory_provider(self) -> str | None:
+        return self.device.name if self.device is not None else None
+
+    def device_mib(self) -> float:
+        """Device memory this runner holds: the context's activations plus its I/O buffers."""
+        return self.context_device_mib + (self.device.nbytes / 2**20 if self.device is not None else 0.0)
 
     def _spec(self, name: str) -> TensorSpec:
         e = self.engine
@@ -93,41 +134,41 @@ class TensorRTRunner(Runner):
     def label(self) -> str:
         return f"{self.name} engine"
 
-    def prepare(self, x: np.ndarray):
-        """Bind device buffers once; returns a closure that runs the engine alone
-        (the benchmark's engine view: no host<->device copies)."""
-        torch, ctx = self.torch, self.context
-        self._set_shape("images", x.shape)
-        self._bench_in = torch.from_numpy(np.ascontiguousarray(x)).cuda()
-        ctx.set_tensor_address("images", self._bench_in.data_ptr())
-        self._bench_out = {}
-        for s in self.outputs():
-            t = torch.empty(tuple(ctx.get_tensor_shape(s.name)), dtype=getattr(torch, s.dtype), device="cuda")
-            ctx.set_tensor_address(s.name, t.data_ptr())
-            self._bench_out[s.name] = t
-        handle = self.stream.cuda_stream
-
-        def run():
-            ctx.execute_async_v3(handle)
-            self.stream.synchronize()
-        return run
-
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch, ctx = self.torch, self.context
-        keep = []
+    def _bind(self, feed: dict[str, np.ndarray]) -> list[str]:
+        """Copy the inputs to the device, size the outputs; returns the output names."""
+        ctx, dev = self.context, self.device
         for name, arr in feed.items():
             self._set_shape(name, arr.shape)
-            t = torch.from_numpy(np.ascontiguousarray(arr)).cuda()
-            keep.append(t)
-            ctx.set_tensor_address(name, t.data_ptr())
-        outs = {}
+            ctx.set_tensor_address(name, dev.put(name, np.ascontiguousarray(arr)))
+        outs = []
         for s in self.outputs():
-            shape = tuple(ctx.get_tensor_shape(s.name))
-            t = torch.empty(shape, dtype=getattr(torch, s.dtype), device="cuda")
-            ctx.set_tensor_address(s.name, t.data_ptr())
-            outs[s.name] = t
-        if not ctx.execute_async_v3(self.stream.cuda_stream):
+            ctx.set_tensor_address(s.name, dev.empty(s.name, tuple(ctx.get_tensor_shape(s.name)), s.dtype))
+            outs.append(s.name)
+        return outs
+
+    def _enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.device.handle):
             raise PipelineError("execute_async_v3 failed", model=self.model, file=self.engine_path,
                                 fix="check the TensorRT log above")
-        self.stream.synchronize()
-        return {k: v.float().cpu().numpy() for k, v in outs.items()}
+
+    def prepare(self, x: np.ndarray):
+        """Bind device buffers once; returns a closure that only enqueues the engine on its
+        stream (the benchmark's engine view: no host<->device copies). Pair it with
+        ``timer()``, whose stop() waits for the stream."""
+        self._bind({"images": x})
+        self.device.synchronize()
+        return self._enqueue
+
+    def timer(self):
+        """CUDA-event timer on this runner's stream (GPU compute time of what it enqueues)."""
+        return self.device.timer()
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self._bind(feed)
+        self._enqueue()
+        self.device.synchronize()
+        res = {}
+        for name in outs:
+            a = self.device.fetch(name)
+            res[name] = a.astype(np.float32) if a.dtype.kind == "f" else a
+        return res

@@ -43,6 +43,12 @@ class TorchRunner(Runner):
         self.model = model
         self._torch = torch
 
+    def close(self) -> None:
+        if self.model is not None:
+            self.model = None
+            if str(self.device).startswith("cuda"):
+                self._torch.cuda.empty_cache()  # give the weights' blocks back to the device
+
     def inputs(self) -> list[TensorSpec]:
         return [TensorSpec("images", (self.batch, 3, self.imgsz, self.imgsz), "float32")]
 

@@ -17,36 +17,37 @@ def _torch_fns(checkpoint: Path, imgsz: int, batch: int, device: str):
     from ..backends.torch import TorchRunner
     modes = ["fp32"] + (["fp16", "fp16+cudagraph"] if device == "cuda" else [])
     for mode in modes:
-        r = TorchRunner(checkpoint, imgsz, batch=batch, device=device, half=mode != "fp32")
-        r.activate()
-        m, dt = r.model, (torch.float16 if mode != "fp32" else torch.float32)
-        x = torch.rand(batch, 3, imgsz, imgsz, device=device, dtype=dt)
-        with torch.inference_mode():
-            if mode == "fp16+cudagraph":
-                s = torch.cuda.Stream()
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s):
-                    for _ in range(3):
-                        m(x)
-                torch.cuda.current_stream().wait_stream(s)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    static_out = m(x)
-                fn = graph.replay
+        # the with block closes each mode's model before the next one loads (also when the
+        # consumer stops early: the generator's close() unwinds it)
+        with TorchRunner(checkpoint, imgsz, batch=batch, device=device, half=mode != "fp32") as r:
+            m, dt = r.model, (torch.float16 if mode != "fp32" else torch.float32)
+            x = torch.rand(batch, 3, imgsz, imgsz, device=device, dtype=dt)
+            with torch.inference_mode():
+                if mode == "fp16+cudagraph":
+                    s = torch.cuda.Stream()
+                    s.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(s):
+                        for _ in range(3):
+                            m(x)
+                    torch.cuda.current_stream().wait_stream(s)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):
+                        static_out = m(x)
+                    fn = graph.replay
 
-                def infer(a, x=x, graph=graph, out=static_out):
-                    x.copy_(torch.from_numpy(a))
-                    graph.replay()
-                    y = out[0] if isinstance(out, (list, tuple)) else out
-                    return y.float().cpu().numpy()
-            else:
-                def fn(m=m, x=x):
-                    with torch.inference_mode():
-                        return m(x)
+                    def infer(a, x=x, graph=graph, out=static_out):
+                        x.copy_(torch.from_numpy(a))
+                        graph.replay()
+                        y = out[0] if isinstance(out, (list, tuple)) else out
+                        return y.float().cpu().numpy()
+                else:
+                    def fn(m=m, x=x):
+                        with torch.inference_mode():
+                            return m(x)
 
-                def infer(a, r=r):
-                    return r.infer({"images": a})["output0"]
-        yield f"torch {mode}", fn, infer
+                    def infer(a, r=r):
+                        return r.infer({"images": a})["output0"]
+            yield f"torch {mode}", fn, infer
 
 
 def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: Path,
@@ -63,15 +64,22 @@ def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: 
     images = reference_images(spec.verify_images)
     rows = []
 
-    def add(runtime, view, batch, fn, cuda):
-        # CUDA events go on the stream the work runs on (TensorRT has its own)
+    def add(runtime, view, batch, fn, gpu: bool):
+        # CUDA events go on the stream the work runs on: the engine's own stream (its
+        # runner's timer), torch's current stream for the PyTorch rows
         is_engine = engine_runner is not None and runtime == engine_runner.label
-        fig = measure(fn, batch=batch, warmup=warmup, iterations=iterations, cuda=cuda,
-                      max_seconds=max_seconds, gpu_events=view == "engine",
-                      stream=engine_runner.stream if is_engine else None)
+        timer = None
         if is_engine:
+            timer = engine_runner.timer()
+        elif gpu:
+            from ..backends.cuda_mem import TorchEventTimer
+            timer = TorchEventTimer()
+        fig = measure(fn, batch=batch, warmup=warmup, iterations=iterations, timer=timer,
+                      max_seconds=max_seconds, gpu_events=view == "engine")
+        if is_engine:  # what the runner holds: context activations plus its I/O buffers
             fig["context_device_mib"] = engine_runner.context_device_mib
-            fig["peak_device_mib"] = fig.get("peak_device_mib", 0.0) + engine_runner.context_device_mib
+            fig["peak_device_mib"] = engine_runner.device_mib()
+            fig["memory"] = engine_runner.memory_provider
         rows.append({"model": spec.name, "runtime": runtime, "view": view, **fig})
 
     for b in batches_:

@@ -164,16 +164,15 @@ def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -
 def _benchmark(spec, record, onnx_fp32: Path, engine: Path, trt, bench: dict, log) -> dict:
     from .bench import benchmark_model, speedup_summary
     log(f"{spec.name}: benchmarking ({bench['iterations']} iterations, batch {bench['batches']})")
-    runner = None
+    from contextlib import nullcontext
     if trt is not None:
         from ..backends.tensorrt_runner import TensorRTRunner
-        runner = TensorRTRunner(engine, trt, spec.name)
-        runner.activate()
-    rows = benchmark_model(spec, record, spec.source_path, onnx_fp32, engine_runner=runner,
-                           batches_=tuple(bench["batches"]), iterations=bench["iterations"],
-                           warmup=bench["warmup"])
+    with TensorRTRunner(engine, trt, spec.name) if trt is not None else nullcontext() as runner:
+        rows = benchmark_model(spec, record, spec.source_path, onnx_fp32, engine_runner=runner,
+                               batches_=tuple(bench["batches"]), iterations=bench["iterations"],
+                               warmup=bench["warmup"])
     return {"rows": rows, "summary": speedup_summary(rows).get(spec.name, {}),
-            "engine_ran": runner is not None,
+            "engine_ran": trt is not None,
             "at": now_iso()}
 
 

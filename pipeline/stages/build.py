@@ -199,7 +199,7 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                         log(f"{spec.name}: verify thresholds changed; re-verifying the onnx level")
                         staged[spec.name] = (_reverify(cfg, spec, prev, record), {})
                         summary["models"][spec.name] = "re-verified"
-                        _gate_error(errors, spec, staged[spec.name][0])
+                        _gate_error(errors, spec, staged[spec.name][0], rejudged=True)
                         continue
                     entry, files = _build_guarded(cfg, spec, backend, record, build_options(spec, backend, ws),
                                                   staging / "engines", gpus, log)
@@ -218,9 +218,11 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
     return summary, errors
 
 
-def _gate_error(errors: list, spec: ModelSpec, entry: EngineRecord) -> None:
+def _gate_error(errors: list, spec: ModelSpec, entry: EngineRecord, rejudged: bool = False) -> None:
     if entry.status != "ok":
         errors.append(PipelineError(
+            "the published engine fails the onnx-level verification under the new verify: thresholds; it is "
+            "marked failed, so resolve refuses it" if rejudged else
             "engine failed verification and was not published", model=spec.name,
             file=entry.get("built_from"), details=(entry.error or "").split("; "),
             fix="inspect the figures in manifest.json; try precision: fp32 or loosen "

@@ -83,7 +83,8 @@ def timing_cache_path(cfg: Config, backend) -> Path:
     slug = "".join(c if c.isalnum() or c in ".-_" else "_" for c in f"{backend.name}-{backend.version()}-{gpu}-cuda{cuda}")
     # The builder container keeps it on a volume (ENGINES_TIMING_CACHE); see docker-compose.build.yml
     folder = Path(os.environ.get("ENGINES_TIMING_CACHE") or cfg.engines_dir / ".cache")
-    return folder / f"{slug}.timing"
+    from ..timing_cache import cache_folder  # one folder per uid: a shared volume serves several users
+    return cache_folder(folder) / f"{slug}.timing"
 
 
 def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dict, staging: Path,

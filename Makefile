@@ -12,7 +12,7 @@ export UID := $(shell id -u)
 export GID := $(shell id -g)
 
 .DEFAULT_GOAL := help
-.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy resolve clean
+.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy resolve clean FORCE
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -44,16 +44,21 @@ lint: $(STAMP) ## ruff over the package and tests
 bench: $(STAMP) ## Benchmarks: export, build, cached rerun, resolve start-up (prints tables)
 	$(PY) -m benchmarks
 
-image: ## Build the NGC TensorRT builder image (needs Docker)
+# docker compose reads .env beside the compose file: UID/GID make a plain
+# `docker compose -f docker-compose.build.yml run --rm builder` run as you. Other lines are kept.
+.env: FORCE
+	@{ grep -sv -E '^(UID|GID)=' .env; echo "UID=$$(id -u)"; echo "GID=$$(id -g)"; } > .env.tmp && mv .env.tmp .env
+
+image: .env ## Build the NGC TensorRT builder image (needs Docker)
 	$(COMPOSE) -f docker-compose.build.yml build builder
 
 image-info: $(STAMP) ## TensorRT version of the builder image (read from its label)
 	$(ENGINES) docker image-info
 
-engines-docker: ## Build engines for this host's GPU inside the builder container
+engines-docker: .env ## Build engines for this host's GPU inside the builder container
 	$(COMPOSE) -f docker-compose.build.yml run --rm builder $(ARGS)
 
-verify-gpu: ## GPU acceptance in the container: build with TensorRT, verify the engines on this GPU, print the report
+verify-gpu: .env ## GPU acceptance in the container: build with TensorRT, verify the engines on this GPU, print the report
 	$(COMPOSE) -f docker-compose.build.yml run --rm builder run --backend tensorrt
 	$(COMPOSE) -f docker-compose.build.yml run --rm builder verify --benchmark --batch 1
 

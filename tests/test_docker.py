@@ -349,15 +349,51 @@ def _compose(*args, env=None, check=True):
 
 
 @needs_compose
-def test_compose_build_file_is_valid_and_reserves_one_gpu():
-    cfg = json.loads(_compose("-f", "docker-compose.build.yml", "config", "--format", "json").stdout)
+def test_compose_build_file_is_valid_and_reserves_one_gpu(tmp_path):
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    cfg = json.loads(_compose("-f", "docker-compose.build.yml", "--env-file", str(empty), "config", "--format",
+                              "json", env={"UID": "1234", "GID": "5678"}).stdout)
     svc = cfg["services"]["builder"]
     assert svc["deploy"]["resources"]["reservations"]["devices"] == [
         {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
-    assert svc["command"] == ["run"] and svc["user"] == "1000:1000" and svc["build"]["dockerfile"] == "Dockerfile.build"
+    assert svc["command"] == ["run"] and svc["user"] == "1234:5678" and svc["build"]["dockerfile"] == "Dockerfile.build"
     mounts = {v["target"]: v for v in svc["volumes"]}
     assert mounts["/workspace/models"]["source"] == str(REPO / "models") and not mounts["/workspace/models"].get("read_only")
     assert mounts["/workspace/.cache/tensorrt"]["type"] == "volume"
+
+
+@needs_compose
+@pytest.mark.parametrize("missing", ["UID", "GID"])
+def test_compose_without_uid_gid_fails_at_once_naming_them(tmp_path, missing):
+    """bash does not export UID: a plain `docker compose ... run` must not fall back to 1000."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    env = {"UID": "1234", "GID": "5678"}
+    env.pop(missing)
+    res = _compose("-f", "docker-compose.build.yml", "--env-file", str(empty), "config", env=env, check=False)
+    assert res.returncode != 0
+    assert missing in res.stderr and "make .env" in res.stderr, res.stderr
+
+
+@needs_compose
+def test_make_writes_the_env_file_compose_reads(tmp_path):
+    """The README's plain command works once `make` has written .env (UID/GID, other lines kept)."""
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    for name in ("Makefile", "docker-compose.build.yml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    (tmp_path / ".env").write_text("ENGINES_IMAGE=mine:1\nUID=1\n")
+    res = subprocess.run(["make", "-s", ".env"], cwd=tmp_path, check=False, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = (tmp_path / ".env").read_text().splitlines()
+    assert sorted(lines) == sorted(["ENGINES_IMAGE=mine:1", f"UID={os.getuid()}", f"GID={os.getgid()}"])
+    env = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")}
+    res = subprocess.run(["docker", "compose", "-f", "docker-compose.build.yml", "config", "--format", "json"],
+                         cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    svc = json.loads(res.stdout)["services"]["builder"]
+    assert svc["user"] == f"{os.getuid()}:{os.getgid()}" and svc["image"] == "mine:1"
 
 
 @needs_compose

@@ -168,6 +168,7 @@ def run_builder(models_dir: Path, image: str, args: list[str], gpu: bool = True,
         "volumes": {str(models_dir): {"bind": CONTAINER_MODELS, "mode": "rw"},
                     TIMING_CACHE_VOLUME: {"bind": "/workspace/.cache/tensorrt", "mode": "rw"}},
         "shm_size": "2g",
+        "init": True,  # docker-init as PID 1 forwards signals (compose: `init: true`)
         "working_dir": "/workspace", "environment": environment or {},
         "labels": {ROLE_LABEL: "builder"}, "detach": True,
     }

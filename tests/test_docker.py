@@ -146,14 +146,19 @@ def test_models_dir_is_mounted_read_write_as_the_given_user(client, images, mode
 def test_keyboard_interrupt_kills_and_removes_the_container(client, images, models):
     alive_during: list[int] = []
 
+    inits: list = []
+
     def interrupt(line: str) -> None:
-        alive_during.append(len(_our_containers(client, images.image)))
+        alive = _our_containers(client, images.image)
+        alive_during.append(len(alive))
+        inits.extend(c.attrs["HostConfig"].get("Init") for c in alive)
         raise KeyboardInterrupt
 
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         _run(client, images, models, "echo started; sleep 120", on_line=interrupt)
     assert alive_during == [1]                      # it was running when Ctrl-C came
+    assert inits == [True]                          # docker-init forwards signals, as in compose
     assert _our_containers(client, images.image) == []
     assert time.monotonic() - started < 60          # killed, not waited for
 
@@ -429,6 +434,38 @@ def test_compose_run_builder_for_real(client, images, models):
         left = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
         assert left == []
     finally:
+        _compose(*base, "down", "--volumes", env=env, check=False)
+
+
+@needs_compose
+def test_sigint_to_compose_run_without_tty_stops_the_builder(client, images, models):
+    """Ctrl-C in a terminal, or a CI runner cancelling a job, signals the whole process group."""
+    import signal
+    project = f"engines-test-{uuid.uuid4().hex[:8]}"
+    base = ["-p", project, "-f", "docker-compose.build.yml", "-f", str(DATA / "compose.test.yml")]
+    env = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")}
+    env.update({"ENGINES_TEST_IMAGE": images.image, "ENGINES_TEST_MODELS": str(models), "UID": "0", "GID": "0"})
+    proc = subprocess.Popen(["docker", "compose", *base, "run", "--rm", "-T", "builder", "sleep", "300"],
+                            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    mine = {"label": f"com.docker.compose.project={project}"}
+    try:
+        deadline = time.monotonic() + 60
+        while not client.containers.list(filters=mine) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert client.containers.list(filters=mine), "the builder never started"
+        time.sleep(1)  # let `sleep` become the container's process
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 15
+        while client.containers.list(all=True, filters=mine) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert client.containers.list(all=True, filters=mine) == [], "the builder outlived SIGINT"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for c in client.containers.list(all=True, filters=mine):
+            c.remove(force=True)
         _compose(*base, "down", "--volumes", env=env, check=False)
 
 

@@ -68,7 +68,7 @@ def _build_missing(res, models_dir: Path, builder_image: str | None, on_line=pri
     label = docker_runner.image_trt_version(docker_runner.connect(), image)
     if label and label != rt.version:  # building would only produce a set resolve refuses
         raise PipelineError(f"the builder image {image} carries TensorRT {label}, the service runs {rt.version}",
-                            fix=f"build a builder image with TensorRT {rt.version} (TRT_IMAGE/TRT_VERSION in "
+                            fix=f"build a builder image with TensorRT {rt.version} (TRT_IMAGE/EXPECTED_TRT_VERSION in "
                                 "Dockerfile.build) and pass it with --builder-image")
     inside = getattr(docker_runner, "CONTAINER_MODELS", "/workspace/models")
     args = ["--config", f"{inside}/{config_name}", "run", "--backend", "tensorrt"]

@@ -92,7 +92,8 @@ def image_runtime(image: str) -> Runtime:
         raise PipelineError(f"cannot read the TensorRT version of image {image} ({exc})",
                             fix="start Docker, or pass `--runtime tensorrt==X`") from None
     if not version:
-        raise PipelineError(f"image {image} is not here or has no label {TRT_LABEL}",
+        raise PipelineError(f"image {image} is not here or has no label {TRT_LABEL} "
+                            "(nor org.engines.tensorrt-rtx.version, com.nvidia.tensorrt.version)",
                             fix=f"`docker pull {image}`, or pass `--runtime tensorrt==X` (the TensorRT the "
                                 "image runs: `python -c 'import tensorrt; print(tensorrt.__version__)'` in it)")
     return parse_runtime(version, f"image {image}") if "==" in str(version) \

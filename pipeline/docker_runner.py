@@ -15,7 +15,10 @@ from pathlib import Path
 
 from .errors import PipelineError
 
-TRT_LABEL = "org.engines.tensorrt.version"
+# Image labels that name the TensorRT an image runs (README "Image labels"), asked in this order:
+TRT_LABEL = "org.engines.tensorrt.version"       # full TensorRT, bare (10.13.2.6) or BACKEND==VERSION
+RTX_LABEL = "org.engines.tensorrt-rtx.version"   # TensorRT for RTX, bare (1.7.1.116)
+NVIDIA_TRT_LABEL = "com.nvidia.tensorrt.version"  # NVIDIA's own, on NGC TensorRT images and those built on them
 ROLE_LABEL = "org.engines.role"          # set on every container we start, to find strays
 CONTAINER_MODELS = "/workspace/models"
 DEFAULT_IMAGE = "engines-builder:latest"
@@ -120,11 +123,22 @@ def _build(client, image: str, ctx: Path, dockerfile: str, on_line, buildargs: d
         raise daemon_error(exc) from exc
 
 
+def runtime_from_labels(labels: dict | None) -> str | None:
+    """The runtime image labels name: a bare full-TensorRT version, or ``tensorrt-rtx==X``."""
+    labels = labels or {}
+    for name in (TRT_LABEL, RTX_LABEL, NVIDIA_TRT_LABEL):
+        value = str(labels.get(name) or "").strip().strip("\"'").strip()
+        if value:
+            return f"tensorrt-rtx=={value}" if name == RTX_LABEL and "==" not in value else value
+    return None
+
+
 def image_trt_version(client, image: str) -> str | None:
-    """The TensorRT version the image was built with, read from its label (nothing runs)."""
+    """The TensorRT the image was built with, read from its labels (nothing runs): ours, else
+    TensorRT for RTX's as ``tensorrt-rtx==X``, else NVIDIA's ``com.nvidia.tensorrt.version``."""
     import docker
     try:
-        return (client.images.get(image).labels or {}).get(TRT_LABEL)
+        return runtime_from_labels(client.images.get(image).labels)
     except docker.errors.ImageNotFound:
         return None
     except docker.errors.DockerException as exc:

@@ -191,6 +191,27 @@ def test_trt_version_read_from_label_without_running(client, images):
     assert len(client.containers.list(all=True)) == before
 
 
+@pytest.mark.parametrize(("labels", "spec"), [
+    ({"org.engines.tensorrt-rtx.version": "1.7.1.116"}, "tensorrt-rtx==1.7.1.116"),
+    ({"org.engines.tensorrt.version": "tensorrt-rtx==1.7.1.116"}, "tensorrt-rtx==1.7.1.116"),
+    ({"org.engines.tensorrt.version": "10.13.2.6"}, "tensorrt==10.13.2.6"),
+    ({"com.nvidia.tensorrt.version": "10.13.2.6"}, "tensorrt==10.13.2.6"),   # an NGC-based service image
+    ({"org.engines.tensorrt.version": "10.13.3.9", "com.nvidia.tensorrt.version": "10.13.2.6"},
+     "tensorrt==10.13.3.9"),                                                # ours wins over the base's
+])
+def test_resolve_image_reads_the_service_images_label(client, images, tmp_path, labels, spec):
+    from pipeline.deploy import find_runtime
+    (tmp_path / "Dockerfile").write_text(f"FROM {images.base}\n" + "".join(
+        f'LABEL {k}="{v}"\n' for k, v in labels.items()))
+    tag = f"engines-test-svc:{uuid.uuid4().hex[:8]}"
+    client.images.build(path=str(tmp_path), tag=tag, rm=True)
+    try:
+        rt = find_runtime(None, tag)
+        assert rt.spec == spec and tag in rt.source
+    finally:
+        client.images.remove(tag, force=True)
+
+
 def test_image_missing_and_unpullable_says_build_it(client):
     from pipeline.docker_runner import ensure_image
     # a registry on a closed local port: fails at once, like an unreachable nvcr.io
@@ -479,5 +500,76 @@ def test_dockerfile_build_passes_hadolint_and_orders_layers_for_caching():
     text = (REPO / "Dockerfile.build").read_text()
     assert text.index("COPY pyproject.toml") < text.index("pip install --no-cache-dir -r") \
         < text.index("COPY pipeline")                        # deps cached across source edits
-    assert 'LABEL org.engines.tensorrt.version="${TRT_VERSION}"' in text
-    assert 'ENTRYPOINT ["engines"]' in text and 'CMD ["run"]' in text
+    assert 'LABEL org.engines.tensorrt.version="${EXPECTED_TRT_VERSION}"' in text
+    assert 'ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "engines"]' in text and 'CMD ["run"]' in text
+    assert "R580" in text                                   # the host driver CUDA 13.0 needs
+
+
+def test_dockerfile_build_installs_opencv_libraries_and_imports_every_stage():
+    """OpenCV's system libraries are missing from the NGC base: the build must install them, and
+    import what the stages import, so such a gap fails `make image`, not a user's run."""
+    text = (REPO / "Dockerfile.build").read_text()
+    runs = [m.group(1) for m in re.finditer(r"^RUN ((?:.*\\\n)*.*)$", text, re.M)]
+    apt = next((r for r in runs if "apt-get install" in r), "")
+    for pkg in ("libgl1", "libxcb1", "libglib2.0-0t64"):
+        assert re.search(rf"\b{re.escape(pkg)}\b", apt), pkg
+    assert "rm -rf /var/lib/apt/lists" in apt
+    imports = [set(re.findall(r"\w+", m)) for r in runs for m in re.findall(r"import ([\w, ]+)", r)]
+    assert any({"cv2", "ultralytics", "torch", "onnxruntime", "tensorrt", "pipeline"} <= i for i in imports)
+    # installed as root, before the image drops to the unprivileged user
+    assert text.index("apt-get install") < text.index("USER ")
+
+
+def _guard_block() -> str:
+    text = (REPO / "Dockerfile.build").read_text()
+    start, end = text.index("# >>> version guard"), text.index("# <<< version guard")
+    return text[start:end]
+
+
+@pytest.fixture(scope="session")
+def ngc_like_base(client, images, tmp_path_factory):
+    """A stand-in for the NGC base: `ENV TRT_VERSION`, NVIDIA's label, and a python3 that
+    reports the TensorRT version the way the guard asks for it."""
+    ctx = tmp_path_factory.mktemp("ngc-like")
+    (ctx / "python3").write_text("#!/bin/sh\n# stands in for: python3 -c 'import tensorrt; print(...)'\n"
+                                 'echo "$FAKE_TENSORRT"\n')
+    (ctx / "python3").chmod(0o755)
+    (ctx / "Dockerfile").write_text(f"FROM {images.base}\nENV TRT_VERSION=10.13.2.6 FAKE_TENSORRT=10.13.2.6\n"
+                                    'LABEL com.nvidia.tensorrt.version="10.13.2.6"\n'
+                                    "COPY python3 /usr/bin/python3\n")
+    tag = f"engines-test-ngc-like:{uuid.uuid4().hex[:8]}"
+    client.images.build(path=str(ctx), tag=tag, rm=True)
+    yield tag
+    client.images.remove(tag, force=True)
+
+
+def _build_guard(client, base, tmp_path, expected):
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\nARG TRT_IMAGE={base}\n" + _guard_block())
+    tag = f"engines-test-guard:{uuid.uuid4().hex[:8]}"
+    out = []
+    try:
+        for chunk in client.api.build(path=str(tmp_path), tag=tag, rm=True, decode=True,
+                                      buildargs={"EXPECTED_TRT_VERSION": expected}):
+            out.append(chunk.get("stream") or chunk.get("error") or "")
+            if "error" in chunk:
+                return None, "".join(out)
+        return client.images.get(tag), "".join(out)
+    finally:
+        import docker
+        try:
+            client.images.remove(tag, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+def test_version_guard_fires_on_a_base_that_sets_env_trt_version(client, ngc_like_base, tmp_path):
+    img, log = _build_guard(client, ngc_like_base, tmp_path, "10.9.0.34")
+    assert img is None, "the guard let a base with TensorRT 10.13.2.6 through as 10.9.0.34"
+    assert "has TensorRT 10.13.2.6" in log and "not 10.9.0.34" in log and "EXPECTED_TRT_VERSION" in log
+
+
+def test_version_guard_passes_and_labels_when_the_versions_agree(client, ngc_like_base, tmp_path):
+    from pipeline.docker_runner import NVIDIA_TRT_LABEL, TRT_LABEL
+    img, log = _build_guard(client, ngc_like_base, tmp_path, "10.13.2.6")
+    assert img is not None, log
+    assert img.labels[TRT_LABEL] == "10.13.2.6" and img.labels[NVIDIA_TRT_LABEL] == "10.13.2.6"

@@ -65,9 +65,13 @@ verify-gpu: .env ## GPU acceptance in the container: build with TensorRT, verify
 # resolve picks the set here (pending engine-level verification is accepted with a warning);
 # the engines-check service then verifies it on the GPU and runs `resolve --require`, and
 # pyt-api-prod starts only if that passes.
+# The mounts come from the chosen set's manifest (docker-compose.engines.yml, the second -f).
+# When the gate fails, `up` stops; the engines-check log says why, so it is printed.
+PROD := $(COMPOSE) -f docker-compose.prod.full.yml -f docker-compose.engines.yml --env-file .env.engines
 deploy: $(STAMP) ## Resolve the engine set for this host, then start pyt-api-prod behind engines-check
-	$(ENGINES) --config $(CONFIG) resolve --write-env .env.engines $(ARGS)
-	$(COMPOSE) -f docker-compose.prod.full.yml --env-file .env.engines up -d
+	$(ENGINES) --config $(CONFIG) resolve --write-env .env.engines --write-mounts docker-compose.engines.yml $(ARGS)
+	@$(PROD) up -d || { code=$$?; echo "make deploy: the engines-check gate or the start failed; its log:" >&2; \
+	  $(PROD) logs --no-color engines-check >&2; exit $$code; }
 
 resolve: $(STAMP) ## Show which engine set this host would get (no hand-over)
 	$(ENGINES) --config $(CONFIG) resolve --no-link $(ARGS)

@@ -115,6 +115,33 @@ def find_runtime(runtime: str | None, image: str | None) -> Runtime:
     return found
 
 
+# The oldest driver branch that runs each CUDA major (NVIDIA, "Supported Drivers and CUDA
+# Toolkit Versions", docs.nvidia.com/datacenter/tesla/drivers/supported-drivers-and-cuda-toolkit-versions.html:
+# R535 and R570 support CUDA 12.x, R580 supports CUDA 13.x; the CUDA 13.0 GA release notes
+# list >= 580.65.06 for Linux). A set built with CUDA 13 (nvcr.io/nvidia/tensorrt:25.08-py3,
+# tensorrt-rtx-cu13) cannot run on an older driver.
+CUDA_MIN_DRIVER = {12: 525, 13: 580}
+
+
+def set_cuda(manifest: dict) -> str | None:
+    """The CUDA a set was built with: its own field, else that of the GPU host that built it."""
+    return str(manifest.get("cuda") or (manifest.get("gpu") or {}).get("cuda") or "") or None
+
+
+def driver_refusal(manifest: dict, gpu: GpuFacts) -> str | None:
+    """Why this host's driver cannot run the set, or None (also when either fact is unknown)."""
+    cuda, driver = set_cuda(manifest), gpu.driver
+    try:
+        major, branch = int(str(cuda).split(".")[0]), int(str(driver).split(".")[0])
+    except ValueError:
+        return None
+    need = CUDA_MIN_DRIVER.get(major)
+    if need is None or branch >= need:
+        return None
+    return (f"built with CUDA {cuda}, which needs driver R{need} or newer; this host runs driver {driver} "
+            f"(NVIDIA's CUDA toolkit/driver table)")
+
+
 @dataclass
 class Verdict:
     """What resolve thinks of one set."""
@@ -184,6 +211,9 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
     if gpu.compute_cap not in targets:
         built_for = ", ".join(sm_name(t) for t in sorted(targets, key=cc_tuple)) or "nothing"
         v.refuse("cc", f"built for {built_for}; this GPU is {gpu.sm} (compute capability {gpu.compute_cap})")
+    too_old = driver_refusal(m, gpu)
+    if too_old and not {"backend", "version", "cc"} & set(v.kinds):   # moot on a GPU it cannot run on
+        v.refuse("driver", too_old)
     engines = s.models
     if not engines:
         v.refuse("failed", "the manifest lists no engine")
@@ -205,7 +235,7 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
             v.refuse("failed", f"model '{name}': engine-level verification {why}")
         elif status == "pending":
             pending.append(f"'{name}' ({why})")
-    if pending and not {"backend", "version", "cc"} & set(v.kinds):   # moot on a GPU it cannot run on
+    if pending and not {"backend", "version", "cc", "driver"} & set(v.kinds):   # moot on a GPU it cannot run on
         text = f"engine-level verification pending on {gpu.name} for {', '.join(pending)}"
         if allow_pending:
             v.warnings.append(f"{text}; accepted ({pending_ok}): run `engines verify` on this GPU before "
@@ -332,6 +362,10 @@ def refusal(res: Resolution, config_arg: str = "") -> PipelineError:
     elif only({"demo"}):
         fix = ("place the real checkpoints (models.yaml) and rebuild with "
                f"`{cmd}`, or pass --allow-demo to deploy the demo set on purpose")
+    elif only({"driver"}):
+        need = max(CUDA_MIN_DRIVER.values())
+        fix = (f"upgrade this host's NVIDIA driver to R{need} or newer (CUDA 13 needs it; `nvidia-smi` shows the "
+               "driver), or build a set with a CUDA 12 builder image (TRT_IMAGE/EXPECTED_TRT_VERSION)")
     elif only({"files"}):
         fix = (f"the set was altered after it was published: rebuild {want} with `{cmd}` "
                "(never edit files inside a set)")

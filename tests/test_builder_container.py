@@ -212,3 +212,37 @@ def test_resolve_refuses_a_cuda13_set_on_an_older_driver(tmp_path, driver, ok):
     assert f"{tag}: refused: built with CUDA 13.0, which needs driver R580 or newer; this host runs driver " \
            f"{driver}" in r.stderr
     assert "Next step: upgrade this host's NVIDIA driver to R580 or newer" in r.stderr
+
+
+# --------------------------------------------------------------------------- ENGINES_* passthrough
+
+def _cli_env_names() -> set[str]:
+    """Every environment variable the `engines` CLI reads: auto_envvar_prefix ENGINES gives
+    ENGINES_<COMMAND>_<PARAMETER NAME> (`--model` -> ENGINES_RUN_MODELS, `--target` -> ENGINES_RUN_TARGETS)."""
+    import click
+
+    from pipeline import commands  # noqa: F401  (registers every command)
+    from pipeline.cli import cli
+
+    def walk(cmd, prefix):
+        for p in cmd.params:
+            if isinstance(p, click.Option):
+                yield p.envvar or f"{prefix}_{p.name.upper()}"
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, f"{prefix}_{name.replace('-', '_').upper()}")
+    return set(walk(cli, "ENGINES"))
+
+
+def test_compose_passes_every_engines_variable_through():
+    """As `engines docker run` forwards every ENGINES_* variable, so must the compose service."""
+    import yaml
+    svc = yaml.safe_load((REPO / "docker-compose.build.yml").read_text())["services"]["builder"]
+    listed = {e.split("=", 1)[0] for e in svc["environment"]}
+    host_only = {"ENGINES_CONFIG", "ENGINES_IMAGE"}  # set explicitly in the file / names the image itself
+    wanted = {n for n in _cli_env_names() if n.startswith("ENGINES_") and n not in host_only
+              and not n.startswith("ENGINES_DOCKER_")}
+    assert "ENGINES_RUN_TARGETS" in wanted and "ENGINES_RUN_MODELS" in wanted
+    assert sorted(wanted - listed) == []
+    # and the README's rule names them the way click does
+    readme = (REPO / "README.md").read_text()
+    assert "ENGINES_RUN_TARGETS" in readme and "ENGINES_RUN_TARGET " not in readme

@@ -58,7 +58,8 @@ image_option = click.option(
                                                "allow_interspersed_args": False})
 @image_option
 @click.option("--gpu/--no-gpu", default=True, show_default=True,
-              help="Reserve one GPU for the container (--no-gpu only suits commands that need none).")
+              help="Reserve one GPU for the container. --no-gpu suits commands that need none, among them "
+                   "TensorRT for RTX builds (`run --backend tensorrt-rtx --target sm89`); full TensorRT needs the GPU.")
 @click.option("--build/--no-build", default=True, show_default=True,
               help="Build the image from Dockerfile.build when it is not on this host "
                    "(--no-build: try to pull it instead).")

@@ -30,7 +30,8 @@ TOOLKIT_FIX = (
     "sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker` "
     "(https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html); "
     "check with `docker run --rm --gpus all <image> nvidia-smi`. "
-    "Without a GPU, only `--no-gpu` runs work, and they cannot build TensorRT engines")
+    "Without a GPU, `--no-gpu` runs still build TensorRT for RTX sets (`engines docker run --no-gpu run "
+    "--backend tensorrt-rtx --target sm89`), but not full TensorRT engines")
 
 
 def _docker_host() -> str:
@@ -108,15 +109,24 @@ def ensure_image(client, image: str, build_context: Path | str | None = None,
 def _build(client, image: str, ctx: Path, dockerfile: str, on_line, buildargs: dict):
     import docker
     on_line(f"building {image} from {ctx / dockerfile} (first build pulls the NGC base image)")
+    step = ""
     try:
         for chunk in client.api.build(path=str(ctx), dockerfile=dockerfile, tag=image, rm=True,
                                       decode=True, buildargs=buildargs):
             if "error" in chunk:
+                base = _from_image(step, ctx / dockerfile, buildargs)
+                if base:
+                    raise PipelineError(f"building image {image} failed: cannot pull the base image {base}",
+                                        details=[chunk["error"].strip()], file=ctx / dockerfile,
+                                        fix="`docker login nvcr.io` (an NGC API key as password) and check that "
+                                            f"this host reaches the registry (`docker pull {base}`); or set "
+                                            "TRT_IMAGE to an image that is here (`docker images`)")
                 raise PipelineError(f"building image {image} failed: {chunk['error'].strip()}",
                                     file=ctx / dockerfile,
                                     fix="fix the failing step above; `make image` shows the same build")
             for line in chunk.get("stream", "").splitlines():
                 if line.strip():
+                    step = line if line.startswith("Step ") else step
                     on_line(line)
         return client.images.get(image)
     except docker.errors.DockerException as exc:
@@ -131,6 +141,19 @@ def runtime_from_labels(labels: dict | None) -> str | None:
         if value:
             return f"tensorrt-rtx=={value}" if name == RTX_LABEL and "==" not in value else value
     return None
+
+
+def _from_image(step: str, dockerfile: Path, buildargs: dict) -> str | None:
+    """The base image a failing `FROM` step names (build arguments and ARG defaults filled in)."""
+    import re
+    if " : FROM " not in step:
+        return None
+    name = step.split(" : FROM ", 1)[1].split()[0]
+    try:
+        defaults = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", dockerfile.read_text(), re.M))
+    except OSError:
+        defaults = {}
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: buildargs.get(m.group(1)) or defaults.get(m.group(1), m.group(0)), name)
 
 
 def image_trt_version(client, image: str) -> str | None:

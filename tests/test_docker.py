@@ -221,6 +221,25 @@ def test_image_missing_and_unpullable_says_build_it(client):
     assert "make image" in err.value.fix
 
 
+def test_unpullable_base_image_says_log_in_or_check_the_network(client, tmp_path):
+    from pipeline.docker_runner import ensure_image
+    (tmp_path / "Dockerfile.build").write_text("ARG TRT_IMAGE\nFROM ${TRT_IMAGE}\n")
+    tag = f"engines-test-nobase:{uuid.uuid4().hex[:8]}"
+    with pytest.raises(PipelineError) as err:  # a registry on a closed local port, like an unreachable nvcr.io
+        ensure_image(client, tag, build_context=tmp_path, buildargs={"TRT_IMAGE": "127.0.0.1:9/nvidia/tensorrt:25.08-py3"})
+    text = err.value.render()
+    assert "cannot pull the base image 127.0.0.1:9/nvidia/tensorrt:25.08-py3" in text
+    assert "docker login nvcr.io" in text and "TRT_IMAGE" in text
+
+
+def test_no_gpu_is_explained_as_the_tensorrt_rtx_route():
+    import pipeline.cli_docker as cd
+    from pipeline.docker_runner import TOOLKIT_FIX
+    help_text = next(p.help for p in cd.docker_group.commands["run"].params if p.name == "gpu")
+    for text in (TOOLKIT_FIX, help_text):
+        assert "--no-gpu" in text and "TensorRT for RTX" in text and "--backend tensorrt-rtx" in text
+
+
 def test_ensure_image_builds_a_missing_image_from_the_context(client, images):
     from pipeline.docker_runner import ensure_image, image_trt_version
     tag = f"engines-test-build:{uuid.uuid4().hex[:8]}"

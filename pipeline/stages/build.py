@@ -95,7 +95,8 @@ def timing_cache_path(cfg: Config, backend) -> Path:
     slug = "".join(c if c.isalnum() or c in ".-_" else "_" for c in f"{backend.name}-{backend.version()}-{gpu}-cuda{cuda}")
     # The builder container keeps it on a volume (ENGINES_TIMING_CACHE); see docker-compose.build.yml
     folder = Path(os.environ.get("ENGINES_TIMING_CACHE") or cfg.engines_dir / ".cache")
-    return folder / f"{slug}.timing"
+    from ..timing_cache import cache_folder  # one folder per uid: a shared volume serves several users
+    return cache_folder(folder) / f"{slug}.timing"
 
 
 def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dict, staging: Path,
@@ -244,6 +245,19 @@ def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict) ->
     return entry
 
 
+def build_cuda(backend) -> str | None:
+    """The CUDA the engines were built against: NGC images set CUDA_VERSION; the PyPI
+    TensorRT wheels name their CUDA major in the distribution (tensorrt-rtx-cu13-...)."""
+    import re
+
+    from ..runtime import installed_version
+    if os.environ.get("CUDA_VERSION"):
+        return os.environ["CUDA_VERSION"]
+    found = installed_version(backend.name)
+    m = re.search(r"-cu(\d+)", found[1]) if found else None
+    return f"{m.group(1)}.0" if m else None
+
+
 def _gpu_json(backend) -> dict | None:
     gpu = backend.gpu
     if gpu is None:
@@ -311,6 +325,9 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
         es.install_file(p.source_path, gen, p.source)
     if backend.gpu is not None:
         manifest.gpu = _gpu_json(backend)  # the GPU the newest engines were built on
+    cuda = build_cuda(backend)
+    if cuda:
+        manifest.extra["cuda"] = cuda  # resolve checks the host driver against it
     es.write_manifest(gen, manifest)
     write_bytes_atomic(gen / es.REPORT, render_report(manifest).encode())
     es.swap_in(gen, set_dir)

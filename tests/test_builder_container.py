@@ -226,7 +226,7 @@ def _cli_env_names() -> set[str]:
 
     def walk(cmd, prefix):
         for p in cmd.params:
-            if isinstance(p, click.Option):
+            if isinstance(p, click.Option) and (p.envvar or p.allow_from_autoenv):
                 yield p.envvar or f"{prefix}_{p.name.upper()}"
         for name, sub in getattr(cmd, "commands", {}).items():
             yield from walk(sub, f"{prefix}_{name.replace('-', '_').upper()}")

@@ -219,10 +219,10 @@ class EngineRecord:
 
     def problems(self, gpu_name: str | None) -> tuple[list[str], str | None]:
         """(reasons this engine is refused, why its engine level is pending or None)."""
+        if self.onnx_status == "failed":
+            return ["ONNX-level verification failed" + (f": {self.error}" if self.error else "")], None
         if self.status != "ok":
             return [f"did not build: {self.error or self.status}"], None
-        if self.onnx_status == "failed":
-            return ["ONNX-level verification failed"], None
         status, why = self.engine_level.verdict(gpu_name)
         if status in ("failed", MIXED):
             return [f"engine-level verification {why}"], None

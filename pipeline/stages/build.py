@@ -191,17 +191,22 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                     ws = workspace if workspace is not None else spec.workspace
                     key = cache_key(record, spec, ws, backend)
                     prev = manifest.engines.get(spec.name)
-                    if not force and prev and prev.get("cache_key") == key and prev.status == "ok" and files_ok:
-                        if prev.onnx_level.get("thresholds") == spec.thresholds(spec.precision):
+                    # files_ok covers the ok entries; a re-judged failed one keeps its files too
+                    if not force and prev and prev.get("cache_key") == key and files_ok \
+                            and (prev.status == "ok" or _intact(set_dir, prev)):
+                        same = prev.onnx_level.get("thresholds") == spec.thresholds(spec.precision)
+                        if same and prev.status != "ok":
+                            pass  # judged failed under these thresholds: build again (below)
+                        elif same:
                             summary["models"][spec.name] = "cached"
                             log(f"{spec.name}: up to date in {tag}")
                             continue
-                        # same engine, other verify: thresholds: judge it again, no rebuild
-                        log(f"{spec.name}: verify thresholds changed; re-verifying the onnx level")
-                        staged[spec.name] = (_reverify(cfg, spec, prev, record), {})
-                        summary["models"][spec.name] = "re-verified"
-                        _gate_error(errors, spec, staged[spec.name][0], rejudged=True)
-                        continue
+                        else:  # same engine, other verify: thresholds: judge it again, no rebuild
+                            log(f"{spec.name}: verify thresholds changed; re-verifying the onnx level")
+                            staged[spec.name] = (_reverify(cfg, spec, prev, record), {})
+                            summary["models"][spec.name] = "re-verified"
+                            _gate_error(errors, spec, staged[spec.name][0], rejudged=True)
+                            continue
                     entry, files = _build_guarded(cfg, spec, backend, record, build_options(spec, backend, ws),
                                                   staging / "engines", gpus, log)
                     entry.extra["cache_key"] = key
@@ -217,6 +222,13 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return summary, errors
+
+
+def _intact(set_dir: Path, entry: EngineRecord) -> bool:
+    """The entry's engine and plan are in the set as its manifest says (also for an entry
+    marked failed by a re-judgement, whose files stay in place)."""
+    return all(entry.sha256.get(k) and (set_dir / getattr(entry, k)).is_file()
+               and sha256_file(set_dir / getattr(entry, k)) == entry.sha256[k] for k in ("engine", "plan"))
 
 
 def _gate_error(errors: list, spec: ModelSpec, entry: EngineRecord, rejudged: bool = False) -> None:
@@ -298,7 +310,7 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
         manifest.engines[name] = entry
         if entry.status == "ok" and files:      # a failed engine's files are never published
             installs[name] = files
-    if not any(e.status == "ok" for e in manifest.engines.values()):
+    if not exists and not any(e.status == "ok" for e in manifest.engines.values()):
         return  # nothing passed: no set is created (the errors carry the figures)
     new_passthrough = []
     for p in cfg.passthrough:

@@ -33,7 +33,7 @@ Without --out the manifests go to stdout (`engines fleet plan --gpus gpus.yaml |
               help="The GPU list (YAML): registry, models (pvc or image), registry_secret, namespace and the cells, "
                    "e.g. [{gpu: Tesla-T4, image: REGISTRY/engines-builder:25.08, trt: '10.13.2.6'}, "
                    "{compute_cap: '9.0', image: ...}].")
-@click.option("--out", "out", type=click.Path(path_type=Path), default=None, metavar="PATH",
+@click.option("--out", "out", type=click.Path(), default=None, metavar="PATH",
               help="Write the Jobs here: a .yaml file (all Jobs, multi-document) or a folder (an existing one, or a "
                    "path ending in '/': one <job>.yaml each). Default: stdout.")
 @click.option("--apply", "do_apply", is_flag=True,

@@ -382,10 +382,12 @@ def to_yaml(jobs: list[dict]) -> str:
     return yaml.dump_all(jobs, Dumper=_dumper(), sort_keys=False, default_flow_style=False, width=120)
 
 
-def write_plan(jobs: list[dict], out: Path) -> list[Path]:
+def write_plan(jobs: list[dict], out: Path | str) -> list[Path]:
     """One multi-document file, or (``out`` an existing folder or ending in '/') one file per Job."""
     from .fsutil import write_bytes_atomic
-    if out.is_dir() or str(out).endswith("/"):
+    folder = str(out).endswith(("/", "\\"))   # Path() would drop the slash
+    out = Path(out)
+    if out.is_dir() or folder:
         out.mkdir(parents=True, exist_ok=True)
         files = []
         for job in jobs:

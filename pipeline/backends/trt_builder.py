@@ -118,6 +118,12 @@ def apply_compatibility(trt, config, req: BuildRequest) -> None:
                                 fix="build in a builder image with TensorRT 8.6 or newer, or remove compatibility: "
                                     "from models.yaml")
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        if config.hardware_compatibility_level != trt.HardwareCompatibilityLevel.AMPERE_PLUS:
+            # read back: a builder that ignores it would publish an exact engine tagged portable
+            raise PipelineError("this TensorRT did not take hardware compatibility level AMPERE_PLUS (it reads "
+                                f"back {config.hardware_compatibility_level})", model=req.model, file=req.onnx,
+                                fix="build the portable set with the full TensorRT (--backend tensorrt) on an "
+                                    "Ampere-or-newer GPU, or remove compatibility: from models.yaml")
     if req.version_compatible:
         if not hasattr(trt.BuilderFlag, "VERSION_COMPATIBLE"):
             raise PipelineError("this TensorRT cannot build version-compatible engines", model=req.model,

@@ -12,7 +12,7 @@ export UID := $(shell id -u)
 export GID := $(shell id -g)
 
 .DEFAULT_GOAL := help
-.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy resolve clean
+.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy resolve clean FORCE
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -44,25 +44,34 @@ lint: $(STAMP) ## ruff over the package and tests
 bench: $(STAMP) ## Benchmarks: export, build, cached rerun, resolve start-up (prints tables)
 	$(PY) -m benchmarks
 
-image: ## Build the NGC TensorRT builder image (needs Docker)
+# docker compose reads .env beside the compose file: UID/GID make a plain
+# `docker compose -f docker-compose.build.yml run --rm builder` run as you. Other lines are kept.
+.env: FORCE
+	@{ grep -sv -E '^(UID|GID)=' .env; echo "UID=$$(id -u)"; echo "GID=$$(id -g)"; } > .env.tmp && mv .env.tmp .env
+
+image: .env ## Build the NGC TensorRT builder image (needs Docker)
 	$(COMPOSE) -f docker-compose.build.yml build builder
 
 image-info: $(STAMP) ## TensorRT version of the builder image (read from its label)
 	$(ENGINES) docker image-info
 
-engines-docker: ## Build engines for this host's GPU inside the builder container
+engines-docker: .env ## Build engines for this host's GPU inside the builder container
 	$(COMPOSE) -f docker-compose.build.yml run --rm builder $(ARGS)
 
-verify-gpu: ## GPU acceptance in the container: build with TensorRT, verify the engines on this GPU, print the report
+verify-gpu: .env ## GPU acceptance in the container: build with TensorRT, verify the engines on this GPU, print the report
 	$(COMPOSE) -f docker-compose.build.yml run --rm builder run --backend tensorrt
 	$(COMPOSE) -f docker-compose.build.yml run --rm builder verify --benchmark --batch 1
 
 # resolve picks the set here (pending engine-level verification is accepted with a warning);
 # the engines-check service then verifies it on the GPU and runs `resolve --require`, and
 # pyt-api-prod starts only if that passes.
+# The mounts come from the chosen set's manifest (docker-compose.engines.yml, the second -f).
+# When the gate fails, `up` stops; the engines-check log says why, so it is printed.
+PROD := $(COMPOSE) -f docker-compose.prod.full.yml -f docker-compose.engines.yml --env-file .env.engines
 deploy: $(STAMP) ## Resolve the engine set for this host, then start pyt-api-prod behind engines-check
-	$(ENGINES) --config $(CONFIG) resolve --write-env .env.engines $(ARGS)
-	$(COMPOSE) -f docker-compose.prod.full.yml --env-file .env.engines up -d
+	$(ENGINES) --config $(CONFIG) resolve --write-env .env.engines --write-mounts docker-compose.engines.yml $(ARGS)
+	@$(PROD) up -d || { code=$$?; echo "make deploy: the engines-check gate or the start failed; its log:" >&2; \
+	  $(PROD) logs --no-color engines-check >&2; exit $$code; }
 
 resolve: $(STAMP) ## Show which engine set this host would get (no hand-over)
 	$(ENGINES) --config $(CONFIG) resolve --no-link $(ARGS)

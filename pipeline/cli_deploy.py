@@ -92,6 +92,10 @@ def _report(ctx: Ctx, res) -> None:
 @click.option("--write-env", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
               help="Write the choice for docker compose: ENGINE_SET, ENGINE_DIR, ENGINE_RUNTIME, ENGINE_GPU_INDEX, "
                    "ENGINES_MODELS_DIR (and PYT_API_IMAGE when known), e.g. .env.engines.")
+@click.option("--write-mounts", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="Write a compose override binding each engine and passthrough file of the chosen set "
+                   "read-only into pyt-api-prod, from its manifest (e.g. docker-compose.engines.yml; `make "
+                   "deploy` passes it as the second -f).")
 @click.option("--no-link", is_flag=True,
               help="Leave the `current` symlink in the engines folder as it is (read-only mounts, dry runs).")
 @click.option("--build-missing", is_flag=True,
@@ -111,7 +115,7 @@ def _report(ctx: Ctx, res) -> None:
 @click.pass_obj
 def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allow_pending, require,
                 write_env, no_link, build_missing, builder_image, expect_set, from_ref=None, plain_http=False,
-                insecure=False) -> None:
+                insecure=False, write_mounts=None) -> None:
     from . import deploy
     from .hardware import detect_gpus, pick_gpu
 
@@ -153,6 +157,9 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
                                       allow_pending=allow_pending)
             deploy.write_env(write_env, values, res)
             env = str(write_env)
+        if write_mounts is not None:  # the prod compose mounts, derived from the manifest (issue 10)
+            from .compose_mounts import write_override
+            ctx.echo(f"wrote {write_override(write_mounts, res.chosen)} (the set's mounts for pyt-api-prod)")
         if not no_link:
             link = str(deploy.switch_current(engines_dir, res.chosen.tag))
     except PipelineError as err:

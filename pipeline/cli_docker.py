@@ -57,7 +57,8 @@ image_option = click.option(
                                                "allow_interspersed_args": False})
 @image_option
 @click.option("--gpu/--no-gpu", default=True, show_default=True,
-              help="Reserve one GPU for the container (--no-gpu only suits commands that need none).")
+              help="Reserve one GPU for the container. --no-gpu suits commands that need none, among them "
+                   "TensorRT for RTX builds (`run --backend tensorrt-rtx --target sm89`); full TensorRT needs the GPU.")
 @click.option("--build/--no-build", default=True, show_default=True,
               help="Build the image from Dockerfile.build when it is not on this host "
                    "(--no-build: try to pull it instead).")
@@ -88,7 +89,7 @@ def docker_run(ctx: Ctx, image: str, gpu: bool, build: bool, build_context: Path
         client = dr.connect()
         context = _build_context(build_context) if build else None
         # the same build args compose passes (docker-compose.build.yml), so both build alike
-        buildargs = {k: os.environ[k] for k in ("TRT_IMAGE", "TRT_VERSION") if os.environ.get(k)}
+        buildargs = {k: os.environ[k] for k in ("TRT_IMAGE", "EXPECTED_TRT_VERSION") if os.environ.get(k)}
         dr.ensure_image(client, image, build_context=context, on_line=show, buildargs=buildargs)
         trt = dr.image_trt_version(client, image)
         ctx.echo(f"image {image} (TensorRT {trt or 'unknown'}), models {models_dir}, "
@@ -125,13 +126,15 @@ def docker_image_info(ctx: Ctx, image: str) -> None:
                                 fix="build it with `make image` or `engines docker run --build`") from None
     except PipelineError as err:
         fail(ctx, err)
-    info = {"image": image, "id": img.short_id, "tensorrt": (img.labels or {}).get(dr.TRT_LABEL),
+    labels = img.labels or {}
+    info = {"image": image, "id": img.short_id, "tensorrt": dr.runtime_from_labels(labels),
+            "base_tensorrt": labels.get(dr.NVIDIA_TRT_LABEL),  # NVIDIA's label, inherited from the base
             "created": img.attrs.get("Created")}
     if ctx.json:
         ctx.emit({"ok": True, **info})
     else:
         for key, value in info.items():
-            click.echo(f"{key:9} {value if value is not None else '(no label)'}")
+            click.echo(f"{key:13} {value if value is not None else '(no label)'}")
 
 
 COMMANDS = (docker_group,)

@@ -90,7 +90,8 @@ def image_runtime(image: str) -> Runtime:
         raise PipelineError(f"cannot read the TensorRT version of image {image} ({exc})",
                             fix="start Docker, or pass `--runtime tensorrt==X`") from None
     if not version:
-        raise PipelineError(f"image {image} is not here or has no label {TRT_LABEL}",
+        raise PipelineError(f"image {image} is not here or has no label {TRT_LABEL} "
+                            "(nor org.engines.tensorrt-rtx.version, com.nvidia.tensorrt.version)",
                             fix=f"`docker pull {image}`, or pass `--runtime tensorrt==X` (the TensorRT the "
                                 "image runs: `python -c 'import tensorrt; print(tensorrt.__version__)'` in it)")
     return parse_runtime(version, f"image {image}") if "==" in str(version) \
@@ -110,6 +111,34 @@ def find_runtime(runtime: str | None, image: str | None) -> Runtime:
             "tensorrt nor tensorrt-rtx is installed here",
             fix="pass `--runtime tensorrt==X` (or `tensorrt-rtx==Y`), or `--image <service image>`")
     return found
+
+
+# The oldest driver branch that runs each CUDA major (NVIDIA, "Supported Drivers and CUDA
+# Toolkit Versions", docs.nvidia.com/datacenter/tesla/drivers/supported-drivers-and-cuda-toolkit-versions.html:
+# R535 and R570 support CUDA 12.x, R580 supports CUDA 13.x; the CUDA 13.0 GA release notes
+# list >= 580.65.06 for Linux). A set built with CUDA 13 (nvcr.io/nvidia/tensorrt:25.08-py3,
+# tensorrt-rtx-cu13) cannot run on an older driver.
+CUDA_MIN_DRIVER = {12: 525, 13: 580}
+
+
+def set_cuda(manifest) -> str | None:
+    """The CUDA a set was built with: its own field (the build records it), else the
+    highest CUDA of the driver on the GPU host that built it."""
+    return str(manifest.extra.get("cuda") or (manifest.gpu or {}).get("cuda") or "") or None
+
+
+def driver_refusal(manifest, gpu: GpuFacts) -> str | None:
+    """Why this host's driver cannot run the set, or None (also when either fact is unknown)."""
+    cuda, driver = set_cuda(manifest), gpu.driver
+    try:
+        major, branch = int(str(cuda).split(".")[0]), int(str(driver).split(".")[0])
+    except ValueError:
+        return None
+    need = CUDA_MIN_DRIVER.get(major)
+    if need is None or branch >= need:
+        return None
+    return (f"built with CUDA {cuda}, which needs driver R{need} or newer; this host runs driver {driver} "
+            f"(NVIDIA's CUDA toolkit/driver table)")
 
 
 @dataclass
@@ -182,12 +211,15 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
             "of compute capability 8.0 or newer, at a cost NVIDIA documents as kernels limited to 48 KiB of "
             "shared memory, fewer tactics and fusions, and no cuDNN/cuBLAS tactics (slower, especially TF32); "
             f"an exact set built on {gpu.name} is faster: build one with `{BUILDER_CMD}`")
+    too_old = driver_refusal(m, gpu)
+    if too_old and not {"backend", "version", "cc"} & set(v.kinds):   # moot on a GPU it cannot run on
+        v.refuse("driver", too_old)
     sv = m.verdict(gpu.name, expected_models)
     for reason in sv.reasons:
         v.refuse("failed", reason)
     for reason in sv.missing:
         v.refuse("incomplete", reason)
-    if sv.pending and not {"backend", "version", "cc"} & set(v.kinds):   # moot on a GPU it cannot run on
+    if sv.pending and not {"backend", "version", "cc", "driver"} & set(v.kinds):   # moot on a GPU it cannot run on
         text = f"engine-level verification pending on {gpu.name} for {', '.join(sv.pending)}"
         if allow_pending:
             v.warnings.append(f"{text}; accepted ({pending_ok}): run `engines verify` on this GPU before "
@@ -333,7 +365,7 @@ def build_missing(res, models_dir: Path, builder_image: str | None, on_line=prin
     label = docker_runner.image_trt_version(docker_runner.connect(), image)
     if label and label != rt.version:  # building would only produce a set resolve refuses
         raise PipelineError(f"the builder image {image} carries TensorRT {label}, the service runs {rt.version}",
-                            fix=f"build a builder image with TensorRT {rt.version} (TRT_IMAGE/TRT_VERSION in "
+                            fix=f"build a builder image with TensorRT {rt.version} (TRT_IMAGE/EXPECTED_TRT_VERSION in "
                                 "Dockerfile.build) and pass it with --builder-image")
     inside = docker_runner.CONTAINER_MODELS
     args = ["--config", f"{inside}/{config_name}", "run", "--backend", "tensorrt"]
@@ -377,6 +409,10 @@ def refusal(res: Resolution, config_arg: str = "") -> PipelineError:
     elif only({"demo"}):
         fix = ("place the real checkpoints (models.yaml) and rebuild with "
                f"`{cmd}`, or pass --allow-demo to deploy the demo set on purpose")
+    elif only({"driver"}):
+        need = max(CUDA_MIN_DRIVER.values())
+        fix = (f"upgrade this host's NVIDIA driver to R{need} or newer (CUDA 13 needs it; `nvidia-smi` shows the "
+               "driver), or build a set with a CUDA 12 builder image (TRT_IMAGE/EXPECTED_TRT_VERSION)")
     elif only({"files"}):
         fix = (f"the set was altered after it was published: rebuild {want} with `{cmd}` "
                "(never edit files inside a set)")

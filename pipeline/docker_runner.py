@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import PipelineError
-from .runtime import DEFAULT_IMAGE, TRT_LABEL  # noqa: F401  (re-exported for callers)
+from .runtime import DEFAULT_IMAGE, NVIDIA_TRT_LABEL, RTX_LABEL, TRT_LABEL  # noqa: F401  (re-exported)
 
 ROLE_LABEL = "org.engines.role"          # set on every container we start, to find strays
 CONTAINER_MODELS = "/workspace/models"
@@ -26,7 +26,8 @@ TOOLKIT_FIX = (
     "sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart docker` "
     "(https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html); "
     "check with `docker run --rm --gpus all <image> nvidia-smi`. "
-    "Without a GPU, only `--no-gpu` runs work, and they cannot build TensorRT engines")
+    "Without a GPU, `--no-gpu` runs still build TensorRT for RTX sets (`engines docker run --no-gpu run "
+    "--backend tensorrt-rtx --target sm89`), but not full TensorRT engines")
 
 
 def _docker_host() -> str:
@@ -104,26 +105,59 @@ def ensure_image(client, image: str, build_context: Path | str | None = None,
 def _build(client, image: str, ctx: Path, dockerfile: str, on_line, buildargs: dict):
     import docker
     on_line(f"building {image} from {ctx / dockerfile} (first build pulls the NGC base image)")
+    step = ""
     try:
         for chunk in client.api.build(path=str(ctx), dockerfile=dockerfile, tag=image, rm=True,
                                       decode=True, buildargs=buildargs):
             if "error" in chunk:
+                base = _from_image(step, ctx / dockerfile, buildargs)
+                if base:
+                    raise PipelineError(f"building image {image} failed: cannot pull the base image {base}",
+                                        details=[chunk["error"].strip()], file=ctx / dockerfile,
+                                        fix="`docker login nvcr.io` (an NGC API key as password) and check that "
+                                            f"this host reaches the registry (`docker pull {base}`); or set "
+                                            "TRT_IMAGE to an image that is here (`docker images`)")
                 raise PipelineError(f"building image {image} failed: {chunk['error'].strip()}",
                                     file=ctx / dockerfile,
                                     fix="fix the failing step above; `make image` shows the same build")
             for line in chunk.get("stream", "").splitlines():
                 if line.strip():
+                    step = line if line.startswith("Step ") else step
                     on_line(line)
         return client.images.get(image)
     except docker.errors.DockerException as exc:
         raise daemon_error(exc) from exc
 
 
+def runtime_from_labels(labels: dict | None) -> str | None:
+    """The runtime image labels name: a bare full-TensorRT version, or ``tensorrt-rtx==X``."""
+    labels = labels or {}
+    for name in (TRT_LABEL, RTX_LABEL, NVIDIA_TRT_LABEL):
+        value = str(labels.get(name) or "").strip().strip("\"'").strip()
+        if value:
+            return f"tensorrt-rtx=={value}" if name == RTX_LABEL and "==" not in value else value
+    return None
+
+
+def _from_image(step: str, dockerfile: Path, buildargs: dict) -> str | None:
+    """The base image a failing `FROM` step names (build arguments and ARG defaults filled in)."""
+    import re
+    if " : FROM " not in step:
+        return None
+    name = step.split(" : FROM ", 1)[1].split()[0]
+    try:
+        defaults = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", dockerfile.read_text(), re.M))
+    except OSError:
+        defaults = {}
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: buildargs.get(m.group(1)) or defaults.get(m.group(1), m.group(0)), name)
+
+
 def image_trt_version(client, image: str) -> str | None:
-    """The TensorRT version the image was built with, read from its label (nothing runs)."""
+    """The TensorRT the image was built with, read from its labels (nothing runs): ours, else
+    TensorRT for RTX's as ``tensorrt-rtx==X``, else NVIDIA's ``com.nvidia.tensorrt.version``."""
     import docker
     try:
-        return (client.images.get(image).labels or {}).get(TRT_LABEL)
+        return runtime_from_labels(client.images.get(image).labels)
     except docker.errors.ImageNotFound:
         return None
     except docker.errors.DockerException as exc:
@@ -167,6 +201,7 @@ def run_builder(models_dir: Path, image: str, args: list[str], gpu: bool = True,
         "volumes": {str(models_dir): {"bind": CONTAINER_MODELS, "mode": "rw"},
                     TIMING_CACHE_VOLUME: {"bind": "/workspace/.cache/tensorrt", "mode": "rw"}},
         "shm_size": "2g",
+        "init": True,  # docker-init as PID 1 forwards signals (compose: `init: true`)
         "working_dir": "/workspace", "environment": environment or {},
         "labels": {ROLE_LABEL: "builder"}, "detach": True,
     }

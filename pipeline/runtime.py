@@ -14,9 +14,10 @@ DISTS = {
                  "tensorrt-cu12-bindings", "tensorrt-bindings"),
     "tensorrt-rtx": ("tensorrt-rtx-cu13-bindings", "tensorrt-rtx-cu12-bindings", "tensorrt-rtx"),
 }
-# Image label carrying the TensorRT version of a builder or service image (see README
-# "Labels"): a bare version means the full TensorRT; `tensorrt-rtx==1.7.1.116` names the runtime.
-TRT_LABEL = "org.engines.tensorrt.version"
+# Image labels that name the TensorRT an image runs (README "Image labels"), asked in this order:
+TRT_LABEL = "org.engines.tensorrt.version"       # full TensorRT, bare (10.13.2.6) or BACKEND==VERSION
+RTX_LABEL = "org.engines.tensorrt-rtx.version"   # TensorRT for RTX, bare (1.7.1.116)
+NVIDIA_TRT_LABEL = "com.nvidia.tensorrt.version"  # NVIDIA's own, on NGC TensorRT images and those built on them
 DEFAULT_IMAGE = "engines-builder:latest"
 BUILDER_CMD = "docker compose -f docker-compose.build.yml run --rm builder"
 

@@ -146,14 +146,19 @@ def test_models_dir_is_mounted_read_write_as_the_given_user(client, images, mode
 def test_keyboard_interrupt_kills_and_removes_the_container(client, images, models):
     alive_during: list[int] = []
 
+    inits: list = []
+
     def interrupt(line: str) -> None:
-        alive_during.append(len(_our_containers(client, images.image)))
+        alive = _our_containers(client, images.image)
+        alive_during.append(len(alive))
+        inits.extend(c.attrs["HostConfig"].get("Init") for c in alive)
         raise KeyboardInterrupt
 
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         _run(client, images, models, "echo started; sleep 120", on_line=interrupt)
     assert alive_during == [1]                      # it was running when Ctrl-C came
+    assert inits == [True]                          # docker-init forwards signals, as in compose
     assert _our_containers(client, images.image) == []
     assert time.monotonic() - started < 60          # killed, not waited for
 
@@ -186,6 +191,27 @@ def test_trt_version_read_from_label_without_running(client, images):
     assert len(client.containers.list(all=True)) == before
 
 
+@pytest.mark.parametrize(("labels", "spec"), [
+    ({"org.engines.tensorrt-rtx.version": "1.7.1.116"}, "tensorrt-rtx==1.7.1.116"),
+    ({"org.engines.tensorrt.version": "tensorrt-rtx==1.7.1.116"}, "tensorrt-rtx==1.7.1.116"),
+    ({"org.engines.tensorrt.version": "10.13.2.6"}, "tensorrt==10.13.2.6"),
+    ({"com.nvidia.tensorrt.version": "10.13.2.6"}, "tensorrt==10.13.2.6"),   # an NGC-based service image
+    ({"org.engines.tensorrt.version": "10.13.3.9", "com.nvidia.tensorrt.version": "10.13.2.6"},
+     "tensorrt==10.13.3.9"),                                                # ours wins over the base's
+])
+def test_resolve_image_reads_the_service_images_label(client, images, tmp_path, labels, spec):
+    from pipeline.deploy import find_runtime
+    (tmp_path / "Dockerfile").write_text(f"FROM {images.base}\n" + "".join(
+        f'LABEL {k}="{v}"\n' for k, v in labels.items()))
+    tag = f"engines-test-svc:{uuid.uuid4().hex[:8]}"
+    client.images.build(path=str(tmp_path), tag=tag, rm=True)
+    try:
+        rt = find_runtime(None, tag)
+        assert rt.spec == spec and tag in rt.source
+    finally:
+        client.images.remove(tag, force=True)
+
+
 def test_image_missing_and_unpullable_says_build_it(client):
     from pipeline.docker_runner import ensure_image
     # a registry on a closed local port: fails at once, like an unreachable nvcr.io
@@ -193,6 +219,25 @@ def test_image_missing_and_unpullable_says_build_it(client):
         ensure_image(client, "127.0.0.1:9/engines/absent:never")
     assert "is not on this host and cannot be pulled" in err.value.what
     assert "make image" in err.value.fix
+
+
+def test_unpullable_base_image_says_log_in_or_check_the_network(client, tmp_path):
+    from pipeline.docker_runner import ensure_image
+    (tmp_path / "Dockerfile.build").write_text("ARG TRT_IMAGE\nFROM ${TRT_IMAGE}\n")
+    tag = f"engines-test-nobase:{uuid.uuid4().hex[:8]}"
+    with pytest.raises(PipelineError) as err:  # a registry on a closed local port, like an unreachable nvcr.io
+        ensure_image(client, tag, build_context=tmp_path, buildargs={"TRT_IMAGE": "127.0.0.1:9/nvidia/tensorrt:25.08-py3"})
+    text = err.value.render()
+    assert "cannot pull the base image 127.0.0.1:9/nvidia/tensorrt:25.08-py3" in text
+    assert "docker login nvcr.io" in text and "TRT_IMAGE" in text
+
+
+def test_no_gpu_is_explained_as_the_tensorrt_rtx_route():
+    import pipeline.cli_docker as cd
+    from pipeline.docker_runner import TOOLKIT_FIX
+    help_text = next(p.help for p in cd.docker_group.commands["run"].params if p.name == "gpu")
+    for text in (TOOLKIT_FIX, help_text):
+        assert "--no-gpu" in text and "TensorRT for RTX" in text and "--backend tensorrt-rtx" in text
 
 
 def test_ensure_image_builds_a_missing_image_from_the_context(client, images):
@@ -349,15 +394,51 @@ def _compose(*args, env=None, check=True):
 
 
 @needs_compose
-def test_compose_build_file_is_valid_and_reserves_one_gpu():
-    cfg = json.loads(_compose("-f", "docker-compose.build.yml", "config", "--format", "json").stdout)
+def test_compose_build_file_is_valid_and_reserves_one_gpu(tmp_path):
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    cfg = json.loads(_compose("-f", "docker-compose.build.yml", "--env-file", str(empty), "config", "--format",
+                              "json", env={"UID": "1234", "GID": "5678"}).stdout)
     svc = cfg["services"]["builder"]
     assert svc["deploy"]["resources"]["reservations"]["devices"] == [
         {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
-    assert svc["command"] == ["run"] and svc["user"] == "1000:1000" and svc["build"]["dockerfile"] == "Dockerfile.build"
+    assert svc["command"] == ["run"] and svc["user"] == "1234:5678" and svc["build"]["dockerfile"] == "Dockerfile.build"
     mounts = {v["target"]: v for v in svc["volumes"]}
     assert mounts["/workspace/models"]["source"] == str(REPO / "models") and not mounts["/workspace/models"].get("read_only")
     assert mounts["/workspace/.cache/tensorrt"]["type"] == "volume"
+
+
+@needs_compose
+@pytest.mark.parametrize("missing", ["UID", "GID"])
+def test_compose_without_uid_gid_fails_at_once_naming_them(tmp_path, missing):
+    """bash does not export UID: a plain `docker compose ... run` must not fall back to 1000."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    env = {"UID": "1234", "GID": "5678"}
+    env.pop(missing)
+    res = _compose("-f", "docker-compose.build.yml", "--env-file", str(empty), "config", env=env, check=False)
+    assert res.returncode != 0
+    assert missing in res.stderr and "make .env" in res.stderr, res.stderr
+
+
+@needs_compose
+def test_make_writes_the_env_file_compose_reads(tmp_path):
+    """The README's plain command works once `make` has written .env (UID/GID, other lines kept)."""
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    for name in ("Makefile", "docker-compose.build.yml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    (tmp_path / ".env").write_text("ENGINES_IMAGE=mine:1\nUID=1\n")
+    res = subprocess.run(["make", "-s", ".env"], cwd=tmp_path, check=False, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = (tmp_path / ".env").read_text().splitlines()
+    assert sorted(lines) == sorted(["ENGINES_IMAGE=mine:1", f"UID={os.getuid()}", f"GID={os.getgid()}"])
+    env = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")}
+    res = subprocess.run(["docker", "compose", "-f", "docker-compose.build.yml", "config", "--format", "json"],
+                         cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    svc = json.loads(res.stdout)["services"]["builder"]
+    assert svc["user"] == f"{os.getuid()}:{os.getgid()}" and svc["image"] == "mine:1"
 
 
 @needs_compose
@@ -396,6 +477,38 @@ def test_compose_run_builder_for_real(client, images, models):
         _compose(*base, "down", "--volumes", env=env, check=False)
 
 
+@needs_compose
+def test_sigint_to_compose_run_without_tty_stops_the_builder(client, images, models):
+    """Ctrl-C in a terminal, or a CI runner cancelling a job, signals the whole process group."""
+    import signal
+    project = f"engines-test-{uuid.uuid4().hex[:8]}"
+    base = ["-p", project, "-f", "docker-compose.build.yml", "-f", str(DATA / "compose.test.yml")]
+    env = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")}
+    env.update({"ENGINES_TEST_IMAGE": images.image, "ENGINES_TEST_MODELS": str(models), "UID": "0", "GID": "0"})
+    proc = subprocess.Popen(["docker", "compose", *base, "run", "--rm", "-T", "builder", "sleep", "300"],
+                            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    mine = {"label": f"com.docker.compose.project={project}"}
+    try:
+        deadline = time.monotonic() + 60
+        while not client.containers.list(filters=mine) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert client.containers.list(filters=mine), "the builder never started"
+        time.sleep(1)  # let `sleep` become the container's process
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 15
+        while client.containers.list(all=True, filters=mine) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert client.containers.list(all=True, filters=mine) == [], "the builder outlived SIGINT"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for c in client.containers.list(all=True, filters=mine):
+            c.remove(force=True)
+        _compose(*base, "down", "--volumes", env=env, check=False)
+
+
 def test_dockerfile_build_passes_hadolint_and_orders_layers_for_caching():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
@@ -406,5 +519,76 @@ def test_dockerfile_build_passes_hadolint_and_orders_layers_for_caching():
     text = (REPO / "Dockerfile.build").read_text()
     assert text.index("COPY pyproject.toml") < text.index("pip install --no-cache-dir -r") \
         < text.index("COPY pipeline")                        # deps cached across source edits
-    assert 'LABEL org.engines.tensorrt.version="${TRT_VERSION}"' in text
-    assert 'ENTRYPOINT ["engines"]' in text and 'CMD ["run"]' in text
+    assert 'LABEL org.engines.tensorrt.version="${EXPECTED_TRT_VERSION}"' in text
+    assert 'ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "engines"]' in text and 'CMD ["run"]' in text
+    assert "R580" in text                                   # the host driver CUDA 13.0 needs
+
+
+def test_dockerfile_build_installs_opencv_libraries_and_imports_every_stage():
+    """OpenCV's system libraries are missing from the NGC base: the build must install them, and
+    import what the stages import, so such a gap fails `make image`, not a user's run."""
+    text = (REPO / "Dockerfile.build").read_text()
+    runs = [m.group(1) for m in re.finditer(r"^RUN ((?:.*\\\n)*.*)$", text, re.M)]
+    apt = next((r for r in runs if "apt-get install" in r), "")
+    for pkg in ("libgl1", "libxcb1", "libglib2.0-0t64"):
+        assert re.search(rf"\b{re.escape(pkg)}\b", apt), pkg
+    assert "rm -rf /var/lib/apt/lists" in apt
+    imports = [set(re.findall(r"\w+", m)) for r in runs for m in re.findall(r"import ([\w, ]+)", r)]
+    assert any({"cv2", "ultralytics", "torch", "onnxruntime", "tensorrt", "pipeline"} <= i for i in imports)
+    # installed as root, before the image drops to the unprivileged user
+    assert text.index("apt-get install") < text.index("USER ")
+
+
+def _guard_block() -> str:
+    text = (REPO / "Dockerfile.build").read_text()
+    start, end = text.index("# >>> version guard"), text.index("# <<< version guard")
+    return text[start:end]
+
+
+@pytest.fixture(scope="session")
+def ngc_like_base(client, images, tmp_path_factory):
+    """A stand-in for the NGC base: `ENV TRT_VERSION`, NVIDIA's label, and a python3 that
+    reports the TensorRT version the way the guard asks for it."""
+    ctx = tmp_path_factory.mktemp("ngc-like")
+    (ctx / "python3").write_text("#!/bin/sh\n# stands in for: python3 -c 'import tensorrt; print(...)'\n"
+                                 'echo "$FAKE_TENSORRT"\n')
+    (ctx / "python3").chmod(0o755)
+    (ctx / "Dockerfile").write_text(f"FROM {images.base}\nENV TRT_VERSION=10.13.2.6 FAKE_TENSORRT=10.13.2.6\n"
+                                    'LABEL com.nvidia.tensorrt.version="10.13.2.6"\n'
+                                    "COPY python3 /usr/bin/python3\n")
+    tag = f"engines-test-ngc-like:{uuid.uuid4().hex[:8]}"
+    client.images.build(path=str(ctx), tag=tag, rm=True)
+    yield tag
+    client.images.remove(tag, force=True)
+
+
+def _build_guard(client, base, tmp_path, expected):
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\nARG TRT_IMAGE={base}\n" + _guard_block())
+    tag = f"engines-test-guard:{uuid.uuid4().hex[:8]}"
+    out = []
+    try:
+        for chunk in client.api.build(path=str(tmp_path), tag=tag, rm=True, decode=True,
+                                      buildargs={"EXPECTED_TRT_VERSION": expected}):
+            out.append(chunk.get("stream") or chunk.get("error") or "")
+            if "error" in chunk:
+                return None, "".join(out)
+        return client.images.get(tag), "".join(out)
+    finally:
+        import docker
+        try:
+            client.images.remove(tag, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+def test_version_guard_fires_on_a_base_that_sets_env_trt_version(client, ngc_like_base, tmp_path):
+    img, log = _build_guard(client, ngc_like_base, tmp_path, "10.9.0.34")
+    assert img is None, "the guard let a base with TensorRT 10.13.2.6 through as 10.9.0.34"
+    assert "has TensorRT 10.13.2.6" in log and "not 10.9.0.34" in log and "EXPECTED_TRT_VERSION" in log
+
+
+def test_version_guard_passes_and_labels_when_the_versions_agree(client, ngc_like_base, tmp_path):
+    from pipeline.docker_runner import NVIDIA_TRT_LABEL, TRT_LABEL
+    img, log = _build_guard(client, ngc_like_base, tmp_path, "10.13.2.6")
+    assert img is not None, log
+    assert img.labels[TRT_LABEL] == "10.13.2.6" and img.labels[NVIDIA_TRT_LABEL] == "10.13.2.6"

@@ -209,7 +209,7 @@ def test_artifact_layout_and_annotations(tmp_path, registry, repo):
 def test_pull_chooses_like_resolve_and_downloads_only_the_match(tmp_path, registry, repo):
     src = models_dir(tmp_path, "src")
     sets = {"h100": make_set(src / "engines"),
-            "a10": make_set(src / "engines", targets=("8.6",), built_on="NVIDIA A10"),
+            "a10": make_set(src / "engines", targets=("8.6",), built_on="NVIDIA A10", cuda="12.2"),  # R535 host
             "old": make_set(src / "engines", version="10.3.0.26"),
             "rtx": make_set(src / "engines", backend="tensorrt-rtx", version=RTX, targets=("8.6", "8.9", "12.0"),
                             built_on=None)}

@@ -48,7 +48,7 @@ def _sha(data: bytes) -> str:
 
 def make_set(engines_dir: Path, backend="tensorrt", version=TRT, targets=("9.0",), built_on=H100,
              engine="passed", verified_on=None, demo=False, failed_model=None, drop=(), folder=None,
-             updated="2026-11-24T00:00:00+00:00") -> Path:
+             updated="2026-11-24T00:00:00+00:00", cuda="13.0") -> Path:
     """An engine set on disk: manifest + one small file per engine/plan/passthrough."""
     tag = make_tag(backend, version, list(targets))
     d = engines_dir / (folder or tag)
@@ -77,7 +77,7 @@ def make_set(engines_dir: Path, backend="tensorrt", version=TRT, targets=("9.0",
     (d / "handwash_xgb.joblib").parent.mkdir(parents=True, exist_ok=True)
     (d / "handwash_xgb.joblib").write_bytes(joblib)
     manifest = {"schema": 1, "tag": tag, "backend": backend, "trt_version": version, "targets": list(targets),
-                "gpu": {"name": built_on, "compute_cap": targets[0], "driver": "580.159.04", "cuda": "13.0"}
+                "gpu": {"name": built_on, "compute_cap": targets[0], "driver": "580.159.04", "cuda": cuda}
                 if built_on else None, "demo": demo, "created": updated, "updated": updated,
                 "engines": engines, "passthrough": {"handwash": {"file": "handwash_xgb.joblib",
                                                                  "sha256": _sha(joblib)}}}
@@ -417,7 +417,7 @@ def test_env_file_and_symlink_switch(models, monkeypatch):
 
 
 def test_gpu_index_on_multi_gpu_host(models):
-    make_set(models / "engines", targets=("8.6",), built_on="NVIDIA A10")
+    make_set(models / "engines", targets=("8.6",), built_on="NVIDIA A10", cuda="12.2")  # A10 hosts run R535
     env = models / "e"
     r = run_cli(models, "--gpu-facts", str(FACTS / "a10-x2.csv"), "--gpu-index", "1",
                 "--runtime", f"tensorrt=={TRT}", "--write-env", str(env), "--no-link")
@@ -504,11 +504,13 @@ def test_compose_file_validates(tmp_path, models):
         pytest.skip("neither docker-compose nor docker is installed")
     make_set(models / "engines")
     env = tmp_path / ".env.engines"
+    mounts_file = tmp_path / "docker-compose.engines.yml"  # the mounts, derived from the manifest
     r = run_cli(models, "--gpu-facts", str(FACTS / "h100-80gb-hbm3.csv"), "--runtime", f"tensorrt=={TRT}",
-                "--write-env", str(env))
+                "--write-env", str(env), "--write-mounts", str(mounts_file))
     assert r.exit_code == 0
     env.write_text(env.read_text() + "PYT_API_IMAGE=pyt-api:test\n")
-    p = subprocess.run([*cmd, "-f", str(REPO / "docker-compose.prod.full.yml"), "--env-file", str(env),
+    p = subprocess.run([*cmd, "-f", str(REPO / "docker-compose.prod.full.yml"), "-f", str(mounts_file),
+                        "--env-file", str(env),
                         "config", "--format", "json"], check=False, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     cfg = json.loads(p.stdout)
@@ -566,7 +568,9 @@ PORTABLE = f"trt-{TRT}-sm80plus"
 
 def make_portable_set(engines_dir: Path, version=TRT, built_on=H100, cc="9.0", version_compatible=False,
                       **kw) -> Path:
-    """A set as `engines run` writes it with `compatibility: ampere_plus` in models.yaml defaults."""
+    """A set as `engines run` writes it with `compatibility: ampere_plus` in models.yaml defaults
+    (CUDA 12 by default: the A10/L4/4090 fact files run R535/R570 drivers, too old for CUDA 13)."""
+    kw.setdefault("cuda", "12.2")
     tag = make_tag("tensorrt", version, [cc], "ampere_plus")
     d = make_set(engines_dir, version=version, targets=(cc,), built_on=built_on, folder=tag, **kw)
     m = json.loads((d / "manifest.json").read_text())
@@ -611,7 +615,7 @@ def test_exact_set_beats_the_portable_one(models):
     # the portable set is newer, built and verified on this very GPU model; the exact one was
     # built on another A10-class board of the same compute capability: exact still wins
     make_portable_set(models / "engines", built_on="NVIDIA A10", cc="8.6", updated="2026-11-30T00:00:00+00:00")
-    make_set(models / "engines", targets=("8.6",), built_on="NVIDIA A10G", verified_on="NVIDIA A10")
+    make_set(models / "engines", targets=("8.6",), built_on="NVIDIA A10G", verified_on="NVIDIA A10", cuda="12.2")
     res = resolve(models / "engines", gpu("a10-x2.csv"), parse_runtime(f"tensorrt=={TRT}"), allow_pending=True)
     assert res.chosen.tag == f"trt-{TRT}-sm86"
     assert not res.verdict.portable

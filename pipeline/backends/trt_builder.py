@@ -12,8 +12,9 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import timing_cache
 from ..errors import PipelineError
-from ..fsutil import atomic_path, lock_for
+from ..fsutil import atomic_path
 
 
 @dataclass
@@ -92,7 +93,7 @@ def build_plan(trt, req: BuildRequest) -> bytes:
 
     cache = None
     if req.timing_cache is not None and hasattr(config, "create_timing_cache"):
-        with lock_for(req.timing_cache):
+        with timing_cache.locked(req.timing_cache):
             data = req.timing_cache.read_bytes() if req.timing_cache.is_file() else b""
         cache = config.create_timing_cache(data)
         config.set_timing_cache(cache, False)  # ignore_mismatch=False: never reuse across GPUs
@@ -134,7 +135,7 @@ def apply_compatibility(trt, config, req: BuildRequest) -> None:
 def merge_timing_cache(config, cache, path: Path) -> None:
     """Merge this build's timings into the shared file under a lock (Polygraphy's way):
     another builder may have added entries since we loaded it."""
-    with lock_for(path):
+    with timing_cache.locked(path):
         current = path.read_bytes() if path.is_file() else b""
         merged = config.create_timing_cache(current)
         with contextlib.suppress(Exception):  # a corrupt file is replaced, not fatal

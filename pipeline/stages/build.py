@@ -106,7 +106,8 @@ def timing_cache_path(cfg: Config, backend) -> Path:
     slug = "".join(c if c.isalnum() or c in ".-_" else "_" for c in f"{backend.name}-{backend.version()}-{gpu}-cuda{cuda}")
     # The builder container keeps it on a volume (ENGINES_TIMING_CACHE); see docker-compose.build.yml
     folder = Path(os.environ.get("ENGINES_TIMING_CACHE") or cfg.engines_dir / ".cache")
-    return folder / f"{slug}.timing"
+    from ..timing_cache import cache_folder  # one folder per uid: a shared volume serves several users
+    return cache_folder(folder) / f"{slug}.timing"
 
 
 def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dict, staging: Path,
@@ -214,7 +215,7 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                         log(f"{spec.name}: verify thresholds changed; re-verifying the onnx level")
                         staged[spec.name] = (_reverify(cfg, spec, prev, record), {})
                         summary["models"][spec.name] = "re-verified"
-                        _gate_error(errors, spec, staged[spec.name][0])
+                        _gate_error(errors, spec, staged[spec.name][0], rejudged=True)
                         continue
                     entry, files = _build_guarded(cfg, spec, backend, record, build_options(spec, backend, ws),
                                                   staging / "engines", gpus, log)
@@ -233,9 +234,11 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
     return summary, errors
 
 
-def _gate_error(errors: list, spec: ModelSpec, entry: EngineRecord) -> None:
+def _gate_error(errors: list, spec: ModelSpec, entry: EngineRecord, rejudged: bool = False) -> None:
     if entry.status != "ok":
         errors.append(PipelineError(
+            "the published engine fails the onnx-level verification under the new verify: thresholds; it is "
+            "marked failed, so resolve refuses it" if rejudged else
             "engine failed verification and was not published", model=spec.name,
             file=entry.get("built_from"), details=(entry.error or "").split("; "),
             fix="inspect the figures in manifest.json; try precision: fp32 or loosen "
@@ -255,6 +258,19 @@ def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict) ->
     passed = entry.onnx_level["status"] == "passed"
     entry.status, entry.error = ("ok", None) if passed else ("failed", "; ".join(entry.onnx_level["reasons"]))
     return entry
+
+
+def build_cuda(backend) -> str | None:
+    """The CUDA the engines were built against: NGC images set CUDA_VERSION; the PyPI
+    TensorRT wheels name their CUDA major in the distribution (tensorrt-rtx-cu13-...)."""
+    import re
+
+    from ..runtime import installed_version
+    if os.environ.get("CUDA_VERSION"):
+        return os.environ["CUDA_VERSION"]
+    found = installed_version(backend.name)
+    m = re.search(r"-cu(\d+)", found[1]) if found else None
+    return f"{m.group(1)}.0" if m else None
 
 
 def _gpu_json(backend) -> dict | None:
@@ -324,6 +340,9 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
         es.install_file(p.source_path, gen, p.source)
     if backend.gpu is not None:
         manifest.gpu = _gpu_json(backend)  # the GPU the newest engines were built on
+    cuda = build_cuda(backend)
+    if cuda:
+        manifest.extra["cuda"] = cuda  # resolve checks the host driver against it
     es.write_manifest(gen, manifest)
     write_bytes_atomic(gen / es.REPORT, render_report(manifest).encode())
     es.swap_in(gen, set_dir)

@@ -1,0 +1,248 @@
+"""The builder container as operators run it (issue 9), parts that need no Docker daemon:
+the timing cache shared by several uids, the Dockerfile's build-time checks, the compose
+files' variables and the driver a CUDA 13 set needs.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline.errors import PipelineError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _as_uid(uid: int, fn) -> str:
+    """Run fn() in a child process as uid:uid; return what it returned, or the error it raised."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            msg = f"ok {fn()}"
+        except PipelineError as exc:
+            msg = "PipelineError " + exc.render()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent as text
+            msg = f"{type(exc).__name__} {exc}"
+        os.write(write, msg.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two uids")
+
+
+@pytest.fixture
+def open_tmp():
+    """A folder other uids can reach (pytest's tmp_path is private to root)."""
+    import pipeline.fsutil  # noqa: F401  imported here: the child uids may not read the interpreter's files
+    import pipeline.stages.build  # noqa: F401
+    import pipeline.timing_cache  # noqa: F401
+    d = Path(tempfile.mkdtemp(prefix="engines-uid-test-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _cache_path(folder: Path) -> Path:
+    from pipeline.stages.build import timing_cache_path
+    cfg = SimpleNamespace(engines_dir=folder / "unused")
+    backend = SimpleNamespace(name="tensorrt", version=lambda: "10.13.2.6", targets=[],
+                              gpu=SimpleNamespace(name="NVIDIA H100 80GB HBM3", cuda="13.0"))
+    return timing_cache_path(cfg, backend)
+
+
+def _write_cache(folder: Path) -> str:
+    """What trt_builder does with the cache file: lock, then replace it atomically."""
+    from pipeline.fsutil import atomic_path
+    from pipeline.timing_cache import locked
+    path = _cache_path(folder)
+    with locked(path), atomic_path(path) as tmp:
+        tmp.write_bytes(f"timings of uid {os.getuid()}".encode())
+    return str(path)
+
+
+@needs_root
+def test_two_uids_share_the_timing_cache_volume(open_tmp, monkeypatch):
+    volume = open_tmp / "tensorrt"  # like the image's /workspace/.cache/tensorrt: sticky, open to all
+    volume.mkdir()
+    volume.chmod(0o1777)
+    monkeypatch.setenv("ENGINES_TIMING_CACHE", str(volume))
+    first, second = _as_uid(1500, lambda: _write_cache(volume)), _as_uid(1600, lambda: _write_cache(volume))
+    assert first.startswith("ok ") and second.startswith("ok "), (first, second)
+    assert first != second                                   # one cache file per uid
+    assert Path(second[3:]).read_text() == "timings of uid 1600"
+    assert _as_uid(1500, lambda: _write_cache(volume)) == first  # and the first uid carries on
+
+
+@needs_root
+def test_a_lock_file_of_another_uid_is_named(open_tmp):
+    from pipeline.timing_cache import locked
+    shared = open_tmp / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    target = shared / "x.timing"
+    assert _as_uid(1500, lambda: (locked(target).__enter__(), "")[1]) == "ok "   # leaves its lock file behind
+
+    def take():
+        with locked(target):
+            return "locked"
+    out = _as_uid(1600, take)
+    assert out.startswith("PipelineError "), out
+    assert "lock file belongs to uid 1500" in out and "runs as uid 1600" in out
+    assert "ENGINES_TIMING_CACHE" in out and "Next step:" in out
+
+
+# --------------------------------------------------------------------------- prod compose mounts
+
+def _compose_cmd() -> list[str] | None:
+    import shutil as sh
+    import subprocess as sp
+    import sys
+    exe = sh.which("docker-compose", path=str(Path(sys.executable).parent)) or sh.which("docker-compose")
+    if exe:
+        return [exe]
+    if sh.which("docker") and sp.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0:
+        return ["docker", "compose"]
+    return None
+
+
+OTHER_MODELS = {"forklift": "warehouse/forklift_v2", "gloves": "ppe/gloves-det"}  # not the default three
+
+
+def _other_set(models: Path) -> tuple[Path, str]:
+    """models.yaml with two models the default compose file never heard of, and their published set."""
+    import hashlib
+    import json
+    (models / "models.yaml").write_text(
+        "models:\n" + "".join(f"  - {{name: {n}, source: {s}.pt, task: detect}}\n" for n, s in OTHER_MODELS.items())
+        + "passthrough:\n  - {name: shift_rules, source: rules/shift_rules.json}\n")
+    tag = "trt-10.13.2.6-sm90"
+    d = models / "engines" / tag
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    engines = {}
+    for name, stem in OTHER_MODELS.items():
+        files = {}
+        for kind in ("engine", "plan"):
+            data = f"{name}:{kind}".encode()
+            (d / f"{stem}.{kind}").parent.mkdir(parents=True, exist_ok=True)
+            (d / f"{stem}.{kind}").write_bytes(data)
+            files[kind] = sha(data)
+        engines[name] = {"task": "detect", "source": f"{stem}.pt", "engine": f"{stem}.engine", "plan": f"{stem}.plan",
+                         "status": "ok", "sha256": {"source": "0" * 64, "onnx": "1" * 64, **files},
+                         "verification": {"onnx": {"status": "passed"}, "engine": {"status": "passed", "runs": [
+                             {"gpu_name": "NVIDIA H100 80GB HBM3", "status": "passed", "driver": "580.65.06"}]}}}
+    (d / "rules").mkdir()
+    (d / "rules" / "shift_rules.json").write_bytes(b"{}")
+    manifest = {"schema": 1, "tag": tag, "backend": "tensorrt", "trt_version": "10.13.2.6", "targets": ["9.0"],
+                "gpu": {"name": "NVIDIA H100 80GB HBM3", "compute_cap": "9.0", "driver": "580.65.06", "cuda": "13.0"},
+                "demo": False, "engines": engines,
+                "passthrough": {"shift_rules": {"file": "rules/shift_rules.json", "sha256": sha(b"{}")}}}
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    return d, tag
+
+
+def test_prod_mounts_come_from_the_manifest(tmp_path):
+    import json
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from pipeline import cli_deploy  # noqa: F401  (registers `resolve`)
+    from pipeline.cli import cli
+    cmd = _compose_cmd()
+    if cmd is None:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+    models = tmp_path / "models"
+    models.mkdir()
+    set_dir, tag = _other_set(models)
+    env_file, mounts_file = tmp_path / ".env.engines", tmp_path / "docker-compose.engines.yml"
+    r = CliRunner().invoke(cli, ["--config", str(models / "models.yaml"), "resolve", "--gpu-facts",
+                                 str(REPO / "tests/data/gpu-facts/h100-80gb-hbm3.csv"), "--runtime",
+                                 "tensorrt==10.13.2.6", "--no-link", "--write-env", str(env_file),
+                                 "--write-mounts", str(mounts_file)])
+    assert r.exit_code == 0, r.output
+    env_file.write_text(env_file.read_text() + "PYT_API_IMAGE=pyt-api:test\n")
+    p = subprocess.run([*cmd, "-f", str(REPO / "docker-compose.prod.full.yml"), "-f", str(mounts_file),
+                        "--env-file", str(env_file), "config", "--format", "json"],
+                       check=False, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    api = json.loads(p.stdout)["services"]["pyt-api-prod"]
+    mounts = {v["target"]: v for v in api["volumes"]}
+    want = [f"{stem}.engine" for stem in OTHER_MODELS.values()] + ["rules/shift_rules.json"]
+    assert sorted(mounts) == sorted(f"/app/models/{rel}" for rel in want)   # nothing hard-coded, nothing missing
+    for rel in want:
+        m = mounts[f"/app/models/{rel}"]
+        assert m["source"] == str(set_dir.resolve() / rel) and m["read_only"] and m["type"] == "bind"
+        assert m["bind"]["create_host_path"] is False
+
+
+# --------------------------------------------------------------------------- host driver
+
+@pytest.mark.parametrize(("driver", "ok"), [("570.133.20", False), ("535.129.03", False), ("580.65.06", True)])
+def test_resolve_refuses_a_cuda13_set_on_an_older_driver(tmp_path, driver, ok):
+    from click.testing import CliRunner
+
+    from pipeline import cli_deploy  # noqa: F401  (registers `resolve`)
+    from pipeline.cli import cli
+    models = tmp_path / "models"
+    models.mkdir()
+    _, tag = _other_set(models)   # built in the CUDA 13.0 image on an H100
+    facts = tmp_path / "h100.csv"
+    facts.write_text("index, name, uuid, compute_cap, driver_version, memory.total [MiB], memory.free [MiB], "
+                     f"pci.bus_id\n0, NVIDIA H100 80GB HBM3, [N/A], 9.0, {driver}, 81559 MiB, 81079 MiB, [N/A]\n")
+    r = CliRunner().invoke(cli, ["--config", str(models / "models.yaml"), "resolve", "--gpu-facts", str(facts),
+                                 "--runtime", "tensorrt==10.13.2.6", "--no-link"])
+    if ok:
+        assert r.exit_code == 0 and f"chose {tag}" in r.stdout, r.output
+        return
+    assert r.exit_code == 1
+    assert f"{tag}: refused: built with CUDA 13.0, which needs driver R580 or newer; this host runs driver " \
+           f"{driver}" in r.stderr
+    assert "Next step: upgrade this host's NVIDIA driver to R580 or newer" in r.stderr
+
+
+# --------------------------------------------------------------------------- ENGINES_* passthrough
+
+def _cli_env_names() -> set[str]:
+    """Every environment variable the `engines` CLI reads: auto_envvar_prefix ENGINES gives
+    ENGINES_<COMMAND>_<PARAMETER NAME> (`--model` -> ENGINES_RUN_MODELS, `--target` -> ENGINES_RUN_TARGETS)."""
+    import click
+
+    from pipeline import commands  # noqa: F401  (registers every command)
+    from pipeline.cli import cli
+
+    def walk(cmd, prefix):
+        for p in cmd.params:
+            if isinstance(p, click.Option) and (p.envvar or p.allow_from_autoenv):
+                yield p.envvar or f"{prefix}_{p.name.upper()}"
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, f"{prefix}_{name.replace('-', '_').upper()}")
+    return set(walk(cli, "ENGINES"))
+
+
+def test_compose_passes_every_engines_variable_through():
+    """As `engines docker run` forwards every ENGINES_* variable, so must the compose service."""
+    import yaml
+    svc = yaml.safe_load((REPO / "docker-compose.build.yml").read_text())["services"]["builder"]
+    listed = {e.split("=", 1)[0] for e in svc["environment"]}
+    host_only = {"ENGINES_CONFIG", "ENGINES_IMAGE"}  # set explicitly in the file / names the image itself
+    wanted = {n for n in _cli_env_names() if n.startswith("ENGINES_") and n not in host_only
+              and not n.startswith("ENGINES_DOCKER_")}
+    assert "ENGINES_RUN_TARGETS" in wanted and "ENGINES_RUN_MODELS" in wanted
+    assert sorted(wanted - listed) == []
+    # and the README's rule names them the way click does
+    readme = (REPO / "README.md").read_text()
+    assert "ENGINES_RUN_TARGETS" in readme and "ENGINES_RUN_TARGET " not in readme

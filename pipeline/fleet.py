@@ -38,6 +38,9 @@ GPU_RESOURCE = "nvidia.com/gpu"
 BUILDER_UID = 10001                              # Dockerfile.build: useradd --uid 10001, USER 10001:10001
 BUILDER_HOME = "/home/engines"                   # Dockerfile.build: HOME
 MODELS_DIR = "/workspace/models"                 # Dockerfile.build: ENGINES_CONFIG=/workspace/models/models.yaml
+# Dockerfile.build: ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "engines"]; the Job keeps NGC's
+# entrypoint (CUDA environment set-up) and runs a short bash script of `engines` steps through it
+NGC_ENTRYPOINT = "/opt/nvidia/nvidia_entrypoint.sh"
 LABEL_PREFIX = "engines.pipeline"
 TOP_KEYS = {"registry", "namespace", "models", "registry_secret", "image_pull_secret", "cells", "backoff_limit",
             "ttl_seconds_after_finished", "active_deadline_seconds", "allow_demo", "plain_http", "insecure",
@@ -331,7 +334,8 @@ def make_job(ff: FleetFile, cell: Cell):
         mounts.append(k.V1VolumeMount(name="registry-auth", mount_path=f"{BUILDER_HOME}/.docker", read_only=True))
         env.append(k.V1EnvVar(name="DOCKER_CONFIG", value=f"{BUILDER_HOME}/.docker"))
     builder = k.V1Container(
-        name="build", image=cell.image, command=["/bin/bash", "-c"], args=[build_script(ff, cell)], env=env,
+        name="build", image=cell.image, command=[NGC_ENTRYPOINT, "/bin/bash", "-c"], args=[build_script(ff, cell)],
+        env=env,
         resources=k.V1ResourceRequirements(limits={GPU_RESOURCE: "1"}), volume_mounts=mounts,
         security_context=_container_security(k))
     pod = k.V1PodSpec(

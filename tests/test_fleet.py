@@ -113,6 +113,8 @@ def test_job_pins_the_gpu_asks_for_one_and_runs_build_verify_push_as_the_image_u
         (build,) = pod["containers"]
         assert build["resources"]["limits"] == {"nvidia.com/gpu": "1"}
         assert build["image"] == "registry.example.com/engines-builder:25.08"
+        # the image's own entrypoint (NGC's set-up script), then `engines` steps in bash
+        assert build["command"] == [_dockerfile_fact(r'ENTRYPOINT \["([^"]+)"'), "/bin/bash", "-c"]
         script = build["args"][0]
         steps = [line for line in script.splitlines() if line.startswith("engines ")]
         assert steps == ["engines run --backend tensorrt --no-demo", "engines verify",

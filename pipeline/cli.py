@@ -12,7 +12,7 @@ import os
 
 import click
 
-from . import cli_deploy, cli_docker, cli_registry, commands
+from . import cli_deploy, cli_docker, cli_fleet, cli_registry, commands
 from .cli_context import CONFIG_HELP, DEFAULT_CONFIG, JSON_HELP, Ctx, Failed, fail
 from .errors import PipelineError
 
@@ -63,6 +63,7 @@ def cli(click_ctx: click.Context, config: str, as_json: bool) -> None:
 
 for _cmd in (*commands.COMMANDS, *cli_deploy.COMMANDS, *cli_docker.COMMANDS, *cli_registry.COMMANDS):
     cli.add_command(_cmd)
+cli_fleet.register(cli_registry.fleet)   # `fleet plan` beside `fleet status`
 
 
 def main() -> None:

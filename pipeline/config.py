@@ -35,6 +35,11 @@ DEFAULT_VERIFY = {
 }
 
 DEFAULTS_KEYS = {"imgsz", "opset", "precision", "batch", "workspace", "verify", "verify_images"}
+# Set-wide keys (under defaults: only): every engine of a set shares them, as does its tag.
+# compatibility: ampere_plus -> HardwareCompatibilityLevel.AMPERE_PLUS, tag trt-<ver>-sm80plus
+# (README "Portable tier"); version_compatible -> BuilderFlag.VERSION_COMPATIBLE.
+SET_KEYS = {"compatibility", "version_compatible"}
+COMPATIBILITY = ("ampere_plus",)
 MODEL_KEYS = {"name", "source", "task"} | DEFAULTS_KEYS
 PASSTHROUGH_KEYS = {"name", "source"}
 TOP_KEYS = {"defaults", "models", "passthrough"}
@@ -108,6 +113,8 @@ class Config:
     path: Path
     models: list[ModelSpec]
     passthrough: list[PassthroughSpec] = field(default_factory=list)
+    compatibility: str | None = None      # None: this GPU type only; "ampere_plus": any cc >= 8.0
+    version_compatible: bool = False      # the plan also loads on later TensorRT of the same major
 
     @property
     def root(self) -> Path:
@@ -233,7 +240,8 @@ def load_config(path: Path | str) -> Config:
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise _err("defaults must be a mapping", "defaults", path, "write defaults: {imgsz: 640}")
-    _check_keys(defaults, DEFAULTS_KEYS, "defaults", path)
+    _check_keys(defaults, DEFAULTS_KEYS | SET_KEYS, "defaults", path)
+    compatibility, version_compatible = _set_options(defaults, path)
     raw_models = data.get("models") or []
     if not isinstance(raw_models, list) or not raw_models:
         raise ConfigError("models: must be a non-empty list", file=path,
@@ -244,6 +252,10 @@ def load_config(path: Path | str) -> Config:
         if not isinstance(entry, dict):
             raise _err("entry is not a mapping", f"models[{i}]", path, "write {name:, source:, task:}")
         where = str(entry.get("name") or f"models[{i}]")
+        for key in sorted(SET_KEYS & set(entry)):
+            raise _err(f"`{key}` applies to the whole engine set, not to one model", where, path,
+                       f"move `{key}: {entry[key]}` under defaults: (every engine of a set shares it, and so "
+                       "does the set's tag)")
         _check_keys(entry, MODEL_KEYS, where, path)
         for req in ("name", "source", "task"):
             if not entry.get(req):
@@ -277,4 +289,22 @@ def load_config(path: Path | str) -> Config:
         seen.add(entry["name"])
         _inside(root, entry["source"], entry["name"], path, "source")
         passthrough.append(PassthroughSpec(entry["name"], str(Path(entry["source"])), root))
-    return Config(path=path, models=models, passthrough=passthrough)
+    return Config(path=path, models=models, passthrough=passthrough, compatibility=compatibility,
+                  version_compatible=version_compatible)
+
+
+def _set_options(defaults: dict, path: Path) -> tuple[str | None, bool]:
+    comp = defaults.get("compatibility")
+    if comp in (None, "none"):
+        comp = None
+    elif comp not in COMPATIBILITY:
+        raise _err(f"compatibility {comp!r} is not supported", "defaults", path,
+                   "write compatibility: ampere_plus (one engine set for every GPU of compute capability 8.0 "
+                   "or newer, full TensorRT only, slower: README \"Portable tier\"), or remove it to build for "
+                   "the building GPU's type only")
+    vc = defaults.get("version_compatible", False)
+    if not isinstance(vc, bool):
+        raise _err(f"version_compatible {vc!r} must be true or false", "defaults", path,
+                   "write version_compatible: true (the plan also loads on later TensorRT of the same major "
+                   "version) or remove it")
+    return comp, vc

@@ -13,6 +13,10 @@ Rules (issue 5, and issue 4 "Two levels of verification"):
   affect performance or even cause errors");
 * a ``tensorrt-rtx`` set matches when its targets include the GPU's compute capability
   and its version is the runtime's;
+* the portable tier (issue 11): a ``tensorrt`` set built with ``compatibility: ampere_plus``
+  matches any GPU of compute capability 8.0 or newer on the same TensorRT version, and one
+  built ``version_compatible`` also a later TensorRT of the same major version; both are
+  accepted with a warning naming their cost, and an exact set always wins over them;
 * refused always: a set with a model that failed, an engine whose verification failed,
   a manifest missing a model of models.yaml, files whose sha256 differ from the manifest;
 * refused unless allowed: demo weights (``allow_demo``), engine-level verification not
@@ -146,6 +150,7 @@ class Verdict:
     kinds: list[str] = field(default_factory=list)       # per reason: backend, version, cc, failed,
     warnings: list[str] = field(default_factory=list)    # incomplete, pending, demo, files
     same_gpu: bool = False
+    portable: bool = False      # matched through the portable tier (AMPERE_PLUS or a later TensorRT)
     updated: str = ""
     chosen: bool = False
     note: str = ""
@@ -161,7 +166,7 @@ class Verdict:
     def to_json(self) -> dict:
         return {"tag": self.tag, "path": str(self.path), "accepted": self.accepted, "chosen": self.chosen,
                 "reasons": self.reasons, "kinds": self.kinds, "warnings": self.warnings,
-                "same_gpu": self.same_gpu, "note": self.note or None}
+                "same_gpu": self.same_gpu, "portable": self.portable, "note": self.note or None}
 
 
 def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, allow_pending: bool,
@@ -174,11 +179,38 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
     if m.backend != runtime.backend:
         v.refuse("backend", f"built with {m.backend}; the service runs {runtime.label}")
     elif m.trt_version != runtime.version:
-        v.refuse("version", f"built with {m.backend} {m.trt_version}; the service runs {runtime.label} "
-                            "(an engine only loads on the TensorRT version that built it)")
-    if gpu.compute_cap not in m.targets:
+        if m.backend == "tensorrt" and m.version_compatible and _later_same_major(m.trt_version, runtime.version):
+            v.portable = True
+            # NVIDIA (Developer Guide, "Version Compatibility"): "version-compatible engines can be
+            # slower than engines built for a specific runtime version"
+            v.warnings.append(f"version-compatible set built with TensorRT {m.trt_version}, loaded by "
+                              f"{runtime.label} through its embedded lean runtime: NVIDIA notes such engines can "
+                              "be slower than ones built for the runtime's version; build an exact set with "
+                              f"TensorRT {runtime.version} for full speed")
+        else:
+            v.refuse("version", f"built with {m.backend} {m.trt_version}; the service runs {runtime.label} "
+                                "(an engine only loads on the TensorRT version that built it)"
+                                + (" or, version-compatible, on a later one of the same major version"
+                                   if m.version_compatible else ""))
+    if not m.runs_on(gpu.compute_cap):
         built_for = ", ".join(sm_name(t) for t in sorted(m.targets, key=cc_tuple)) or "nothing"
+        if m.compatibility:
+            built_for = "every GPU of compute capability 8.0 or newer except Jetson modules (AMPERE_PLUS)"
         v.refuse("cc", f"built for {built_for}; this GPU is {gpu.sm} (compute capability {gpu.compute_cap})")
+    elif m.compatibility == "ampere_plus":
+        v.portable = True
+        # The cost, as NVIDIA documents it for HardwareCompatibilityLevel.AMPERE_PLUS (TensorRT API
+        # reference, NvInferRuntimeBase.h, and the Developer Guide's "Hardware Compatibility"): the
+        # engine may use at most 48 KiB of shared memory per kernel (driver-reserved included), fewer
+        # tactics per layer and fewer fusions, and no cuDNN/cuBLAS/cuBLASLt tactics, "thus this can
+        # decrease the performance, especially for tf32 models". NVIDIA publishes no percentage: the
+        # warning names these limits, and `engines verify --benchmark` measures it on the GPU.
+        built = (m.gpu or {}).get("name") or "?"
+        v.warnings.append(
+            f"portable set (TensorRT hardware compatibility AMPERE_PLUS, built on {built}): it runs on any GPU "
+            "of compute capability 8.0 or newer, at a cost NVIDIA documents as kernels limited to 48 KiB of "
+            "shared memory, fewer tactics and fusions, and no cuDNN/cuBLAS tactics (slower, especially TF32); "
+            f"an exact set built on {gpu.name} is faster: build one with `{BUILDER_CMD}`")
     too_old = driver_refusal(m, gpu)
     if too_old and not {"backend", "version", "cc"} & set(v.kinds):   # moot on a GPU it cannot run on
         v.refuse("driver", too_old)
@@ -200,12 +232,19 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
         else:
             v.refuse("demo", "holds demo weights or a demo stand-in (`engines demo-models`), not the real models")
     built_on = (m.gpu or {}).get("name")
-    if m.backend == "tensorrt" and built_on and not v.same_gpu and gpu.compute_cap in m.targets:
+    if m.backend == "tensorrt" and built_on and not v.same_gpu and gpu.compute_cap in m.targets \
+            and not m.compatibility:
         v.warnings.append(
             f"built on {built_on}, this GPU is {gpu.name}: same compute capability {gpu.compute_cap}, so it "
             "loads, but NVIDIA advises against using a plan across GPU models (tactics are timed on the "
             "building GPU: slower, or errors); build on this GPU for the best result")
     return v
+
+
+def _later_same_major(built: str, runtime: str) -> bool:
+    """A version-compatible plan loads on TensorRT of the same major version, not older."""
+    b, r = (tuple(int(x) for x in v.split(".")) for v in (built, runtime))
+    return r[0] == b[0] and r >= b
 
 
 def stale_sources(s: EngineSet, models_dir: Path) -> list[str]:
@@ -242,6 +281,8 @@ class Resolution:
         gpu = "built on this GPU model" if v.same_gpu else "compute capability match only"
         if self.runtime.backend == "tensorrt-rtx":
             gpu = "built ahead of time for the listed compute capabilities"
+        elif v.portable:
+            gpu = "portable tier (no exact set fits)"
         return (f"{self.runtime.label} exactly; {what} {self.gpu.sm}; {gpu}; "
                 f"{self.files_checked} files match the manifest's sha256")
 
@@ -280,7 +321,8 @@ def resolve(engines_dir: Path, gpu: GpuFacts, runtime: Runtime, *, allow_demo: b
                       expected_models=models, pending_ok=pending_ok) for s in sets]
     res = Resolution(gpu, runtime, engines_dir, verdicts)
     order = sorted((i for i, v in enumerate(verdicts) if v.accepted),
-                   key=lambda i: (verdicts[i].same_gpu, not verdicts[i].warnings, verdicts[i].updated),
+                   key=lambda i: (not verdicts[i].portable, verdicts[i].same_gpu, not verdicts[i].warnings,
+                                  verdicts[i].updated),
                    reverse=True)
     for i in order:
         v, s = verdicts[i], sets[i]

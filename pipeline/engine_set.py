@@ -27,10 +27,16 @@ SET_FILES = (MANIFEST, REPORT)   # names a set owns at its top level
 BACKENDS = ("tensorrt", "tensorrt-rtx")
 
 
-def make_tag(backend: str, version: str, targets: list[str]) -> str:
-    """``trt-10.13.3.9-sm90`` or ``trtrtx-1.7.1.116-sm86_89_120``."""
+PORTABLE_TAGS = {"ampere_plus": "sm80plus"}   # compatibility -> the tag's GPU part
+
+
+def make_tag(backend: str, version: str, targets: list[str], compatibility: str | None = None) -> str:
+    """``trt-10.13.3.9-sm90``, ``trtrtx-1.7.1.116-sm86_89_120``, or for the portable tier
+    (``compatibility: ampere_plus``, any GPU of compute capability 8.0 or newer) ``trt-10.13.3.9-sm80plus``."""
     from .hardware import cc_tuple
     prefix = {"tensorrt": "trt", "tensorrt-rtx": "trtrtx"}[backend]
+    if compatibility:
+        return f"{prefix}-{version}-{PORTABLE_TAGS[compatibility]}"
     ccs = "_".join(sm_name(t)[2:] for t in sorted(targets, key=cc_tuple))
     return f"{prefix}-{version}-sm{ccs}"
 

@@ -37,6 +37,9 @@ SCHEMA = 1
 BACKENDS = ("tensorrt", "tensorrt-rtx")
 # Set status words (``engines list``), worst first.
 FAILED, MIXED, PENDING, OK = "failed", "mixed", "pending", "ok"
+# Compute capabilities only Jetson modules have (Xavier 7.2, Orin 8.7, Thor 10.1 / 11.0 from CUDA 13):
+# TensorRT's hardware compatibility does not cover JetPack, so a portable set never runs there.
+JETSON_CCS = ("7.2", "8.7", "10.1", "11.0")
 
 
 class ManifestError(PipelineError):
@@ -356,9 +359,31 @@ class SetManifest:
             return f"this machine has {self.backend} {installed_version}, the set needs {self.trt_version}"
         if not gpus:
             return "no GPU on this machine"
-        if gpus[0].compute_cap not in self.targets:
+        if not self.runs_on(gpus[0].compute_cap):
+            if self.compatibility:
+                return (f"{gpus[0].name} is {gpus[0].sm}; the set's portable tier needs compute capability 8.0 or "
+                        "newer, not a Jetson")
             return f"{gpus[0].name} is {gpus[0].sm}, not one of the set's targets ({', '.join(self.targets)})"
         return None
+
+    # -- portable tier (``compatibility`` and ``version_compatible``, kept in ``extra``) --
+    @property
+    def compatibility(self) -> str | None:
+        """"ampere_plus" for a hardware-compatible set (HardwareCompatibilityLevel.AMPERE_PLUS), else None."""
+        return self.extra.get("compatibility") or None
+
+    @property
+    def version_compatible(self) -> bool:
+        return bool(self.extra.get("version_compatible"))
+
+    def runs_on(self, compute_cap: str) -> bool:
+        """A GPU of this compute capability can load the engines: one of the targets, or for
+        an AMPERE_PLUS set any compute capability 8.0 or newer."""
+        from .hardware import cc_tuple
+        if self.compatibility == "ampere_plus":
+            # NVIDIA: hardware compatibility is for Ampere and later, and not supported on JetPack
+            return cc_tuple(compute_cap) >= (8, 0) and compute_cap not in JETSON_CCS
+        return compute_cap in self.targets
 
     def built_on_same_gpu(self, gpu_name: str) -> bool:
         """Every engine was built on this GPU model (a set can be extended on another)."""

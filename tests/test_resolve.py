@@ -559,3 +559,98 @@ def test_failure_on_another_gpu_model_does_not_block_this_one(models):
     entry = m["engines"]["human"]
     assert engine_level(entry, gpu("h100-80gb-hbm3.csv"))[0] == "passed"
     assert engine_level(entry, gpu("h200.csv"))[0] == "failed"
+
+
+# -- portable tier (issue 11): AMPERE_PLUS sets and version-compatible sets ------------------
+
+PORTABLE = f"trt-{TRT}-sm80plus"
+
+
+def make_portable_set(engines_dir: Path, version=TRT, built_on=H100, cc="9.0", version_compatible=False,
+                      **kw) -> Path:
+    """A set as `engines run` writes it with `compatibility: ampere_plus` in models.yaml defaults
+    (CUDA 12 by default: the A10/L4/4090 fact files run R535/R570 drivers, too old for CUDA 13)."""
+    kw.setdefault("cuda", "12.2")
+    tag = make_tag("tensorrt", version, [cc], "ampere_plus")
+    d = make_set(engines_dir, version=version, targets=(cc,), built_on=built_on, folder=tag, **kw)
+    m = json.loads((d / "manifest.json").read_text())
+    m.update(tag=tag, compatibility="ampere_plus")
+    if version_compatible:
+        m["version_compatible"] = True
+    (d / "manifest.json").write_text(json.dumps(m, indent=2))
+    return d
+
+
+def test_portable_tag():
+    assert make_tag("tensorrt", TRT, ["9.0"], "ampere_plus") == PORTABLE
+    assert make_tag("tensorrt", TRT, ["8.6"], "ampere_plus") == PORTABLE   # one tag whatever GPU built it
+    assert make_tag("tensorrt", TRT, ["9.0"]) == f"trt-{TRT}-sm90"
+
+
+@pytest.mark.parametrize("facts", ["a10-x2.csv", "l4.csv", "h200.csv", "rtx4090.csv"])
+def test_portable_set_runs_on_any_ampere_or_newer_gpu_with_its_cost_named(models, facts):
+    make_portable_set(models / "engines")
+    res = resolve(models / "engines", gpu(facts), parse_runtime(f"tensorrt=={TRT}"), allow_pending=True)
+    assert res.chosen is not None and res.chosen.tag == PORTABLE
+    assert res.verdict.portable
+    cost = [w for w in res.verdict.warnings if "AMPERE_PLUS" in w]
+    assert len(cost) == 1 and "48 KiB" in cost[0] and "exact set" in cost[0]
+    assert not any("advises against" in w for w in res.verdict.warnings)   # not the same-cc warning
+
+
+def test_portable_set_refused_below_ampere_and_on_another_tensorrt(models):
+    make_portable_set(models / "engines")
+    res = resolve(models / "engines", gpu("t4.csv"), parse_runtime(f"tensorrt=={TRT}"), allow_pending=True)
+    assert res.chosen is None and res.verdicts[0].kinds == ["cc"]
+    assert "8.0 or newer" in res.verdicts[0].reasons[0] and "sm75" in res.verdicts[0].reasons[0]
+    # NVIDIA: hardware compatibility is not supported on JetPack (Orin is 8.7, above 8.0)
+    res = resolve(models / "engines", gpu("jetson-agx-orin.csv"), parse_runtime(f"tensorrt=={TRT}"),
+                  allow_pending=True)
+    assert res.chosen is None and res.verdicts[0].kinds == ["cc"] and "Jetson" in res.verdicts[0].reasons[0]
+    res = resolve(models / "engines", gpu("a10-x2.csv"), parse_runtime("tensorrt==10.14.1.48"), allow_pending=True)
+    assert res.chosen is None and res.verdicts[0].kinds == ["version"]
+
+
+def test_exact_set_beats_the_portable_one(models):
+    # the portable set is newer, built and verified on this very GPU model; the exact one was
+    # built on another A10-class board of the same compute capability: exact still wins
+    make_portable_set(models / "engines", built_on="NVIDIA A10", cc="8.6", updated="2026-11-30T00:00:00+00:00")
+    make_set(models / "engines", targets=("8.6",), built_on="NVIDIA A10G", verified_on="NVIDIA A10", cuda="12.2")
+    res = resolve(models / "engines", gpu("a10-x2.csv"), parse_runtime(f"tensorrt=={TRT}"), allow_pending=True)
+    assert res.chosen.tag == f"trt-{TRT}-sm86"
+    assert not res.verdict.portable
+    portable = next(v for v in res.verdicts if v.tag == PORTABLE)
+    assert portable.accepted and portable.portable and "preferred" in portable.note
+
+
+def test_resolve_cli_prints_the_portable_warning(models):
+    make_portable_set(models / "engines")
+    r = run_cli(models, "--gpu-facts", str(FACTS / "l4.csv"), "--runtime", f"tensorrt=={TRT}", "--allow-pending",
+                "--no-link")
+    assert r.exit_code == 0, r.output
+    assert PORTABLE in r.stdout and "AMPERE_PLUS" in r.stderr and "48 KiB" in r.stderr
+
+
+def test_version_compatible_set_loads_on_a_later_tensorrt_of_the_same_major(models):
+    make_portable_set(models / "engines", version="10.13.0.35", version_compatible=True)
+    h100 = gpu("h100-80gb-hbm3.csv")
+    res = resolve(models / "engines", h100, parse_runtime(f"tensorrt=={TRT}"), allow_pending=True)
+    assert res.chosen is not None and res.verdict.portable
+    assert any("version-compatible" in w and "10.13.0.35" in w for w in res.verdict.warnings)
+    for later_or_older in ("11.0.0.1", "10.12.0.36"):
+        res = resolve(models / "engines", h100, parse_runtime(f"tensorrt=={later_or_older}"), allow_pending=True)
+        assert res.chosen is None and res.verdicts[0].kinds == ["version"], later_or_older
+    # and an exact set for the runtime wins over it
+    make_set(models / "engines")
+    res = resolve(models / "engines", h100, parse_runtime(f"tensorrt=={TRT}"), allow_pending=True)
+    assert res.chosen.tag == f"trt-{TRT}-sm90"
+
+
+def test_portable_set_can_be_verified_on_another_gpu_type(models):
+    """`engines verify` on an L4 accepts a portable set built on an H100 (and refuses a T4)."""
+    from pipeline.engine_set import load_set
+    s = load_set(make_portable_set(models / "engines"))
+    assert s.manifest.cannot_run_here(TRT, [gpu("l4.csv")]) is None
+    assert "8.0 or newer" in s.manifest.cannot_run_here(TRT, [gpu("t4.csv")])
+    exact = load_set(make_set(models / "engines"))
+    assert "not one of the set's targets" in exact.manifest.cannot_run_here(TRT, [gpu("l4.csv")])

@@ -132,7 +132,9 @@ PROPERTIES = {
     "INetworkDefinition": ["num_inputs"],
     "OnnxParser": ["num_errors"],
     "ICudaEngine": ["num_io_tensors", "device_memory_size", "device_memory_size_v2"],
-    "IBuilderConfig": ["num_compute_capabilities"],  # TensorRT for RTX only (guarded)
+    "IBuilderConfig": ["num_compute_capabilities",  # TensorRT for RTX only (guarded)
+                       "hardware_compatibility_level"],   # the portable tier (issue 11)
+    "Runtime": ["engine_host_code_allowed"],           # loading a version-compatible plan
 }
 
 
@@ -146,3 +148,120 @@ def test_properties_read_exist_on_their_classes():
             if name not in api.get(cls, set()) and name != "num_compute_capabilities":
                 missing.append(f"{cls}.{name}")
     assert missing == []
+
+
+# -- portable tier (issue 11) -------------------------------------------------------------
+
+def test_portable_tier_api_is_used_and_exists_in_tensorrt_10_13():
+    api = _stub_api()
+    used = set(re.findall(r"\btrt\.(\w+)(?:\.(\w+))?", _sources()))
+    assert ("HardwareCompatibilityLevel", "AMPERE_PLUS") in used
+    assert ("BuilderFlag", "VERSION_COMPATIBLE") in used
+    assert "AMPERE_PLUS" in api["HardwareCompatibilityLevel"]
+    assert "VERSION_COMPATIBLE" in api["BuilderFlag"]
+    assert "hardware_compatibility_level" in api["IBuilderConfig"]
+    assert "engine_host_code_allowed" in api["Runtime"]
+    # feature-detected, never version-parsed
+    src = (REPO / "pipeline/backends/trt_builder.py").read_text()
+    assert 'hasattr(trt, "HardwareCompatibilityLevel")' in src and 'hasattr(trt.BuilderFlag, "VERSION_COMPATIBLE")' in src
+
+
+def _rtx():
+    mod = pytest.importorskip("tensorrt_rtx_bindings")
+    if not hasattr(mod, "Builder"):
+        pytest.skip("tensorrt_rtx_bindings is stubs only")
+    return mod
+
+
+def test_apply_compatibility_on_a_real_builder_config_and_one_that_ignores_the_level(tmp_path):
+    """TensorRT for RTX (importable here, no GPU needed) has the same builder API, takes
+    VERSION_COMPATIBLE, but leaves hardware_compatibility_level at NONE when AMPERE_PLUS is
+    set: the read-back refuses that build instead of publishing an exact engine tagged portable."""
+    from pipeline.backends.trt_builder import BuildRequest, apply_compatibility, make_logger
+    from pipeline.errors import PipelineError
+    trt = _rtx()
+    config = trt.Builder(make_logger(trt)).create_builder_config()
+    req = BuildRequest(model="human", onnx=tmp_path / "x.onnx", use_fp16_flag=False, strongly_typed=True,
+                       imgsz=320, batch={"min": 1, "opt": 1, "max": 1}, workspace_bytes=None, timing_cache=None)
+    apply_compatibility(trt, config, req)
+    assert config.hardware_compatibility_level == trt.HardwareCompatibilityLevel.NONE
+    assert not config.get_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    req.version_compatible = True
+    apply_compatibility(trt, config, req)
+    assert config.get_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    req.compatibility = "ampere_plus"
+    with pytest.raises(PipelineError, match="did not take hardware compatibility level AMPERE_PLUS"):
+        apply_compatibility(trt, config, req)
+
+
+def test_apply_compatibility_refuses_a_tensorrt_without_it(tmp_path):
+    import types
+
+    from pipeline.backends.trt_builder import BuildRequest, apply_compatibility
+    from pipeline.errors import PipelineError
+    old_trt = types.SimpleNamespace(BuilderFlag=types.SimpleNamespace())   # a TensorRT before 8.6
+    req = BuildRequest(model="human", onnx=tmp_path / "x.onnx", use_fp16_flag=False, strongly_typed=True,
+                       imgsz=320, batch={"min": 1, "opt": 1, "max": 1}, workspace_bytes=None, timing_cache=None,
+                       compatibility="ampere_plus")
+    with pytest.raises(PipelineError, match="no hardware compatibility levels"):
+        apply_compatibility(old_trt, object(), req)
+
+
+def _gpu(name: str, cc: str):
+    from pipeline.hardware import GpuFacts
+    return GpuFacts(0, name, None, cc, "580.159.04", None, None, None)
+
+
+def test_backends_take_or_refuse_the_portable_tier():
+    from pipeline.backends.trt_backends import TensorRT, TensorRTRTX
+    from pipeline.errors import PipelineError
+    rtx = TensorRTRTX(["8.6"])
+    rtx.configure(None, False)
+    with pytest.raises(PipelineError) as info:
+        rtx.configure("ampere_plus", False)
+    assert "TensorRT for RTX does not take `compatibility:`" in info.value.what and "--target" in info.value.fix
+    with pytest.raises(PipelineError, match="version_compatible"):
+        rtx.configure(None, True)
+    t4 = TensorRT(_gpu("Tesla T4", "7.5"))
+    with pytest.raises(PipelineError) as info:
+        t4.configure("ampere_plus", False)
+    assert "Ampere or newer GPU to build on" in info.value.what and "sm75" in info.value.what
+    t4.configure(None, True)                       # version compatibility works on any GPU
+    h100 = TensorRT(_gpu("NVIDIA H100 80GB HBM3", "9.0"))
+    h100.configure("ampere_plus", True)
+    assert (h100.compatibility, h100.version_compatible) == ("ampere_plus", True)
+
+
+CFG = "models:\n  - {name: human, source: yolo/yolov8n.pt, task: detect}\n"
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("defaults: {compatibility: ampere_plus}\n" + CFG, ("ampere_plus", False)),
+    ("defaults: {compatibility: ampere_plus, version_compatible: true}\n" + CFG, ("ampere_plus", True)),
+    ("defaults: {compatibility: none}\n" + CFG, (None, False)),
+    (CFG, (None, False)),
+])
+def test_models_yaml_compatibility_keys(tmp_path, text, expect):
+    from pipeline.config import load_config
+    p = tmp_path / "models.yaml"
+    p.write_text(text)
+    cfg = load_config(p)
+    assert (cfg.compatibility, cfg.version_compatible) == expect
+
+
+@pytest.mark.parametrize("text, what, fix", [
+    ("defaults: {compatibility: turing_plus}\n" + CFG, "compatibility 'turing_plus' is not supported",
+     "compatibility: ampere_plus"),
+    ("defaults: {version_compatible: yes please}\n" + CFG, "version_compatible 'yes please' must be true or false",
+     "version_compatible: true"),
+    ("models:\n  - {name: human, source: yolo/yolov8n.pt, task: detect, compatibility: ampere_plus}\n",
+     "`compatibility` applies to the whole engine set", "under defaults:"),
+])
+def test_models_yaml_compatibility_errors(tmp_path, text, what, fix):
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+    p = tmp_path / "models.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert what in info.value.what and fix in info.value.fix

@@ -48,6 +48,12 @@ class _Backend:
     name = module_name = label = ""
     missing: str = ""      # the `available()` reason when not installed
     import_fix: str = ""   # the next step when the module does not import
+    compatibility: str | None = None   # models.yaml defaults (set-wide), set by configure()
+    version_compatible: bool = False
+
+    def configure(self, compatibility: str | None, version_compatible: bool) -> None:
+        """Take the set-wide compatibility options of models.yaml (checked here)."""
+        self.compatibility, self.version_compatible = compatibility, version_compatible
 
     @classmethod
     def version(cls) -> str | None:
@@ -86,6 +92,16 @@ class TensorRTRTX(_Backend):
     def supported_targets(cls) -> tuple[str, ...]:
         return RTX_KNOWN_TARGETS
 
+    def configure(self, compatibility: str | None, version_compatible: bool) -> None:
+        if compatibility or version_compatible:
+            key = "compatibility" if compatibility else "version_compatible"
+            raise PipelineError(
+                f"TensorRT for RTX does not take `{key}:` (models.yaml defaults): its engines already run on every "
+                "compute capability listed with --target (built ahead of time for each, specialised on the device "
+                "at first run), and load only on the TensorRT for RTX version that built them",
+                fix="for RTX GPUs list them with --target (e.g. --target sm86,sm89,sm120) and remove the key; for "
+                    "one full-TensorRT set for every Ampere-or-newer GPU build with --backend tensorrt on such a GPU")
+
     def target_enums(self, trt) -> list:
         return [getattr(trt.ComputeCapability, sm_name(t).upper()) for t in self.targets]
 
@@ -98,6 +114,16 @@ class TensorRT(_Backend):
     def __init__(self, gpu):
         self.gpu = gpu  # hardware.GpuFacts of the build GPU (the engine's only target)
         self.targets = [gpu.compute_cap]
+
+    def configure(self, compatibility: str | None, version_compatible: bool) -> None:
+        # NVIDIA: AMPERE_PLUS "is only supported for engines built on NVIDIA Ampere and later GPUs"
+        if compatibility == "ampere_plus" and cc_tuple(self.gpu.compute_cap) < (8, 0):
+            raise PipelineError(
+                f"compatibility: ampere_plus needs an Ampere or newer GPU to build on; {self.gpu.name} is "
+                f"{sm_name(self.gpu.compute_cap)}",
+                fix="build the portable set on a GPU of compute capability 8.0 or newer (A10, L4, A100, H100...); "
+                    f"for {self.gpu.name} build an exact set (remove compatibility: from models.yaml)")
+        super().configure(compatibility, version_compatible)
 
     @property
     def strongly_typed(self) -> bool:

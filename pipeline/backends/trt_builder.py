@@ -28,6 +28,8 @@ class BuildRequest:
     workspace_bytes: int | None
     timing_cache: Path | None
     targets: list = field(default_factory=list)  # TensorRT for RTX ComputeCapability enums
+    compatibility: str | None = None  # "ampere_plus": HardwareCompatibilityLevel.AMPERE_PLUS (full TensorRT)
+    version_compatible: bool = False  # BuilderFlag.VERSION_COMPATIBLE
 
 
 def make_logger(trt, keep: int = 40):
@@ -77,6 +79,7 @@ def build_plan(trt, req: BuildRequest) -> bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(req.workspace_bytes))
     if req.use_fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
+    apply_compatibility(trt, config, req)
     if req.targets:
         config.num_compute_capabilities = len(req.targets)
         for i, cc in enumerate(req.targets):
@@ -103,6 +106,30 @@ def build_plan(trt, req: BuildRequest) -> bytes:
     if cache is not None:
         merge_timing_cache(config, cache, req.timing_cache)
     return bytes(plan)
+
+
+def apply_compatibility(trt, config, req: BuildRequest) -> None:
+    """The portable tier: an engine for every GPU of compute capability 8.0 or newer
+    (AMPERE_PLUS), and/or one later TensorRT versions of the same major also load.
+    Feature-detected: a TensorRT without them refuses the build instead of ignoring it."""
+    if req.compatibility == "ampere_plus":
+        if not hasattr(trt, "HardwareCompatibilityLevel") or not hasattr(config, "hardware_compatibility_level"):
+            raise PipelineError("this TensorRT has no hardware compatibility levels (compatibility: ampere_plus)",
+                                model=req.model, file=req.onnx,
+                                fix="build in a builder image with TensorRT 8.6 or newer, or remove compatibility: "
+                                    "from models.yaml")
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        if config.hardware_compatibility_level != trt.HardwareCompatibilityLevel.AMPERE_PLUS:
+            # read back: a builder that ignores it would publish an exact engine tagged portable
+            raise PipelineError("this TensorRT did not take hardware compatibility level AMPERE_PLUS (it reads "
+                                f"back {config.hardware_compatibility_level})", model=req.model, file=req.onnx,
+                                fix="build the portable set with the full TensorRT (--backend tensorrt) on an "
+                                    "Ampere-or-newer GPU, or remove compatibility: from models.yaml")
+    if req.version_compatible:
+        if not hasattr(trt.BuilderFlag, "VERSION_COMPATIBLE"):
+            raise PipelineError("this TensorRT cannot build version-compatible engines", model=req.model,
+                                file=req.onnx, fix="remove version_compatible: from models.yaml")
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
 
 
 def merge_timing_cache(config, cache, path: Path) -> None:

@@ -33,7 +33,17 @@ def build_options(spec: ModelSpec, backend, workspace_gib: float | None) -> dict
     return {"precision": spec.precision, "imgsz": spec.imgsz, "batch": spec.batch.to_json(),
             "workspace_gib": workspace_gib,
             "onnx": "fp16" if (fp16 and strongly) else "fp32",
-            "fp16_flag": bool(fp16 and not strongly), "strongly_typed": strongly}
+            "fp16_flag": bool(fp16 and not strongly), "strongly_typed": strongly, **_portable(backend)}
+
+
+def _portable(backend) -> dict:
+    """The portable-tier options, present only when asked for (older cache keys stay valid)."""
+    out = {}
+    if getattr(backend, "compatibility", None):
+        out["compatibility"] = backend.compatibility
+    if getattr(backend, "version_compatible", False):
+        out["version_compatible"] = True
+    return out
 
 
 def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backend) -> str:
@@ -43,7 +53,8 @@ def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backen
                         "precision": spec.precision, "imgsz": spec.imgsz, "batch": spec.batch.to_json(),
                         "workspace_gib": workspace_gib, "backend": backend.name,
                         "version": backend.version(), "targets": backend.targets,
-                        "gpu": getattr(backend.gpu, "name", None), "build_version": BUILD_VERSION})
+                        "gpu": getattr(backend.gpu, "name", None), "build_version": BUILD_VERSION,
+                        **_portable(backend)})
 
 
 def pre_build_checks(spec: ModelSpec, backend, workspace_gib: float | None, gpus: list,
@@ -112,7 +123,8 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
     req = BuildRequest(model=spec.name, onnx=onnx_file, use_fp16_flag=options["fp16_flag"],
                        strongly_typed=options["strongly_typed"], imgsz=spec.imgsz, batch=options["batch"],
                        workspace_bytes=int(options["workspace_gib"] * GIB) if options["workspace_gib"] else None,
-                       timing_cache=timing_cache_path(cfg, backend), targets=backend.target_enums(trt))
+                       timing_cache=timing_cache_path(cfg, backend), targets=backend.target_enums(trt),
+                       compatibility=backend.compatibility, version_compatible=backend.version_compatible)
     log(f"{spec.name}: building {onnx_file.name} with {backend.name} {backend.version()} "
         f"for {', '.join(sm_name(t) for t in backend.targets)}")
     t0 = time.perf_counter()
@@ -125,6 +137,7 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
     meta["batch"] = spec.batch.max
     meta["engine_pipeline"] = {"backend": backend.name, "trt_version": backend.version(),
                                "targets": backend.targets, "precision": spec.precision,
+                               **_portable(backend),
                                "batch": spec.batch.to_json(), "demo": record.get("demo", False)}
     stem = Path(spec.stem)
     files = {"engine": staging / f"{stem}.engine", "plan": staging / f"{stem}.plan"}
@@ -153,7 +166,8 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
               keep_going: bool = False, force: bool = False, log: Callable[[str], None] = lambda m: None,
               lock_timeout: float | None = None) -> tuple[dict, list[PipelineError]]:
     """Build ``specs`` into the backend's set; returns (summary, errors)."""
-    tag = es.make_tag(backend.name, backend.version(), backend.targets)
+    backend.configure(cfg.compatibility, cfg.version_compatible)   # refuses what this backend cannot build
+    tag = es.make_tag(backend.name, backend.version(), backend.targets, backend.compatibility)
     set_dir = cfg.engines_dir / tag
     errors: list[PipelineError] = []
     summary: dict = {"tag": tag, "set": str(set_dir), "backend": backend.name,
@@ -177,6 +191,7 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
             old = None
         manifest = old.manifest if old else es.new_manifest(
             tag, backend.name, backend.version(), backend.targets, _gpu_json(backend))
+        manifest.extra.update(_portable(backend))   # the set's tier: resolve and verify read it
         files_ok = old is not None and not old.check_files()
         staging = staging_root / f"{tag}.{os.getpid()}.{int(time.time() * 1000)}"
         staged: dict = {}

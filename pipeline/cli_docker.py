@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .cli_context import Ctx, fail
+from .cli_context import Ctx, common_options, fail
 from .errors import PipelineError
 
 # Host variables forwarded into the container, so `ENGINES_RUN_MODELS=human engines docker run`
@@ -109,6 +109,7 @@ def docker_run(ctx: Ctx, image: str, gpu: bool, build: bool, build_context: Path
 
 
 @docker_group.command("image-info")
+@common_options
 @image_option
 @click.pass_obj
 def docker_image_info(ctx: Ctx, image: str) -> None:

@@ -171,6 +171,7 @@ GPUS_HELP = ("YAML or JSON list of the cells you need, one per (GPU product, run
 
 
 @fleet.command("status", help=FLEET_STATUS_HELP)
+@common_options
 @click.argument("ref", metavar="REGISTRY/REPO")
 @click.option("--gpus", "gpus_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
               help=GPUS_HELP)

@@ -55,12 +55,20 @@ image: .env ## Build the NGC TensorRT builder image (needs Docker)
 image-info: $(STAMP) ## TensorRT version of the builder image (read from its label)
 	$(ENGINES) docker image-info
 
+# `docker compose run builder ...`; when Docker cannot hand the container a GPU, compose only
+# relays the daemon's terse "could not select device driver": add what to do about it.
+BUILDER_RUN = log=$$(mktemp); $(COMPOSE) -f docker-compose.build.yml run --rm builder $(1) 2>&1 | tee "$$log"; \
+	code=$${PIPESTATUS[0]}; if [ "$$code" -ne 0 ] && grep -q 'could not select device driver' "$$log"; then \
+	echo "make: Docker could not give the builder a GPU (no NVIDIA Container Toolkit registered with this Docker)." \
+	"Next step: install it and register it (README, \"Building in the NGC TensorRT container\"); on a host" \
+	"without an NVIDIA GPU, \`make engines\` builds TensorRT for RTX sets instead." >&2; fi; rm -f "$$log"; exit $$code
+
 engines-docker: .env ## Build engines for this host's GPU inside the builder container
-	$(COMPOSE) -f docker-compose.build.yml run --rm builder $(ARGS)
+	@$(call BUILDER_RUN,$(ARGS))
 
 verify-gpu: .env ## GPU acceptance in the container: build with TensorRT, verify the engines on this GPU, print the report
-	$(COMPOSE) -f docker-compose.build.yml run --rm builder run --backend tensorrt
-	$(COMPOSE) -f docker-compose.build.yml run --rm builder verify --benchmark --batch 1
+	@$(call BUILDER_RUN,run --backend tensorrt)
+	@$(call BUILDER_RUN,verify --benchmark --batch 1)
 
 # resolve picks the set here (pending engine-level verification is accepted with a warning);
 # the engines-check service then verifies it on the GPU and runs `resolve --require`, and

@@ -592,3 +592,25 @@ def test_version_guard_passes_and_labels_when_the_versions_agree(client, ngc_lik
     img, log = _build_guard(client, ngc_like_base, tmp_path, "10.13.2.6")
     assert img is not None, log
     assert img.labels[TRT_LABEL] == "10.13.2.6" and img.labels[NVIDIA_TRT_LABEL] == "10.13.2.6"
+
+
+@needs_compose
+def test_make_engines_docker_without_gpu_runtime_says_install_the_toolkit(client, images, tmp_path):
+    """The private test daemon has no NVIDIA runtime: exactly a host without the toolkit."""
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    for name in ("Makefile", "docker-compose.build.yml", "Dockerfile.build"):
+        shutil.copy(REPO / name, tmp_path / name)
+    (tmp_path / "models").mkdir()
+    project = f"engines-test-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")}
+    env.update(ENGINES_IMAGE=images.image, COMPOSE_PROJECT_NAME=project)
+    try:
+        res = subprocess.run(["make", "-s", "engines-docker"], cwd=tmp_path, env=env, check=False,
+                             capture_output=True, text=True, timeout=180)
+    finally:
+        _compose("-p", project, "-f", str(tmp_path / "docker-compose.build.yml"), "down", "--volumes", env=env,
+                 check=False)
+    assert res.returncode != 0
+    assert "could not select device driver" in res.stdout + res.stderr  # compose's own words, kept
+    assert "Next step: install it and register it" in res.stderr and "make engines" in res.stderr

@@ -485,16 +485,25 @@ def test_sigint_to_compose_run_without_tty_stops_the_builder(client, images, mod
     base = ["-p", project, "-f", "docker-compose.build.yml", "-f", str(DATA / "compose.test.yml")]
     env = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")}
     env.update({"ENGINES_TEST_IMAGE": images.image, "ENGINES_TEST_MODELS": str(models), "UID": "0", "GID": "0"})
-    proc = subprocess.Popen(["docker", "compose", *base, "run", "--rm", "-T", "builder", "sleep", "300"],
+    proc = subprocess.Popen(["docker", "compose", *base, "run", "--rm", "-T", "--entrypoint", "sh", "builder",
+                             "-c", "echo ready; exec sleep 300"],
                             cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True)
     mine = {"label": f"com.docker.compose.project={project}"}
     try:
         deadline = time.monotonic() + 60
         while not client.containers.list(filters=mine) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert client.containers.list(filters=mine), "the builder never started"
-        time.sleep(1)  # let `sleep` become the container's process
+        # compose is attached and `sleep` is the container's process once "ready" comes through
+        # (signalling earlier races compose's own start-up on a loaded machine)
+        import select
+        seen, fd = b"", proc.stdout.fileno()   # raw reads: a buffered readline would hide data from select
+        while b"ready" not in seen and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1)[0]:
+                seen += os.read(fd, 4096)
+        assert b"ready" in seen, seen
+        time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
         deadline = time.monotonic() + 15

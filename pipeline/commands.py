@@ -15,6 +15,9 @@ MODEL_OPT = click.option("--model", "-m", "models", multiple=True, metavar="NAME
 KEEP_GOING_OPT = click.option("--keep-going", is_flag=True,
                               help="Carry on with the other models after one fails (exit is still 1).")
 FORCE_OPT = click.option("--force", is_flag=True, help="Redo the work even when the cache says it is current.")
+TRUST_OPT = click.option("--trust-checkpoint", "trust", is_flag=True,
+                         help="Load checkpoints that need unsafe (full pickle) loading, which can run code in "
+                              "the file; only for files whose origin you trust. Recorded in the manifest.")
 
 
 def _load(ctx: Ctx):
@@ -42,13 +45,13 @@ def demo_models_cmd(ctx: Ctx) -> None:
         ctx.echo(f"{d['model']}: {d['action']}")
 
 
-def run_export(ctx: Ctx, cfg, names, keep_going: bool, force: bool):
+def run_export(ctx: Ctx, cfg, names, keep_going: bool, force: bool, trust: bool = False):
     from .stages.export import export_all
     try:
         specs = cfg.select(names)
     except PipelineError as err:
         fail(ctx, err, code=2)
-    records, errors = export_all(cfg, specs, keep_going=keep_going, force=force, log=ctx.progress)
+    records, errors = export_all(cfg, specs, keep_going=keep_going, force=force, log=ctx.progress, trust=trust)
     return records, errors
 
 
@@ -56,8 +59,9 @@ def run_export(ctx: Ctx, cfg, names, keep_going: bool, force: bool):
 @MODEL_OPT
 @KEEP_GOING_OPT
 @FORCE_OPT
+@TRUST_OPT
 @click.pass_obj
-def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool) -> None:
+def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool, trust: bool) -> None:
     """Export checkpoints to ONNX (opset from models.yaml), simplified and checked.
 
     Writes models/onnx/<source path>.onnx, an FP16 twin (.fp16.onnx) and a record
@@ -66,7 +70,7 @@ def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool) -> None:
     """
     from .stages.export import check_passthrough
     cfg = _load(ctx)
-    records, errors = run_export(ctx, cfg, models, keep_going, force)
+    records, errors = run_export(ctx, cfg, models, keep_going, force, trust)
     passthrough, missing = check_passthrough(cfg) if not models else ([], [])
     errors += missing
     for p in passthrough:
@@ -92,6 +96,8 @@ def clean_cmd(ctx: Ctx, everything: bool, yes: bool) -> None:
     cfg = _load(ctx)
     sets = list_sets(cfg.engines_dir)
     targets: list[Path] = [s.path for s in sets if everything or s.demo]
+    from .stages.export import stale_temp_dirs
+    targets += stale_temp_dirs(cfg.onnx_dir)  # left by killed exports: each holds a checkpoint copy
     if cfg.onnx_dir.is_dir():
         for rec_path in cfg.onnx_dir.rglob("*.export.json"):
             rec = read_json(rec_path) or {}
@@ -197,9 +203,10 @@ def build_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_fact
 @build_options
 @click.option("--no-demo", is_flag=True,
               help="Fail on missing checkpoints instead of writing seeded demo weights.")
+@TRUST_OPT
 @click.pass_obj
 def run_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts, keep_going, force,
-            no_demo) -> None:
+            no_demo, trust) -> None:
     """All stages: demo weights where checkpoints are missing, export, build, verify, publish.
 
     This is what `make engines` and the builder container run. A second run with nothing
@@ -213,7 +220,7 @@ def run_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts,
     if not no_demo and any(not m.source_path.exists() for m in cfg.models):
         from .demo import demo_models
         demo_models(cfg, log=ctx.progress)
-    records, errors = run_export(ctx, cfg, models, keep_going, force)
+    records, errors = run_export(ctx, cfg, models, keep_going, force, trust)
     exported = [r["model"] for r in records]
     summary: dict = {"models": {}}
     if exported:

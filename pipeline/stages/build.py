@@ -125,6 +125,7 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
             "built_from": str(onnx_file.relative_to(cfg.root)), "gpu": _gpu_json(backend),
             "sha256": {"source": record["sha256"]["source"], "onnx": record["sha256"][options["onnx"]]},
             "options": options, "build_seconds": seconds, "demo": record.get("demo", False),
+            "trusted_checkpoint": record.get("trusted", False),
             "status": "ok" if onnx_level["status"] == "passed" else "failed",
             "error": None if onnx_level["status"] == "passed" else "; ".join(onnx_level["reasons"]),
             "verification": {"onnx": onnx_level,
@@ -153,6 +154,10 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
     if missing:  # checked first: a set is complete on its own or not published at all
         raise PipelineError("passthrough model not found", model=missing[0].name, file=missing[0].source_path,
                             fix="place the file there, or run `engines demo-models` for a stand-in")
+    from ..checkpoint import check_pin
+    for p in cfg.passthrough:  # a pinned passthrough that changed is never published
+        if p.sha256:
+            check_pin(p.name, p.source_path, p.sha256, sha256_file(p.source_path))
     staging_root = cfg.engines_dir / ".staging"
     with es.set_lock(set_dir):
         for leftover in staging_root.glob(f"{tag}.*"):  # from a killed build; we hold the lock

@@ -229,6 +229,9 @@ def _check_opset_supported(opset: int, where: str, path: Path) -> None:
 def _sha256(value: Any, where: str, path: Path) -> str | None:
     if value is None:
         return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise _err(f"sha256 {value!r} was read as a number (the digest is all digits)", where, path,
+                   "quote the digest: sha256: '<64 hex digits>'")
     text = value.strip().lower() if isinstance(value, str) else ""
     text = text.removeprefix("sha256:")
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):

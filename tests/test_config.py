@@ -136,7 +136,8 @@ BAD_ISSUE9 = [
     ("models:\n  - {name: a, source: a.pt, task: detect, opset: 99}\n", "a", "opset 99 is above"),
     ("models:\n  - {name: a, source: a.pt, task: detect, sha256: abc}\n", "a", "sha256 'abc' is not"),
     ("models:\n  - {name: a, source: a.pt, task: detect}\npassthrough:\n  - {name: h, source: h.joblib, sha256: 12}\n",
-     "h", "sha256 12 is not"),
+     "h", "sha256 12 was read as a number"),
+    (f"models:\n  - {{name: a, source: a.pt, task: detect, sha256: {'1' * 64}}}\n", "a", "quote the digest"),
     ("models:\n  - {name: a, source: a.pt, task: detect, trust: yes please}\n", "a", "trust 'yes please'"),
 ]
 

@@ -159,7 +159,7 @@ print("RESULT", e[0].render().splitlines()[0] if e else "no error")
 
 
 def test_wrong_pin_refuses_before_torch_is_imported(workspace):
-    text = (workspace / "models.yaml").read_text().replace("task: detect}", f"task: detect, sha256: {'0' * 64}}}", 1)
+    text = (workspace / "models.yaml").read_text().replace("task: detect}", f"task: detect, sha256: {'0' * 63}f}}", 1)
     write_config(workspace, text)
     code = ("import sys; from pipeline.config import load_config; from pipeline.stages.export import export_all; "
             f"cfg = load_config({str(workspace / 'models.yaml')!r}); r, e = export_all(cfg, cfg.models); "
@@ -167,7 +167,7 @@ def test_wrong_pin_refuses_before_torch_is_imported(workspace):
     msg, imported = fresh_python(code)
     assert imported == "False False"
     actual = export_stage.sha256_file(workspace / "yolo" / "yolov8n.pt")
-    assert "model 'human': sha256 pin mismatch" in msg and "0" * 64 in msg and actual in msg
+    assert "model 'human': sha256 pin mismatch" in msg and "0" * 63 + "f" in msg and actual in msg
     assert "yolov8n.pt" in msg and "Next step:" in msg
     res = run_cli("--config", str(workspace / "models.yaml"), "run", "--no-demo")
     assert res.returncode == 1 and "sha256 pin mismatch" in res.stderr
@@ -176,7 +176,7 @@ def test_wrong_pin_refuses_before_torch_is_imported(workspace):
 def test_right_pin_passes_and_passthrough_pin_is_checked(workspace):
     digest = export_stage.sha256_file(workspace / "yolo" / "yolov8n.pt")
     text = (workspace / "models.yaml").read_text().replace("task: detect}", f"task: detect, sha256: {digest}}}", 1)
-    text = text.replace("handwash_xgb.joblib}", f"handwash_xgb.joblib, sha256: {'1' * 64}}}")
+    text = text.replace("handwash_xgb.joblib}", f"handwash_xgb.joblib, sha256: '{'1' * 64}'}}")
     write_config(workspace, text)
     res = run_cli("--config", str(workspace / "models.yaml"), "--json", "export")
     assert res.returncode == 1

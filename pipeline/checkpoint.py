@@ -26,6 +26,7 @@ from pathlib import Path
 from .errors import PipelineError
 
 AUTOINSTALL_ENV = "YOLO_AUTOINSTALL"  # read once by ultralytics.utils at import (env_bool)
+SAFE_LOAD_ENV = "ULTRALYTICS_SAFE_LOAD"  # likewise: Ultralytics' weights_only loading for every checkpoint
 TRUST_FIX = ("if you trust where this file came from, rerun with --trust-checkpoint or set trust: true on the "
              "model in models.yaml; otherwise get the checkpoint again from its trainer")
 # Packages whose nn.Module classes may be rebuilt from a checkpoint.
@@ -40,12 +41,16 @@ FORBIDDEN_MODULES = ("builtins", "os", "posix", "nt", "sys", "subprocess", "impo
 
 def harden_environment() -> None:
     """Switch Ultralytics' auto-install off (``pip install`` of whatever a checkpoint or an
-    export names), also when ultralytics was imported before us."""
+    export names) and its safe-load mode on, for every load in this process (the export
+    stage's own loads go through ``loading``), also when ultralytics was imported first."""
     os.environ[AUTOINSTALL_ENV] = "False"
-    for name in ("ultralytics.utils", "ultralytics.utils.checks"):
+    os.environ[SAFE_LOAD_ENV] = "1"
+    for name, attr, value in (("ultralytics.utils", "AUTOINSTALL", False),
+                              ("ultralytics.utils.checks", "AUTOINSTALL", False),
+                              ("ultralytics.utils", "SAFE_LOAD", True), ("ultralytics.nn.tasks", "SAFE_LOAD", True)):
         mod = sys.modules.get(name)
-        if mod is not None and hasattr(mod, "AUTOINSTALL"):
-            mod.AUTOINSTALL = False
+        if mod is not None and hasattr(mod, attr):
+            setattr(mod, attr, value)
 
 
 # --- sha256 pin ------------------------------------------------------------------------------
@@ -204,7 +209,7 @@ def refused_by_loader(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:
         text = str(seen)
-        if isinstance(seen, pickle.UnpicklingError) or "weights_only" in text or "outside the supported" in text:
+        if isinstance(seen, pickle.UnpicklingError) or "Unsupported global" in text:
             return True
         seen = seen.__cause__ or seen.__context__
     return False

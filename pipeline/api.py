@@ -42,9 +42,10 @@ def choose_backend(name: str = "auto", targets: list[str] | None = None, gpu_fac
 
 
 def export(cfg: Config, names=(), keep_going: bool = False, force: bool = False,
-           log: Log = _quiet) -> tuple[list[dict], list[PipelineError]]:
+           log: Log = _quiet, trust: bool = False) -> tuple[list[dict], list[PipelineError]]:
+    """Checkpoints -> ONNX; ``trust`` allows checkpoints that need unsafe (pickle) loading."""
     from .stages.export import export_all
-    return export_all(cfg, select(cfg, names), keep_going=keep_going, force=force, log=log)
+    return export_all(cfg, select(cfg, names), keep_going=keep_going, force=force, log=log, trust=trust)
 
 
 def build(cfg: Config, names, backend, gpus: list, *, workspace: float | None = None, precision: str | None = None,
@@ -76,7 +77,7 @@ class RunResult:
 def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | None = None,
         workspace: float | None = None, precision: str | None = None, gpu_facts: Path | None = None,
         keep_going: bool = False, force: bool = False, demo: bool = True, lock_timeout: float | None = None,
-        log: Log = _quiet) -> RunResult:
+        trust: bool = False, log: Log = _quiet) -> RunResult:
     """Every stage: demo weights where checkpoints are missing, export, build (onnx-level
     gate), then the engine level where this host can run the set and it is not yet
     proven here; a second run with nothing changed does no work."""
@@ -85,7 +86,7 @@ def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | No
         from .demo import demo_models
         demo_models(cfg, log=log)
     res = RunResult()
-    res.exports, res.errors = export(cfg, names, keep_going, force, log)
+    res.exports, res.errors = export(cfg, names, keep_going, force, log, trust)
     exported = [r["model"] for r in res.exports]
     if not exported:
         return res
@@ -170,10 +171,13 @@ class CleanPlan:
 
 def plan_clean(cfg: Config, everything: bool = False) -> CleanPlan:
     """What `engines clean` removes: demo-built sets and exports (every set and export,
-    damaged sets included, with ``everything``)."""
+    damaged sets included, with ``everything``), and the work folders of killed exports
+    (each holds a checkpoint copy)."""
     from .fsutil import read_json
+    from .stages.export import stale_temp_dirs
     sets, broken = scan_sets(cfg.engines_dir)
     remove: list[Path] = [s.path for s in sets if everything or s.demo] + [b.path for b in broken if everything]
+    remove += stale_temp_dirs(cfg.onnx_dir)
     if cfg.onnx_dir.is_dir():
         for rec_path in cfg.onnx_dir.rglob("*.export.json"):
             rec = read_json(rec_path) or {}

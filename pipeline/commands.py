@@ -18,6 +18,9 @@ LOCK_TIMEOUT_OPT = click.option(
     "--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
     help="How long to wait when another process is building or verifying the same set (default: as long "
          "as it takes; the wait is announced with that process's pid).")
+TRUST_OPT = click.option("--trust-checkpoint", "trust", is_flag=True,
+                         help="Load checkpoints that need unsafe (full pickle) loading, which can run code in "
+                              "the file; only for files whose origin you trust. Recorded in the manifest.")
 
 
 def _load(ctx: Ctx):
@@ -61,8 +64,9 @@ def demo_models_cmd(ctx: Ctx) -> None:
 @MODEL_OPT
 @KEEP_GOING_OPT
 @FORCE_OPT
+@TRUST_OPT
 @click.pass_obj
-def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool) -> None:
+def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool, trust: bool) -> None:
     """Export checkpoints to ONNX (opset from models.yaml), simplified and checked.
 
     Writes models/onnx/<source path>.onnx, an FP16 twin (.fp16.onnx) and a record
@@ -71,7 +75,7 @@ def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool) -> None:
     """
     from .stages.export import check_passthrough
     cfg = _load(ctx)
-    records, errors = _usage(ctx, api.export, cfg, models, keep_going, force, ctx.progress)
+    records, errors = _usage(ctx, api.export, cfg, models, keep_going, force, ctx.progress, trust)
     passthrough, missing = check_passthrough(cfg) if not models else ([], [])
     errors += missing
     for p in passthrough:
@@ -163,9 +167,10 @@ def build_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_fact
 @build_options
 @click.option("--no-demo", is_flag=True,
               help="Fail on missing checkpoints instead of writing seeded demo weights.")
+@TRUST_OPT
 @click.pass_obj
 def run_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts, keep_going, force,
-            lock_timeout, no_demo) -> None:
+            lock_timeout, no_demo, trust) -> None:
     """All stages: demo weights where checkpoints are missing, export, build, verify, publish.
 
     This is what `make engines` and the builder container run. The engine level is
@@ -175,7 +180,7 @@ def run_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts,
     cfg = _load(ctx)
     res = _usage(ctx, api.run, cfg, models, backend=backend, targets=targets, workspace=workspace,
                  precision=precision, gpu_facts=gpu_facts, keep_going=keep_going, force=force, demo=not no_demo,
-                 lock_timeout=lock_timeout, log=ctx.progress)
+                 lock_timeout=lock_timeout, trust=trust, log=ctx.progress)
     if res.build.get("set"):
         ctx.echo(f"engine set: {res.build.get('set')}")
     for name, state in res.build["models"].items():

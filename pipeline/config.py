@@ -11,11 +11,13 @@ from typing import Any
 
 import yaml
 
+from .engine_set import SET_FILES  # a passthrough mirrored onto one of them would overwrite it
 from .errors import ConfigError
 
 TASKS = ("detect", "pose")
 PRECISIONS = ("fp16", "fp32")
 MIN_OPSET = 12
+MAX_IMGSZ = 4096  # 4096 x 4096 is already 40x the pixels of 640; larger is a typo or a memory blow-up
 
 # Comparator thresholds; README "Verification thresholds" explains them. Outputs are
 # pixel coordinates (0..imgsz) next to scores (0..1), so tolerances are in pixels.
@@ -40,8 +42,8 @@ DEFAULTS_KEYS = {"imgsz", "opset", "precision", "batch", "workspace", "verify", 
 # (README "Portable tier"); version_compatible -> BuilderFlag.VERSION_COMPATIBLE.
 SET_KEYS = {"compatibility", "version_compatible"}
 COMPATIBILITY = ("ampere_plus",)
-MODEL_KEYS = {"name", "source", "task"} | DEFAULTS_KEYS
-PASSTHROUGH_KEYS = {"name", "source"}
+MODEL_KEYS = {"name", "source", "task", "sha256", "trust"} | DEFAULTS_KEYS
+PASSTHROUGH_KEYS = {"name", "source", "sha256"}
 TOP_KEYS = {"defaults", "models", "passthrough"}
 BUILTIN_DEFAULTS: dict[str, Any] = {"imgsz": 640, "opset": 12, "precision": "fp16", "batch": 1,
                                     "workspace": None, "verify": {}, "verify_images": None}
@@ -74,6 +76,8 @@ class ModelSpec:
     verify: dict
     verify_images: Path | None
     root: Path                # the config's folder
+    sha256: str | None = None  # pinned digest of the checkpoint (lower-case hex)
+    trust: bool = False        # load the checkpoint without the safe-load allow-list
 
     @property
     def source_path(self) -> Path:
@@ -102,6 +106,7 @@ class PassthroughSpec:
     name: str
     source: str
     root: Path
+    sha256: str | None = None
 
     @property
     def source_path(self) -> Path:
@@ -176,10 +181,15 @@ def _merged(entry: dict, defaults: dict, where: str, path: Path, root: Path) -> 
     if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz <= 0 or imgsz % 32:
         raise _err(f"imgsz {imgsz!r} is not a positive multiple of 32 (the YOLO stride)", where,
                    path, "use 320, 416, 480, 640, ... (a multiple of 32)")
+    if imgsz > MAX_IMGSZ:
+        raise _err(f"imgsz {imgsz} is above {MAX_IMGSZ}", where, path,
+                   f"use an imgsz of at most {MAX_IMGSZ} (the cameras' frames are letterboxed to it)")
     opset = opts["opset"]
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
         raise _err(f"opset {opset!r} is below {MIN_OPSET}", where, path,
                    f"use opset {MIN_OPSET} or higher (TensorRT's ONNX parser needs it)")
+    if opset > MIN_OPSET:  # every onnx release supports MIN_OPSET: import onnx only above it
+        _check_opset_supported(opset, where, path)
     if opts["precision"] not in PRECISIONS:
         raise _err(f"precision {opts['precision']!r} is not one of {', '.join(PRECISIONS)}",
                    where, path, "use precision: fp16 or precision: fp32")
@@ -211,6 +221,88 @@ def _merged(entry: dict, defaults: dict, where: str, path: Path, root: Path) -> 
     return opts
 
 
+def _check_opset_supported(opset: int, where: str, path: Path) -> None:
+    from importlib import metadata
+
+    import onnx.defs
+    top = onnx.defs.onnx_opset_version()
+    if opset > top:
+        raise _err(f"opset {opset} is above what the installed onnx {metadata.version('onnx')} supports "
+                   f"(at most {top})", where, path,
+                   f"use an opset between {MIN_OPSET} and {top}, or upgrade onnx")
+
+
+def _sha256(value: Any, where: str, path: Path) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise _err(f"sha256 {value!r} was read as a number (the digest is all digits)", where, path,
+                   "quote the digest: sha256: '<64 hex digits>'")
+    text = value.strip().lower() if isinstance(value, str) else ""
+    text = text.removeprefix("sha256:")
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise _err(f"sha256 {value!r} is not a sha256 digest (64 hex digits)", where, path,
+                   "write the output of `sha256sum FILE` (its first field), or remove the pin")
+    return text
+
+
+def _trust(value: Any, where: str, path: Path) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _err(f"trust {value!r} is not true or false", where, path,
+                   "write trust: true only for a checkpoint whose origin you trust, or remove it")
+    return value
+
+
+def _same_source(sources: dict[str, str], source: str, name: str, path: Path) -> None:
+    """Refuse a second entry with the same (normalised) source path: both would write the
+    same ONNX and engine files."""
+    key = str(Path(source))
+    if key in sources:
+        raise _err(f"has the same source {key} as model '{sources[key]}'", name, path,
+                   "give every model and passthrough its own source file (copy it if two entries need it)")
+    sources[key] = name
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping key given twice (PyYAML keeps the last)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            first = seen.get(key)
+        except TypeError:  # unhashable key: construct_mapping reports it
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (first on line {first.line + 1}, again on line "
+                            f"{key_node.start_mark.line + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _read_yaml(path: Path) -> Any:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"file is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} cannot be decoded",
+                          file=path, fix="save models.yaml as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", file=path,
+                          fix="fix the YAML syntax (each key once per mapping)") from None
+
+
 def _inside(root: Path, rel: Any, where: str, path: Path, key: str) -> Path:
     if not isinstance(rel, str) or not rel:
         raise _err(f"{key} must be a relative path string", where, path,
@@ -228,10 +320,7 @@ def load_config(path: Path | str) -> Config:
     if not path.is_file():
         raise ConfigError("config file not found", file=path,
                           fix="pass --config PATH or create models/models.yaml (see README)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", file=path, fix="fix the YAML syntax") from None
+    data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError("top level must be a mapping", file=path,
                           fix="start the file with defaults:, models: and passthrough:")
@@ -247,6 +336,7 @@ def load_config(path: Path | str) -> Config:
         raise ConfigError("models: must be a non-empty list", file=path,
                           fix="list at least one {name, source, task} entry under models:")
     seen: set[str] = set()
+    sources: dict[str, str] = {}
     models: list[ModelSpec] = []
     for i, entry in enumerate(raw_models):
         if not isinstance(entry, dict):
@@ -269,12 +359,15 @@ def load_config(path: Path | str) -> Config:
             raise _err(f"task {entry['task']!r} is not supported", name, path,
                        f"use one of: {', '.join(TASKS)}")
         _inside(root, entry["source"], name, path, "source")
+        _same_source(sources, entry["source"], name, path)
         opts = _merged(entry, defaults, name, path, root)
         models.append(ModelSpec(name=name, source=str(Path(entry["source"])), task=entry["task"],
                                 imgsz=opts["imgsz"], opset=opts["opset"],
                                 precision=opts["precision"], batch=opts["batch"],
                                 workspace=opts["workspace"], verify=opts["verify"],
-                                verify_images=opts["verify_images"], root=root))
+                                verify_images=opts["verify_images"], root=root,
+                                sha256=_sha256(entry.get("sha256"), name, path),
+                                trust=_trust(entry.get("trust"), name, path)))
     passthrough: list[PassthroughSpec] = []
     for i, entry in enumerate(data.get("passthrough") or []):
         where = str(entry.get("name") or f"passthrough[{i}]") if isinstance(entry, dict) else f"passthrough[{i}]"
@@ -288,7 +381,12 @@ def load_config(path: Path | str) -> Config:
             raise _err("duplicate model name", entry["name"], path, "give every model a unique name")
         seen.add(entry["name"])
         _inside(root, entry["source"], entry["name"], path, "source")
-        passthrough.append(PassthroughSpec(entry["name"], str(Path(entry["source"])), root))
+        if str(Path(entry["source"])) in SET_FILES:
+            raise _err(f"source {entry['source']} would overwrite the engine set's own {Path(entry['source'])}",
+                       entry["name"], path, "move the file into a subfolder or rename it")
+        _same_source(sources, entry["source"], entry["name"], path)
+        passthrough.append(PassthroughSpec(entry["name"], str(Path(entry["source"])), root,
+                                           sha256=_sha256(entry.get("sha256"), entry["name"], path)))
     return Config(path=path, models=models, passthrough=passthrough, compatibility=compatibility,
                   version_compatible=version_compatible)
 

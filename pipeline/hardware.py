@@ -125,6 +125,16 @@ def _cuda_from_int(v: object) -> str | None:
     return _clean(v)
 
 
+def _json_index(value: object, entry: int, where: str) -> int:
+    """A GPU index from JSON: a non-negative whole number (or its digits as a string)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise PipelineError(f"GPU facts JSON entry {entry}: GPU index {value!r} is not a whole number", file=where,
+                        fix="write the NVML index (0, 1, ...) or leave the index out to number the GPUs in order")
+
+
 def parse_nvml_json(text: str, where: str) -> list[GpuFacts]:
     """``{"name", "cc": [9, 0], "driver", "cuda_driver_version", "mem_total", "mem_free", "uuid"}``
     (bytes), one object or a list of them."""
@@ -143,7 +153,7 @@ def parse_nvml_json(text: str, where: str) -> list[GpuFacts]:
         cc_text = ".".join(str(x) for x in cc) if isinstance(cc, (list, tuple)) else cc
         to_mib = (lambda b: int(b) // (1024 * 1024) if isinstance(b, int) else None)
         gpus.append(GpuFacts(
-            index=int(d.get("index", i)), name=str(d["name"]), uuid=_clean(d.get("uuid")),
+            index=_json_index(d.get("index", i), i, where), name=str(d["name"]), uuid=_clean(d.get("uuid")),
             compute_cap=_norm_cc(cc_text, where), driver=_clean(d.get("driver")),
             memory_total_mib=to_mib(d.get("mem_total")), memory_free_mib=to_mib(d.get("mem_free")),
             pci_bus_id=_clean(d.get("pci_bus_id")), cuda=_cuda_from_int(d.get("cuda_driver_version")),

@@ -119,3 +119,96 @@ def test_compose_style_env_reaches_the_real_run_command(tmp_path):
     env = {**os.environ, "ENGINES_RUN_PRECISION": "int8", "ENGINES_CONFIG": str(path)}
     res = run_cli("run", env=env)
     assert res.returncode == 2 and "int8" in res.stderr
+
+
+# --- issue 9: input validation --------------------------------------------------------------
+
+BAD_ISSUE9 = [
+    ("models:\n  - {name: a, source: x.pt, task: detect}\n  - {name: b, source: ./x.pt, task: detect}\n",
+     "b", "same source x.pt as model 'a'"),
+    ("models:\n  - {name: a, source: x.pt, task: detect}\npassthrough:\n  - {name: h, source: x.pt}\n",
+     "h", "same source x.pt as model 'a'"),
+    ("models:\n  - {name: a, source: a.pt, task: detect}\npassthrough:\n  - {name: h, source: manifest.json}\n",
+     "h", "would overwrite the engine set's own manifest.json"),
+    ("models:\n  - {name: a, source: a.pt, task: detect}\npassthrough:\n  - {name: h, source: report.md}\n",
+     "h", "would overwrite the engine set's own report.md"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, imgsz: 4128}\n", "a", "imgsz 4128 is above 4096"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, opset: 99}\n", "a", "opset 99 is above"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, sha256: abc}\n", "a", "sha256 'abc' is not"),
+    ("models:\n  - {name: a, source: a.pt, task: detect}\npassthrough:\n  - {name: h, source: h.joblib, sha256: 12}\n",
+     "h", "sha256 12 was read as a number"),
+    (f"models:\n  - {{name: a, source: a.pt, task: detect, sha256: {'1' * 64}}}\n", "a", "quote the digest"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, trust: yes please}\n", "a", "trust 'yes please'"),
+]
+
+
+@pytest.mark.parametrize("text,model,needle", BAD_ISSUE9)
+def test_issue9_bad_config_is_refused(tmp_path, text, model, needle):
+    test_bad_config_names_model_and_fix(tmp_path, text, model, needle)
+
+
+def test_opset_limit_names_the_installed_onnx(tmp_path):
+    from importlib import metadata
+
+    import onnx
+    top = onnx.defs.onnx_opset_version()
+    ok = load_config(write_config(tmp_path, f"models:\n  - {{name: a, source: a.pt, task: detect, opset: {top}}}\n"))
+    assert ok.models[0].opset == top
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path, f"models:\n  - {{name: a, source: a.pt, task: detect, opset: {top + 1}}}\n"))
+    msg = info.value.render()
+    assert f"onnx {metadata.version('onnx')}" in msg and f"at most {top}" in msg
+
+
+def test_imgsz_4096_is_the_largest_accepted(tmp_path):
+    cfg = load_config(write_config(tmp_path, "models:\n  - {name: a, source: a.pt, task: detect, imgsz: 4096}\n"))
+    assert cfg.models[0].imgsz == 4096
+
+
+def test_repeated_yaml_key_is_an_error_with_its_line(tmp_path):
+    path = write_config(tmp_path, "defaults: {imgsz: 320}\nmodels:\n  - name: a\n    source: a.pt\n"
+                                  "    task: detect\n    imgsz: 640\n    imgsz: 320\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = info.value.render()
+    assert "key 'imgsz' appears twice" in msg and "line 7" in msg and "line 6" in msg and "Next step:" in msg
+    path = write_config(tmp_path, "models:\n  - {name: a, source: a.pt, task: detect}\nmodels: []\n")
+    with pytest.raises(ConfigError, match="key 'models' appears twice"):
+        load_config(path)
+
+
+def test_non_utf8_models_yaml_is_a_config_error(tmp_path):
+    path = tmp_path / "models.yaml"
+    path.write_bytes("models:\n  - {name: caf\u00e9, source: a.pt, task: detect}\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = info.value.render()
+    assert "not UTF-8" in msg and "line 2" in msg and "Next step:" in msg
+    res = run_cli("--config", str(path), "export")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "not UTF-8" in res.stderr
+
+
+def test_sha256_and_trust_are_read(tmp_path):
+    digest = "ab" * 32
+    cfg = load_config(write_config(tmp_path, f"models:\n  - {{name: a, source: a.pt, task: detect, sha256: {digest},"
+                                             f" trust: true}}\npassthrough:\n  - {{name: h, source: h.joblib,"
+                                             f" sha256: '{digest.upper()}'}}\n"))
+    assert cfg.models[0].sha256 == digest and cfg.models[0].trust is True
+    assert cfg.passthrough[0].sha256 == digest
+    cfg = load_config(write_config(tmp_path, "models:\n  - {name: a, source: a.pt, task: detect}\n"))
+    assert cfg.models[0].sha256 is None and cfg.models[0].trust is False
+
+
+@pytest.mark.parametrize("index", ['"zero"', "1.5", "true", "null"])
+def test_gpu_facts_json_with_a_bad_index_is_an_error(tmp_path, index):
+    from pipeline.errors import PipelineError
+    from pipeline.hardware import read_facts_file
+    path = tmp_path / "nvml.json"
+    path.write_text('{"index": %s, "name": "NVIDIA H100", "cc": [9, 0]}' % index)
+    with pytest.raises(PipelineError) as info:
+        read_facts_file(path)
+    msg = info.value.render()
+    assert "GPU index" in msg and "not a whole number" in msg and str(path) in msg and "Next step:" in msg
+    res = run_cli("--config", str(tmp_path / "models.yaml"), "resolve", "--gpu-facts", str(path),
+                  "--runtime", "tensorrt==10.13.3.9", "--no-link")
+    assert res.returncode != 0 and "Traceback" not in res.stderr and "not a whole number" in res.stderr

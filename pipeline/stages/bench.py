@@ -10,16 +10,18 @@ from ..config import ModelSpec
 from ..images import batches, reference_images
 
 
-def _torch_fns(checkpoint: Path, imgsz: int, batch: int, device: str):
+def _torch_fns(checkpoint: Path, imgsz: int, batch: int, device: str, trusted: bool = False):
     """(mode, engine-view fn, end-to-end infer) for each PyTorch mode on ``device``."""
     import torch
 
     from ..backends.torch import TorchRunner
+    from ..checkpoint import loading
     modes = ["fp32"] + (["fp16", "fp16+cudagraph"] if device == "cuda" else [])
     for mode in modes:
         # the with block closes each mode's model before the next one loads (also when the
         # consumer stops early: the generator's close() unwinds it)
-        with TorchRunner(checkpoint, imgsz, batch=batch, device=device, half=mode != "fp32") as r:
+        with loading(trusted), TorchRunner(checkpoint, imgsz, batch=batch, device=device,
+                                           half=mode != "fp32") as r:  # safe loading unless trusted at export
             m, dt = r.model, (torch.float16 if mode != "fp32" else torch.float32)
             x = torch.rand(batch, 3, imgsz, imgsz, device=device, dtype=dt)
             with torch.inference_mode():
@@ -91,7 +93,7 @@ def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: 
             if "end2end" in views:
                 add(engine_runner.label, "end2end", b, end_to_end(
                     lambda a: engine_runner.infer({"images": a})["output0"], images, spec.imgsz, b, nc, nkpt), True)
-        for label, fn, infer in _torch_fns(checkpoint, spec.imgsz, b, device):
+        for label, fn, infer in _torch_fns(checkpoint, spec.imgsz, b, device, record.get("trusted", False)):
             cuda = device == "cuda"
             if "engine" in views:
                 add(label, "engine", b, fn, cuda)

@@ -156,7 +156,7 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
         error=None if passed else "; ".join(onnx_level["reasons"]), onnx_level=onnx_level,
         engine_level=EngineLevel(note="run `engines verify` on a target GPU"),
         extra={"built_from": str(onnx_file.relative_to(cfg.root)), "gpu": _gpu_json(backend),
-               "build_seconds": seconds,
+               "build_seconds": seconds, "trusted_checkpoint": record.get("trusted", False),
                "reproduce": f"engines build --model {spec.name} --backend {backend.name}"
                             + (f" --target {','.join(sm_name(t) for t in backend.targets)}"
                                if backend.name == "tensorrt-rtx" else "")})
@@ -181,6 +181,10 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
     if missing:  # checked first: a set is complete on its own or not published at all
         raise PipelineError("passthrough model not found", model=missing[0].name, file=missing[0].source_path,
                             fix="place the file there, or run `engines demo-models` for a stand-in")
+    from ..checkpoint import check_pin
+    for p in cfg.passthrough:  # a pinned passthrough that changed is never published
+        if p.sha256:
+            check_pin(p.name, p.source_path, p.sha256, sha256_file(p.source_path))
     staging_root = cfg.engines_dir / ".staging"
     with es.set_lock(set_dir, timeout=lock_timeout, log=log):
         for leftover in staging_root.glob(f"{tag}.*"):  # from a killed build; we hold the lock

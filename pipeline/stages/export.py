@@ -8,18 +8,25 @@ is written last, so its presence with matching hashes means the export is comple
 """
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from ..checkpoint import check_loadable, check_pin, loading, refused_by_loader
 from ..config import Config, ModelSpec
 from ..errors import PipelineError
 from ..fsutil import atomic_path, check_writable, read_json, sha256_file, sha256_json, write_json_atomic
 
-EXPORT_VERSION = 1  # bump when the export procedure changes: invalidates every cache entry
+EXPORT_VERSION = 2  # bump when the export procedure changes: invalidates every cache entry
+# (2: checkpoints are scanned and loaded safely; exports cached before that are redone)
+TEMP_PREFIX = ".export-"  # work folders: .export-<pid>-<random>/ beside the outputs, with an owner file
+TEMP_OWNER = "owner"
+FOREIGN_TEMP_AGE_S = 24 * 3600  # a folder from another host (or with no owner) is stale after this
 TOOL_PACKAGES = ("torch", "ultralytics", "onnx", "onnxsim", "onnxruntime", "onnxconverter-common")
 
 
@@ -95,14 +102,18 @@ def cached_record(cfg: Config, spec: ModelSpec, key: str | None = None) -> dict 
     return rec
 
 
-def _load_checked(spec: ModelSpec):
+def _load_checked(spec: ModelSpec, trusted: bool = False):
     """Load with Ultralytics, mapping its failures to errors people can act on."""
     from ..backends.torch import load_yolo
+    from ..checkpoint import TRUST_FIX
     src = spec.source_path
     try:
         model = load_yolo(src)
     except Exception as exc:  # torch/pickle/ultralytics raise many types for a bad file
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if not trusted and refused_by_loader(exc):
+            raise PipelineError(f"checkpoint needs unsafe loading: the safe loader refused it ({text})",
+                                model=spec.name, file=src, fix=TRUST_FIX) from None
         if any(s in text.lower() for s in ("zip", "eof", "truncat", "unpickl", "magic", "archive")):
             what = f"checkpoint is not a readable PyTorch file (truncated or corrupt?): {text}"
             fix = "copy the checkpoint again; its size should match the original"
@@ -164,34 +175,100 @@ def to_fp16(model_proto):
     return fp16
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, as another user
+        return True
+    return True
+
+
+def stale_temp_dirs(onnx_dir: Path) -> list[Path]:
+    """Work folders left by an export that was killed (its process is gone): each holds
+    a copy of a checkpoint. A folder from another host, or without an owner file, counts
+    as stale only once it is a day old (its process cannot be checked from here)."""
+    if not onnx_dir.is_dir():
+        return []
+    stale = []
+    for d in onnx_dir.rglob(TEMP_PREFIX + "*"):
+        if not d.is_dir():
+            continue
+        try:
+            host, pid = (d / TEMP_OWNER).read_text().split()
+            if host == socket.gethostname():
+                if not _pid_alive(int(pid)):
+                    stale.append(d)
+                continue
+        except (OSError, ValueError):
+            pass
+        try:
+            if time.time() - d.stat().st_mtime > FOREIGN_TEMP_AGE_S:
+                stale.append(d)
+        except OSError:
+            pass
+    return stale
+
+
+def remove_stale_temp_dirs(onnx_dir: Path, log: Callable[[str], None] = lambda m: None) -> list[Path]:
+    removed = []
+    for d in stale_temp_dirs(onnx_dir):
+        shutil.rmtree(d, ignore_errors=True)
+        if not d.exists():
+            removed.append(d)
+            log(f"removed {d} (left by an export that was killed)")
+    return removed
+
+
 def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
-                 log: Callable[[str], None] = lambda m: None) -> dict:
-    """Export one model; returns its record (``status`` ``cached`` or ``exported``)."""
+                 log: Callable[[str], None] = lambda m: None, trust: bool = False) -> dict:
+    """Export one model; returns its record (``status`` ``cached`` or ``exported``).
+
+    ``trust``: load the checkpoint even when it needs more than the safe-load allow-list
+    (``--trust-checkpoint``; ``trust: true`` in models.yaml does the same per model)."""
     check_source(spec)
+    trusted = bool(trust or spec.trust)
     paths = onnx_paths(cfg, spec)
     why = check_writable(paths["fp32"].parent)
     if why:
         raise PipelineError(f"output folder is not writable: {why}", model=spec.name,
                             file=paths["fp32"].parent,
                             fix="fix its permissions or pass --config pointing at a writable copy")
-    source_sha = sha256_file(spec.source_path)  # hashed once: cache key and record
+    source_sha = sha256_file(spec.source_path)  # hashed once: pin, cache key and record
+    check_pin(spec.name, spec.source_path, spec.sha256, source_sha)
     key = cache_key(spec, source_sha)
-    if not force and (rec := cached_record(cfg, spec, key)):
-        return {**rec, "status": "cached"}
+    rec = None if force else cached_record(cfg, spec, key)
+    if rec and (trusted or not rec.get("trusted")):  # an export made under trust needs it still
+        # the record is keyed by source path: a model renamed in models.yaml keeps its export
+        return {**rec, "model": spec.name, "status": "cached"}
     check_archive(spec)
+    trust_info = check_loadable(spec.name, spec.source_path, trusted)
+    if trusted:
+        log(f"{spec.name}: loading {spec.source} as trusted (unsafe pickle loading"
+            + (f"; it refers to {', '.join(trust_info['unsafe_globals'])})" if trust_info["unsafe_globals"] else ")"))
+    with loading(trusted, trust_info["globals"]):
+        return _export_loaded(cfg, spec, paths, key, source_sha, trusted, trust_info, log)
+
+
+def _export_loaded(cfg: Config, spec: ModelSpec, paths: dict, key: str, source_sha: str, trusted: bool,
+                   trust_info: dict, log: Callable[[str], None]) -> dict:
 
     import onnx
 
     from .parity import measure_parity
 
     t0 = time.perf_counter()
-    yolo = _load_checked(spec)
+    yolo = _load_checked(spec, trusted)
     record: dict = {"model": spec.name, "source": spec.source, "task": spec.task,
                     "cache_key": key, "sha256": {"source": source_sha},
+                    "trusted": trusted, "unsafe_globals": trust_info["unsafe_globals"],
+                    "sha256_pinned": bool(spec.sha256),
                     "options": spec.export_options(), "tools": tool_versions(),
                     "demo": bool(getattr(yolo, "ckpt", {}) and yolo.ckpt.get("demo_weights"))}
     log(f"{spec.name}: exporting {spec.source} (opset {spec.opset}, imgsz {spec.imgsz})")
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=paths["fp32"].parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=paths["fp32"].parent) as tmp:
+        (Path(tmp) / TEMP_OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         tmp_pt = Path(tmp) / Path(spec.source).name
         shutil.copyfile(spec.source_path, tmp_pt)  # Ultralytics writes beside its input
         from ..backends.torch import load_yolo
@@ -241,10 +318,10 @@ def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
     return {**record, "status": "exported"}
 
 
-def _export_guarded(cfg: Config, spec: ModelSpec, force: bool, log) -> dict:
+def _export_guarded(cfg: Config, spec: ModelSpec, force: bool, log, trust: bool = False) -> dict:
     """export_model with anything unexpected turned into an error naming model and file."""
     try:
-        return export_model(cfg, spec, force=force, log=log)
+        return export_model(cfg, spec, force=force, log=log, trust=trust)
     except PipelineError:
         raise
     except Exception as exc:  # onnx, onnxsim, onnxconverter-common, ONNX Runtime raise many types
@@ -254,11 +331,13 @@ def _export_guarded(cfg: Config, spec: ModelSpec, force: bool, log) -> dict:
 
 
 def export_all(cfg: Config, specs: list[ModelSpec], keep_going: bool = False, force: bool = False,
-               log: Callable[[str], None] = lambda m: None) -> tuple[list[dict], list[PipelineError]]:
+               log: Callable[[str], None] = lambda m: None,
+               trust: bool = False) -> tuple[list[dict], list[PipelineError]]:
     records, errors = [], []
+    remove_stale_temp_dirs(cfg.onnx_dir, log)
     for spec in specs:
         try:
-            rec = _export_guarded(cfg, spec, force, log)
+            rec = _export_guarded(cfg, spec, force, log, trust)
             log(f"{spec.name}: {rec['status']} -> {rec['files']['fp32']}")
             records.append(rec)
         except PipelineError as err:
@@ -278,5 +357,11 @@ def check_passthrough(cfg: Config) -> tuple[list[dict], list[PipelineError]]:
                                         fix="copy the trained file there, or run `engines demo-models` "
                                             "for a stand-in"))
             continue
-        found.append({"model": p.name, "file": p.source, "sha256": sha256_file(p.source_path)})
+        digest = sha256_file(p.source_path)
+        try:
+            check_pin(p.name, p.source_path, p.sha256, digest)
+        except PipelineError as err:
+            errors.append(err)
+            continue
+        found.append({"model": p.name, "file": p.source, "sha256": digest})
     return found, errors

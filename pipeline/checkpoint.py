@@ -1,0 +1,215 @@
+"""Checkpoint trust: the sha256 pin, the safe-load allow-list and the trust decision.
+
+A ``.pt`` is a pickle, and unpickling runs whatever callables the file names. By default
+a checkpoint is loaded with ``torch.load(weights_only=True)`` (Ultralytics' safe-load mode)
+and only after a scan of the globals its pickle references finds nothing outside the
+allow-list below: layer classes (``torch.nn`` and ``ultralytics.nn``), Ultralytics' model
+and loss classes, and plain data holders. Nothing that can run code (builtins such as
+``eval`` or ``getattr``, ``os``, ``subprocess``, ...) is ever on it. A checkpoint that needs
+more is refused, naming the global, unless the user trusts it (``--trust-checkpoint`` or
+``trust: true`` in models.yaml); the export record and the manifest say so.
+
+Ultralytics' auto-install of missing modules (``YOLO_AUTOINSTALL``) is switched off for
+the whole process as soon as ``pipeline`` is imported.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import os
+import pkgutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import PipelineError
+
+AUTOINSTALL_ENV = "YOLO_AUTOINSTALL"  # read once by ultralytics.utils at import (env_bool)
+SAFE_LOAD_ENV = "ULTRALYTICS_SAFE_LOAD"  # likewise: Ultralytics' weights_only loading for every checkpoint
+TRUST_FIX = ("if you trust where this file came from, rerun with --trust-checkpoint or set trust: true on the "
+             "model in models.yaml; otherwise get the checkpoint again from its trainer")
+# Packages whose nn.Module classes may be rebuilt from a checkpoint.
+LAYER_PACKAGES = ("torch.nn.modules", "ultralytics.nn.modules")
+# Modules whose own classes Ultralytics pickles with a model (model classes, loss helpers).
+CLASS_MODULES = ("ultralytics.nn.tasks", "ultralytics.utils.loss", "ultralytics.utils.tal")
+# Never on the allow-list, whatever a derivation finds: these can run code or touch the system.
+FORBIDDEN_MODULES = ("builtins", "os", "posix", "nt", "sys", "subprocess", "importlib", "runpy", "shutil",
+                     "pickle", "marshal", "types", "functools", "operator", "ctypes", "code", "codeop",
+                     "socket", "io", "pty", "multiprocessing", "threading", "signal", "webbrowser")
+
+
+def harden_environment() -> None:
+    """Switch Ultralytics' auto-install off (``pip install`` of whatever a checkpoint or an
+    export names) and its safe-load mode on, for every load in this process (the export
+    stage's own loads go through ``loading``), also when ultralytics was imported first."""
+    os.environ[AUTOINSTALL_ENV] = "False"
+    os.environ[SAFE_LOAD_ENV] = "1"
+    for name, attr, value in (("ultralytics.utils", "AUTOINSTALL", False),
+                              ("ultralytics.utils.checks", "AUTOINSTALL", False),
+                              ("ultralytics.utils", "SAFE_LOAD", True), ("ultralytics.nn.tasks", "SAFE_LOAD", True)):
+        mod = sys.modules.get(name)
+        if mod is not None and hasattr(mod, attr):
+            setattr(mod, attr, value)
+
+
+# --- sha256 pin ------------------------------------------------------------------------------
+
+def check_pin(name: str, path: Path, expected: str | None, actual: str) -> None:
+    """Refuse a file whose sha256 is not the one pinned in models.yaml (torch-free)."""
+    if expected and actual != expected:
+        raise PipelineError(
+            f"sha256 pin mismatch: models.yaml pins {expected}, the file has {actual}; nothing was loaded",
+            model=name, file=path,
+            fix="put the pinned file back, or if this file is the one you mean to ship, update sha256: in "
+                "models.yaml to the digest above")
+
+
+# --- the allow-list ----------------------------------------------------------------------------
+
+def _is_forbidden(obj: object) -> bool:
+    mod = getattr(obj, "__module__", "") or ""
+    return mod.split(".")[0] in FORBIDDEN_MODULES or not isinstance(obj, type)
+
+
+def _classes_of(module, base: type | None) -> dict[str, type]:
+    out = {}
+    for attr, obj in vars(module).items():
+        if isinstance(obj, type) and obj.__module__ == module.__name__ and not attr.startswith("_") \
+                and (base is None or issubclass(obj, base)):
+            out[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def allowed_globals() -> dict[str, object]:
+    """``"module.Name" -> object`` a safe load may rebuild, derived from the installed
+    torch and ultralytics (so it follows their versions), never a callable that runs code."""
+    import numpy as np
+    from torch import nn
+    from ultralytics.utils import IterableSimpleNamespace
+
+    allow: dict[str, object] = {}
+    for pkg_name in LAYER_PACKAGES:
+        pkg = importlib.import_module(pkg_name)
+        for info in pkgutil.iter_modules(pkg.__path__, prefix=pkg_name + "."):
+            allow.update(_classes_of(importlib.import_module(info.name), nn.Module))
+    for mod_name in CLASS_MODULES:
+        mod = importlib.import_module(mod_name)
+        allow.update(_classes_of(mod, nn.Module if mod_name.endswith("tasks") else None))
+    # Data holders: training arguments (also under the pre-8.0.44 module path), numpy
+    # scalars and dtypes in training metrics, and paths.
+    allow["ultralytics.utils.IterableSimpleNamespace"] = IterableSimpleNamespace
+    allow["ultralytics.yolo.utils.IterableSimpleNamespace"] = IterableSimpleNamespace
+    allow["numpy.dtype"] = np.dtype
+    allow.update({f"numpy.dtypes.{c.__name__}": c for c in vars(np.dtypes).values()
+                  if isinstance(c, type) and issubclass(c, np.dtype)})
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allow[f"{mod}.scalar"] = np.float64(0).__reduce__()[0]  # numpy's scalar rebuild (checked below)
+    import pathlib
+    for mod in ("pathlib", "pathlib._local"):
+        for cls in ("PosixPath", "WindowsPath", "PurePosixPath"):
+            allow[f"{mod}.{cls}"] = type(pathlib.Path())  # a pickled path of either OS, as Ultralytics maps it
+    safe = {}
+    for name, obj in allow.items():
+        if name.endswith("multiarray.scalar"):
+            # numpy's C scalar constructor: rebuilds a number from a dtype and bytes
+            if getattr(obj, "__name__", "") == "scalar" and getattr(obj, "__module__", "").startswith("numpy"):
+                safe[name] = obj
+            continue
+        if not _is_forbidden(obj):
+            safe[name] = obj
+    return safe
+
+
+# Globals that Ultralytics' own safe loader replaces by a restricted stand-in (never the
+# real builtin): ``builtins.getattr`` in pose and YOLO11 checkpoints, limited there to
+# attributes of nn.Module and Enum classes.
+def _ultralytics_stand_ins() -> set[str]:
+    from ultralytics.nn import tasks
+    registry = tasks._SafeLoad._build() if hasattr(tasks, "_SafeLoad") else {}
+    out = set()
+    for name, obj in registry.items():
+        if name.startswith("builtins.") and getattr(obj, "__module__", "") == "ultralytics.nn.tasks" \
+                and obj is not getattr(__import__("builtins"), name.split(".", 1)[1], None):
+            out.add(name)
+    return out
+
+
+def referenced_globals(path: Path) -> list[str]:
+    """Globals the checkpoint's pickle names beyond torch's own safe set (torch reads the
+    opcodes; nothing in the file runs). Raises ValueError for a non-zip (legacy) file."""
+    import torch
+    return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+
+
+def scan(name: str, path: Path) -> tuple[list[str], list[str]]:
+    """(globals the checkpoint needs, those outside the allow-list)."""
+    try:
+        needed = referenced_globals(path)
+    except ValueError:
+        return [], ["(legacy pickle format: cannot be scanned)"]
+    allowed = allowed_globals()
+    stand_ins = _ultralytics_stand_ins()
+    return needed, [g for g in needed if g not in allowed and g not in stand_ins]
+
+
+def check_loadable(name: str, path: Path, trusted: bool) -> dict:
+    """The trust decision for one checkpoint, before it is loaded; returns what the export
+    record keeps. Refuses (PipelineError) a checkpoint needing unsafe loading unless trusted."""
+    needed, refused = scan(name, path)
+    if refused and not trusted:
+        raise PipelineError(
+            f"checkpoint needs unsafe loading: its pickle refers to {', '.join(refused)}, which is not on the "
+            "safe-load allow-list (layer, model and data classes only); it was not loaded",
+            model=name, file=path, fix=TRUST_FIX)
+    return {"trusted": bool(trusted), "unsafe_globals": refused, "globals": needed}
+
+
+@contextlib.contextmanager
+def loading(trusted: bool, needed: list[str] | tuple[str, ...] = ()) -> Iterator[None]:
+    """Every Ultralytics checkpoint load inside runs in its safe mode (``weights_only``
+    with the allow-list), unless ``trusted``; auto-install stays off either way.
+
+    ``needed``: the globals ``scan`` found; only those are registered with torch (its
+    restricted unpickler slows down with every registered global)."""
+    harden_environment()
+    import torch
+    from ultralytics.nn import tasks
+    from ultralytics.utils import patches
+    harden_environment()
+    if not trusted:
+        allowed = allowed_globals()
+        entries = [(allowed[n], n) for n in needed if n in allowed]
+        if entries:
+            torch.serialization.add_safe_globals(entries)
+    real_torch_load = tasks.torch_load
+    had_flag = hasattr(tasks, "SAFE_LOAD")
+    saved_flag = getattr(tasks, "SAFE_LOAD", None)
+
+    def forced(*args, **kwargs):  # belt and braces for a version without the safe-load flag
+        if not trusted:
+            kwargs["weights_only"] = True
+        return patches.torch_load(*args, **kwargs)
+
+    tasks.torch_load = forced
+    if had_flag:
+        tasks.SAFE_LOAD = not trusted
+    try:
+        yield
+    finally:
+        tasks.torch_load = real_torch_load
+        if had_flag:
+            tasks.SAFE_LOAD = saved_flag
+
+
+def refused_by_loader(exc: BaseException) -> bool:
+    """Whether a load failure is the safe loader refusing a global (not a damaged file)."""
+    import pickle
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen)
+        if isinstance(seen, pickle.UnpicklingError) or "Unsupported global" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -29,7 +29,6 @@ Without --out the manifests go to stdout (`engines fleet plan --gpus gpus.yaml |
 
 @click.command("plan", help=PLAN_HELP)
 @common_options
-@common_options
 @click.option("--gpus", "gpus_file", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="The GPU list (YAML): registry, models (pvc or image), registry_secret, namespace and the cells, "
                    "e.g. [{gpu: Tesla-T4, image: REGISTRY/engines-builder:25.08, trt: '10.13.2.6'}, "

@@ -215,3 +215,15 @@ def test_waiting_on_a_set_lock_names_the_holder_and_times_out(models):
         holder.wait()
     with set_lock(d, timeout=1):  # free again once the holder is gone
         pass
+
+
+def test_no_command_declares_an_option_twice():
+    import click
+
+    def walk(cmd, path):
+        names = [p.name for p in cmd.params]
+        assert len(names) == len(set(names)), f"{path}: {sorted(n for n in names if names.count(n) > 1)}"
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+    assert isinstance(cli, click.Group)
+    walk(cli, "engines")

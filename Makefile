@@ -55,9 +55,15 @@ image: .env ## Build the NGC TensorRT builder image (needs Docker)
 image-info: $(STAMP) ## TensorRT version of the builder image (read from its label)
 	$(ENGINES) docker image-info
 
-# `docker compose run builder ...`; when Docker cannot hand the container a GPU, compose only
-# relays the daemon's terse "could not select device driver": add what to do about it.
-BUILDER_RUN = log=$$(mktemp); $(COMPOSE) -f docker-compose.build.yml run --rm builder $(1) 2>&1 | tee "$$log"; \
+# `docker compose run builder ...` as the targets below run it:
+# - when Docker cannot hand the container a GPU, compose only relays the daemon's terse
+#   "could not select device driver": add what to do about it;
+# - on Ctrl-C (or SIGTERM from a CI runner) remove the builder by its name: compose forwards
+#   the signal itself, but can exit first and leave the container running (a race seen
+#   under load; docker/compose#3317 reports the same erratic Ctrl-C).
+BUILDER_RUN = log=$$(mktemp); name=engines-builder-$$$$; \
+	trap 'docker rm -f "$$name" >/dev/null 2>&1; rm -f "$$log"; exit 130' INT TERM; \
+	$(COMPOSE) -f docker-compose.build.yml run --rm --name "$$name" builder $(1) 2>&1 | tee "$$log"; \
 	code=$${PIPESTATUS[0]}; if [ "$$code" -ne 0 ] && grep -q 'could not select device driver' "$$log"; then \
 	echo "make: Docker could not give the builder a GPU (no NVIDIA Container Toolkit registered with this Docker)." \
 	"Next step: install it and register it (README, \"Building in the NGC TensorRT container\"); on a host" \

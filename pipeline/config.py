@@ -42,7 +42,7 @@ DEFAULTS_KEYS = {"imgsz", "opset", "precision", "batch", "workspace", "verify", 
 # (README "Portable tier"); version_compatible -> BuilderFlag.VERSION_COMPATIBLE.
 SET_KEYS = {"compatibility", "version_compatible"}
 COMPATIBILITY = ("ampere_plus",)
-MODEL_KEYS = {"name", "source", "task", "sha256", "trust"} | DEFAULTS_KEYS
+MODEL_KEYS = {"name", "source", "task", "sha256", "trust", "demo_classes"} | DEFAULTS_KEYS
 PASSTHROUGH_KEYS = {"name", "source", "sha256"}
 TOP_KEYS = {"defaults", "models", "passthrough"}
 BUILTIN_DEFAULTS: dict[str, Any] = {"imgsz": 640, "opset": 12, "precision": "fp16", "batch": 1,
@@ -78,6 +78,7 @@ class ModelSpec:
     root: Path                # the config's folder
     sha256: str | None = None  # pinned digest of the checkpoint (lower-case hex)
     trust: bool = False        # load the checkpoint without the safe-load allow-list
+    demo_classes: tuple[str, ...] | None = None  # class names for demo weights (None: the COCO 80)
 
     @property
     def source_path(self) -> Path:
@@ -255,6 +256,17 @@ def _trust(value: Any, where: str, path: Path) -> bool:
     return value
 
 
+def _demo_classes(value: Any, where: str, path: Path) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise _err(f"demo_classes {value!r} is not a list of class names", where, path,
+                   "write demo_classes: [hairnet, no_hairnet] (the real model's classes), or remove it")
+    if len(set(value)) != len(value):
+        raise _err("demo_classes names a class twice", where, path, "give every class once")
+    return tuple(value)
+
+
 def _same_source(sources: dict[str, str], source: str, name: str, path: Path) -> None:
     """Refuse a second entry with the same (normalised) source path: both would write the
     same ONNX and engine files."""
@@ -367,7 +379,8 @@ def load_config(path: Path | str) -> Config:
                                 workspace=opts["workspace"], verify=opts["verify"],
                                 verify_images=opts["verify_images"], root=root,
                                 sha256=_sha256(entry.get("sha256"), name, path),
-                                trust=_trust(entry.get("trust"), name, path)))
+                                trust=_trust(entry.get("trust"), name, path),
+                                demo_classes=_demo_classes(entry.get("demo_classes"), name, path)))
     passthrough: list[PassthroughSpec] = []
     for i, entry in enumerate(data.get("passthrough") or []):
         where = str(entry.get("name") or f"passthrough[{i}]") if isinstance(entry, dict) else f"passthrough[{i}]"

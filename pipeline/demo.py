@@ -9,24 +9,18 @@ from .config import Config
 from .fsutil import atomic_path
 
 SEED = 20261124
-# task -> (architecture yaml, class names or None for the yaml's own 80 COCO names)
-DEMO_ARCH = {
-    "human": ("yolov8n.yaml", None),
-    "hairnet": ("yolov8n.yaml", {0: "hairnet", 1: "no_hairnet"}),
-    "pose": ("yolov8n-pose.yaml", None),
-}
-TASK_ARCH = {"detect": ("yolov8n.yaml", None), "pose": ("yolov8n-pose.yaml", None)}
+# The architecture follows the task; the classes follow models.yaml's `demo_classes` (the
+# real model's class names), so nothing here knows a model by its name.
+TASK_ARCH = {"detect": "yolov8n.yaml", "pose": "yolov8n-pose.yaml"}
 
 
 def write_demo_checkpoint(dest: Path, arch: str, names: dict | None, seed: int) -> None:
     import torch
     from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel
-
     torch.manual_seed(seed)
     yolo = YOLO(arch, verbose=False)
-    if names is not None:
-        model = DetectionModel(arch, nc=len(names), verbose=False)
+    if names is not None:  # the same architecture (and model class: detect or pose) with these classes
+        model = type(yolo.model)(arch, nc=len(names), verbose=False)
         model.names = dict(names)
         yolo.model = model
     _make_responsive(yolo.model, seed)
@@ -102,9 +96,8 @@ def demo_models(cfg: Config, log=print) -> list[dict]:
         if dest.exists():
             done.append({"model": spec.name, "file": str(dest), "action": "kept (exists)"})
             continue
-        arch, names = DEMO_ARCH.get(spec.name) or TASK_ARCH[spec.task]
-        if ("pose" in arch) != (spec.task == "pose"):  # a name from DEMO_ARCH on another task
-            arch, names = TASK_ARCH[spec.task]
+        arch = TASK_ARCH[spec.task]
+        names = dict(enumerate(spec.demo_classes)) if spec.demo_classes else None
         write_demo_checkpoint(dest, arch, names, SEED + i)
         done.append({"model": spec.name, "file": str(dest), "action": f"wrote demo weights ({arch})"})
         log(f"{spec.name}: wrote demo weights from {arch} -> {dest}")

@@ -14,7 +14,8 @@ SMALL_YAML = """\
 defaults: {imgsz: 320, opset: 12, precision: fp16, batch: 1}
 models:
   - {name: human,   source: yolo/yolov8n.pt,                        task: detect}
-  - {name: hairnet, source: hairnet_detection/hairnet_detection.pt, task: detect}
+  - {name: hairnet, source: hairnet_detection/hairnet_detection.pt, task: detect,
+     demo_classes: [hairnet, no_hairnet]}
   - {name: pose,    source: yolo/yolov8n-pose.pt,                   task: pose}
 passthrough:
   - {name: handwash, source: handwash_xgb.joblib}

@@ -212,3 +212,35 @@ def test_gpu_facts_json_with_a_bad_index_is_an_error(tmp_path, index):
     res = run_cli("--config", str(tmp_path / "models.yaml"), "resolve", "--gpu-facts", str(path),
                   "--runtime", "tensorrt==10.13.3.9", "--no-link")
     assert res.returncode != 0 and "Traceback" not in res.stderr and "not a whole number" in res.stderr
+
+
+def test_demo_classes_are_read_and_checked(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+    p = tmp_path / "models.yaml"
+    p.write_text("models:\n  - {name: a, source: a.pt, task: detect, demo_classes: [x, y]}\n")
+    assert load_config(p).models[0].demo_classes == ("x", "y")
+    for bad, text in (("[]", "not a list of class names"), ("[x, x]", "names a class twice"),
+                      ("x", "not a list of class names")):
+        p.write_text(f"models:\n  - {{name: a, source: a.pt, task: detect, demo_classes: {bad}}}\n")
+        with pytest.raises(ConfigError, match=text):
+            load_config(p)
+
+
+@pytest.mark.slow
+def test_demo_weights_take_their_classes_from_models_yaml_not_the_name(tmp_path):
+    """A model named anything gets the classes models.yaml gives it (pose included)."""
+    import torch
+
+    from pipeline.config import load_config
+    from pipeline.demo import demo_models
+    p = tmp_path / "models.yaml"
+    p.write_text("models:\n"
+                 "  - {name: gloves, source: g.pt, task: detect, demo_classes: [glove, bare_hand, sleeve]}\n"
+                 "  - {name: hairnet, source: h.pt, task: detect}\n"
+                 "  - {name: body, source: b.pt, task: pose, demo_classes: [worker]}\n")
+    demo_models(load_config(p), log=lambda m: None)
+    names = {f: torch.load(tmp_path / f, weights_only=False)["model"].names for f in ("g.pt", "h.pt", "b.pt")}
+    assert names["g.pt"] == {0: "glove", 1: "bare_hand", 2: "sleeve"}
+    assert len(names["h.pt"]) == 80            # no demo_classes: the architecture's own COCO classes
+    assert names["b.pt"] == {0: "worker"}

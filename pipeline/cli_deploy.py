@@ -56,6 +56,18 @@ def _check_runtime(_click_ctx, _param, value):
         raise click.BadParameter(f"{err.what}; {err.fix}") from None
 
 
+def report_choice(ctx: Ctx, res, headline: str, link: str | None, also: str | None = None) -> None:
+    """Every set's verdict, the choice, its warnings (stderr) and what was handed over."""
+    _report(ctx, res)
+    ctx.echo(headline)
+    for w in res.verdict.warnings:
+        ctx.echo(click.style("warning: ", fg="yellow", bold=True) + w, err=True)
+    if also:
+        ctx.echo(also)
+    if link:
+        ctx.echo(f"{link} -> {res.chosen.tag}")
+
+
 def _report(ctx: Ctx, res) -> None:
     ctx.echo(res.gpu.describe() + (f"  [{res.gpu.source}]" if res.gpu.source else ""))
     ctx.echo(f"runtime: {res.runtime.label} (from {res.runtime.source})")
@@ -164,14 +176,8 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
             link = str(deploy.switch_current(engines_dir, res.chosen.tag))
     except PipelineError as err:
         fail(ctx, err)
-    _report(ctx, res)
-    ctx.echo(f"chose {res.chosen.tag}: {res.why()}")
-    for w in res.verdict.warnings:
-        ctx.echo(click.style("warning: ", fg="yellow", bold=True) + w, err=True)
-    if env:
-        ctx.echo(f"wrote {env} (ENGINE_SET={res.chosen.tag}, ENGINE_DIR={res.chosen.path.resolve()})")
-    if link:
-        ctx.echo(f"{link} -> {res.chosen.tag}")
+    report_choice(ctx, res, f"chose {res.chosen.tag}: {res.why()}", link,
+                  f"wrote {env} (ENGINE_SET={res.chosen.tag}, ENGINE_DIR={res.chosen.path.resolve()})" if env else None)
     out = res.to_json()
     out.update({"env_file": env, "link": link, "require": require})
     ctx.emit(out)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .cli_context import Ctx, common_options, fail
-from .cli_deploy import _check_runtime, _report
+from .cli_deploy import _check_runtime, report_choice
 from .errors import PipelineError
 
 
@@ -151,12 +151,8 @@ def pull_cmd(ctx: Ctx, ref, tag, no_link, runtime, gpu_facts, gpu_index, image, 
         link = None if no_link else str(deploy.switch_current(engines_dir, res.chosen.tag))
     except PipelineError as err:
         fail(ctx, err)
-    _report(ctx, res)
-    ctx.echo(f"{'pulled' if downloaded else 'already here:'} {res.chosen.tag} from {ref}: {res.why()}")
-    for w in res.verdict.warnings:
-        ctx.echo(click.style("warning: ", fg="yellow", bold=True) + w, err=True)
-    if link:
-        ctx.echo(f"{link} -> {res.chosen.tag}")
+    report_choice(ctx, res, f"{'pulled' if downloaded else 'already here:'} {res.chosen.tag} from {ref}: {res.why()}",
+                  link)
     ctx.emit({**res.to_json(), "registry": ref, "downloaded": downloaded, "link": link})
 
 

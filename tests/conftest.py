@@ -72,3 +72,18 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     """`python -m pipeline ...` in a subprocess: exit codes and output as users see them."""
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd or REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def build_full_trt_human(workspace: Path):
+    """Build the `human` demo model with the full TensorRT on this GPU: (backend, engine path).
+    Only for tests that already skip unless the full TensorRT and a GPU are here."""
+    from pipeline.backends.trt_backends import choose_backend
+    from pipeline.config import load_config
+    from pipeline.hardware import detect_gpus
+    from pipeline.stages.build import build_all
+    cfg = load_config(workspace / "models.yaml")
+    gpus = detect_gpus()
+    backend = choose_backend("tensorrt", None, gpus)
+    summary, errors = build_all(cfg, cfg.models[:1], backend, gpus)
+    assert not errors, [e.render() for e in errors]
+    return backend, Path(summary["set"]) / "yolo/yolov8n.engine"

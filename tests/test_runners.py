@@ -310,17 +310,9 @@ def test_tensorrt_runner_cuda_python_and_torch_agree(workspace):
     """The same engine through both device-memory providers: identical outputs, and the
     cuda-python one frees everything on close."""
     from pipeline.backends.tensorrt_runner import TensorRTRunner
-    from pipeline.backends.trt_backends import choose_backend
-    from pipeline.config import load_config
-    from pipeline.hardware import detect_gpus
     from pipeline.images import batches, reference_images
-    from pipeline.stages.build import build_all
-    cfg = load_config(workspace / "models.yaml")
-    gpus = detect_gpus()
-    backend = choose_backend("tensorrt", None, gpus)
-    summary, errors = build_all(cfg, cfg.models[:1], backend, gpus)
-    assert not errors, [e.render() for e in errors]
-    engine = Path(summary["set"]) / "yolo/yolov8n.engine"
+    from tests.conftest import build_full_trt_human
+    backend, engine = build_full_trt_human(workspace)
     x = batches(reference_images(), 320, 1)[0]
     outs = {}
     for memory in ("cuda-python", "torch"):

@@ -110,16 +110,8 @@ needs_trt_gpu = pytest.mark.skipif(
 def test_full_tensorrt_build_and_run(workspace):
     """Build the demo detector with the full TensorRT and run it against ONNX Runtime."""
     from pipeline.backends.tensorrt_runner import TensorRTRunner
-    from pipeline.backends.trt_backends import choose_backend
-    from pipeline.config import load_config
-    from pipeline.hardware import detect_gpus
-    from pipeline.stages.build import build_all
-    cfg = load_config(workspace / "models.yaml")
-    gpus = detect_gpus()
-    backend = choose_backend("tensorrt", None, gpus)
-    summary, errors = build_all(cfg, cfg.models[:1], backend, gpus)
-    assert not errors, [e.render() for e in errors]
-    engine = Path(summary["set"]) / "yolo/yolov8n.engine"
+    from tests.conftest import build_full_trt_human
+    backend, engine = build_full_trt_human(workspace)
     with TensorRTRunner(engine, backend.module(), "human") as runner:
         assert [s.name for s in runner.inputs()] == ["images"]
         import numpy as np

@@ -9,8 +9,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from filelock import FileLock
-
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -64,8 +62,10 @@ def read_json(path: Path | str) -> dict | None:
         return None
 
 
-def lock_for(path: Path | str, timeout: float = -1) -> FileLock:
-    """A lock file beside ``path`` (``.<name>.lock``), shared by every process."""
+def lock_for(path: Path | str, timeout: float = -1):
+    """A lock file beside ``path`` (``.<name>.lock``), shared by every process (a
+    ``filelock.FileLock``, imported here: `engines resolve` and `list` never lock)."""
+    from filelock import FileLock
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path.parent / f".{path.name}.lock"), timeout=timeout)

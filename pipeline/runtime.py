@@ -6,8 +6,6 @@ resolve and the Docker runner must agree on.
 """
 from __future__ import annotations
 
-from importlib import metadata
-
 # Distribution names that carry each runtime, in the order they are asked.
 DISTS = {
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
@@ -24,6 +22,7 @@ BUILDER_CMD = "docker compose -f docker-compose.build.yml run --rm builder"
 
 def installed_version(backend: str) -> tuple[str, str] | None:
     """(version, distribution) of ``backend`` installed here, or None."""
+    from importlib import metadata  # ~15 ms: only where the question is asked
     for dist in DISTS[backend]:
         try:
             return metadata.version(dist), dist

@@ -77,7 +77,7 @@ def cells(sets: list[EngineSet], wanted: list[dict]) -> list[dict]:
             v = judge(s, gpu, rt, allow_demo=True, allow_pending=True)
             if {"backend", "version", "cc"} & set(v.kinds):
                 continue                                   # cannot run there at all
-            if rt.backend == "tensorrt" and not v.same_gpu:
+            if rt.backend == "tensorrt" and not v.same_gpu and not v.portable:  # portable: built to move
                 row["why"] = row["why"] or f"{s.tag} loads by compute capability only (built on another GPU)"
                 continue
             pending = any("verification pending" in w for w in v.warnings)

@@ -654,3 +654,15 @@ def test_portable_set_can_be_verified_on_another_gpu_type(models):
     assert "8.0 or newer" in s.manifest.cannot_run_here(TRT, [gpu("t4.csv")])
     exact = load_set(make_set(models / "engines"))
     assert "not one of the set's targets" in exact.manifest.cannot_run_here(TRT, [gpu("l4.csv")])
+
+
+def test_fleet_status_counts_a_portable_set_for_other_gpu_products(models):
+    """A portable (AMPERE_PLUS) set built on an H100 fills the A10 cell; an exact H100 set does not."""
+    from pipeline.engine_set import list_sets
+    from pipeline.fleet_status import cells
+    wanted = [{"gpu": "NVIDIA A10", "compute_cap": "8.6", "runtime": parse_runtime(f"tensorrt=={TRT}")}]
+    make_set(models / "engines", built_on=H100, verified_on=H100)           # exact, sm90 only
+    assert cells(list_sets(models / "engines"), wanted)[0]["status"] == "missing"
+    make_portable_set(models / "engines")
+    (row,) = cells(list_sets(models / "engines"), wanted)
+    assert row["tag"] == PORTABLE and row["status"] in ("pending", "passed") and "AMPERE_PLUS" in row["why"]

@@ -630,3 +630,41 @@ def test_make_engines_docker_without_gpu_runtime_says_install_the_toolkit(client
     assert res.returncode != 0
     assert "could not select device driver" in res.stdout + res.stderr  # compose's own words, kept
     assert "Next step: install it and register it" in res.stderr and "make engines" in res.stderr
+
+
+@needs_compose
+def test_make_deploy_prints_the_engines_check_log_when_the_gate_fails(client, images, tmp_path):
+    """`make deploy`: resolve here, then `up`; the gate (engines-check) fails on this host, so
+    `up` fails and make shows why from the gate's own log."""
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    from tests.test_resolve import FACTS, RTX, make_set
+    for name in ("Makefile", "docker-compose.prod.full.yml", "pyproject.toml"):
+        shutil.copy2(REPO / name, tmp_path / name)        # -p: keep the venv's install stamp newer
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(REPO / "models" / "models.yaml", models / "models.yaml")
+    make_set(models / "engines", backend="tensorrt-rtx", version=RTX, targets=("8.6", "8.9", "12.0"),
+             built_on=None, cuda="12.2")
+    # the test daemon has no GPU runtime and no registry: the local test image, no GPU reservation
+    (tmp_path / "no-gpu.yml").write_text(
+        "services:\n"
+        "  engines-check: {build: !reset null, pull_policy: never, deploy: !reset {}}\n"
+        "  pyt-api-prod: {pull_policy: never, deploy: !reset {}, ports: !reset []}\n")
+    project = f"engines-test-{uuid.uuid4().hex[:8]}"
+    prod = (f"docker compose -p {project} -f docker-compose.prod.full.yml -f no-gpu.yml -f docker-compose.engines.yml "
+            "--env-file .env.engines")
+    env = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")}
+    env.update(ENGINES_IMAGE=images.image, PYT_API_IMAGE=images.image)
+    args = f"--gpu-facts {FACTS / 'rtx4090.csv'} --runtime tensorrt-rtx=={RTX} --allow-pending"
+    try:
+        res = subprocess.run(["make", "-s", "deploy", f"VENV={REPO / '.venv'}", f"PROD={prod}", f"ARGS={args}"],
+                             cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(prod.split() + ["down", "--volumes"], cwd=tmp_path, env=env, check=False,
+                       capture_output=True, timeout=120)
+    assert res.returncode != 0, res.stdout + res.stderr
+    assert "chose trtrtx-1.7.1.116-sm86_89_120" in res.stdout, res.stdout + res.stderr   # resolve ran here
+    assert "make deploy: the engines-check gate or the start failed; its log:" in res.stderr
+    # the gate's own words (the stand-in image's `engines` does not know `verify`)
+    assert "fake engines: unknown command 'verify'" in res.stderr, res.stderr

@@ -49,7 +49,7 @@ def _config_arg(ctx: Ctx) -> str:
 def _check_runtime(_click_ctx, _param, value):
     if value is None:
         return None
-    from .deploy import parse_runtime
+    from .runtime import parse_runtime
     try:
         return parse_runtime(value).spec
     except PipelineError as err:
@@ -128,13 +128,14 @@ def _report(ctx: Ctx, res) -> None:
 def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allow_pending, require,
                 write_env, no_link, build_missing, builder_image, expect_set, from_ref=None, plain_http=False,
                 insecure=False, write_mounts=None) -> None:
-    from . import deploy
+    from . import deploy, handover
     from .hardware import detect_gpus, pick_gpu
+    from .runtime import find_runtime
 
     models_dir = ctx.config_path.parent
     engines_dir = models_dir / "engines"
     try:
-        rt = deploy.find_runtime(runtime, image)
+        rt = find_runtime(runtime, image)
         gpu = pick_gpu(detect_gpus(gpu_facts), gpu_index)
         models = deploy.expected_models(ctx.config_path)
         kwargs = {"allow_demo": allow_demo, "allow_pending": allow_pending or not require, "models": models,
@@ -165,15 +166,15 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
                                 fix="run `make deploy` again so the env file names the set this host gets")
         link = env = None
         if write_env is not None:
-            values = deploy.env_lines(res, models_dir, image, allow_demo=allow_demo,
+            values = handover.env_lines(res, models_dir, image, allow_demo=allow_demo,
                                       allow_pending=allow_pending)
-            deploy.write_env(write_env, values, res)
+            handover.write_env(write_env, values, res)
             env = str(write_env)
         if write_mounts is not None:  # the prod compose mounts, derived from the manifest (issue 10)
             from .compose_mounts import write_override
             ctx.echo(f"wrote {write_override(write_mounts, res.chosen)} (the set's mounts for pyt-api-prod)")
         if not no_link:
-            link = str(deploy.switch_current(engines_dir, res.chosen.tag))
+            link = str(handover.switch_current(engines_dir, res.chosen.tag))
     except PipelineError as err:
         fail(ctx, err)
     report_choice(ctx, res, f"chose {res.chosen.tag}: {res.why()}", link,

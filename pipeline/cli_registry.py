@@ -137,18 +137,20 @@ def resolve_like_options(fn):
 def pull_cmd(ctx: Ctx, ref, tag, no_link, runtime, gpu_facts, gpu_index, image, allow_demo, require,
              allow_pending, plain_http, insecure) -> None:
     from . import deploy
+    from .handover import switch_current
     from .hardware import detect_gpus, pick_gpu
     from .registry import pull
+    from .runtime import find_runtime
     engines_dir = ctx.config_path.parent / "engines"
     try:
-        rt = deploy.find_runtime(runtime, image)
+        rt = find_runtime(runtime, image)
         gpu = pick_gpu(detect_gpus(gpu_facts), gpu_index)
         res, downloaded = pull(_remote(ref, plain_http, insecure), engines_dir, gpu, rt, tag=tag,
                                allow_demo=allow_demo, allow_pending=allow_pending or not require,
                                models=deploy.expected_models(ctx.config_path),
                                pending_ok="--allow-pending" if require else "without --require",
                                on_line=ctx.progress if not ctx.json else (lambda m: None))
-        link = None if no_link else str(deploy.switch_current(engines_dir, res.chosen.tag))
+        link = None if no_link else str(switch_current(engines_dir, res.chosen.tag))
     except PipelineError as err:
         fail(ctx, err)
     report_choice(ctx, res, f"{'pulled' if downloaded else 'already here:'} {res.chosen.tag} from {ref}: {res.why()}",

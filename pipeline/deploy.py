@@ -1,8 +1,8 @@
 """The deploy step: pick the engine set that matches the host, prove it, hand it over.
 
-Pure functions over files plus two small side effects (the env file and the
-``models/engines/current`` symlink). Imports no torch, ultralytics or TensorRT: the
-runtime version comes from ``--runtime``, an image label, or package metadata.
+Pure functions over files; the hand-over (env file, ``models/engines/current``) is in
+``handover`` and the runtime's version (``--runtime``, an image label, or package
+metadata) in ``runtime``. Imports no torch, ultralytics or TensorRT.
 
 Rules (issue 5, and issue 4 "Two levels of verification"):
 
@@ -24,93 +24,19 @@ Rules (issue 5, and issue 4 "Two levels of verification"):
 """
 from __future__ import annotations
 
-import os
-import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends.trt_backends import TensorRTRTX
-from .engine_set import EngineSet, make_tag, now_iso, scan_sets
+from .engine_set import EngineSet, make_tag, scan_sets
 from .errors import PipelineError
-from .fsutil import sha256_file, write_bytes_atomic
+from .fsutil import sha256_file
 from .hardware import GpuFacts, cc_tuple, sm_name
-from .runtime import BUILDER_CMD, DEFAULT_IMAGE, DISTS, TRT_LABEL, installed_version
+from .runtime import BUILDER_CMD, DEFAULT_IMAGE, Runtime
 
-RUNTIME_ALIASES = {"tensorrt": "tensorrt", "trt": "tensorrt", "tensorrt-rtx": "tensorrt-rtx",
-                   "tensorrt_rtx": "tensorrt-rtx", "trt-rtx": "tensorrt-rtx", "trtrtx": "tensorrt-rtx"}
 RTX_TARGETS = TensorRTRTX.supported_targets()  # one list with the builder (no TensorRT import)
-
-
-@dataclass(frozen=True)
-class Runtime:
-    backend: str          # tensorrt | tensorrt-rtx
-    version: str
-    source: str           # where it was read, for messages
-
-    @property
-    def label(self) -> str:
-        return ("TensorRT for RTX " if self.backend == "tensorrt-rtx" else "TensorRT ") + self.version
-
-    @property
-    def spec(self) -> str:
-        return f"{self.backend}=={self.version}"
-
-    def to_json(self) -> dict:
-        return {"backend": self.backend, "version": self.version, "source": self.source}
-
-
-def parse_runtime(text: str, source: str = "--runtime") -> Runtime:
-    m = re.match(r"^\s*([A-Za-z_-]+)\s*==\s*(\d+(?:\.\d+)*)\s*$", text or "")
-    backend = RUNTIME_ALIASES.get(m.group(1).lower()) if m else None
-    if not m or backend is None:
-        raise PipelineError(f"cannot read the runtime {text!r}",
-                            fix="write it as `tensorrt==10.13.3.9` or `tensorrt-rtx==1.7.1.116`")
-    return Runtime(backend, m.group(2), source)
-
-
-def installed_runtime() -> Runtime | None:
-    """The TensorRT this Python would load, read from package metadata (no import)."""
-    for backend in DISTS:
-        found = installed_version(backend)
-        if found:
-            return Runtime(backend, found[0], f"installed package {found[1]}")
-    return None
-
-
-def image_runtime(image: str) -> Runtime:
-    """The TensorRT version of a service image, from its label (nothing runs)."""
-    try:
-        from . import docker_runner  # the Docker SDK loads only here
-        version = docker_runner.image_trt_version(docker_runner.connect(), image)
-    except PipelineError:
-        raise
-    except Exception as exc:  # noqa: BLE001  (no Docker SDK, no daemon: any failure means the same)
-        raise PipelineError(f"cannot read the TensorRT version of image {image} ({exc})",
-                            fix="start Docker, or pass `--runtime tensorrt==X`") from None
-    if not version:
-        raise PipelineError(f"image {image} is not here or has no label {TRT_LABEL} "
-                            "(nor org.engines.tensorrt-rtx.version, com.nvidia.tensorrt.version)",
-                            fix=f"`docker pull {image}`, or pass `--runtime tensorrt==X` (the TensorRT the "
-                                "image runs: `python -c 'import tensorrt; print(tensorrt.__version__)'` in it)")
-    return parse_runtime(version, f"image {image}") if "==" in str(version) \
-        else Runtime("tensorrt", str(version).strip(), f"label {TRT_LABEL} of image {image}")
-
-
-def find_runtime(runtime: str | None, image: str | None) -> Runtime:
-    if runtime:
-        return parse_runtime(runtime)
-    image = image or os.environ.get("PYT_API_IMAGE")  # the service image make deploy starts
-    if image:
-        return image_runtime(image)
-    found = installed_runtime()
-    if found is None:
-        raise PipelineError(
-            "cannot tell which TensorRT the service will run: no --runtime, no --image, and neither "
-            "tensorrt nor tensorrt-rtx is installed here",
-            fix="pass `--runtime tensorrt==X` (or `tensorrt-rtx==Y`), or `--image <service image>`")
-    return found
 
 
 # The oldest driver branch that runs each CUDA major (NVIDIA, "Supported Drivers and CUDA
@@ -437,59 +363,3 @@ class NoMatchingSet(PipelineError):
             out.update(self.resolution.to_json())
             out["ok"] = False
         return out
-
-
-def _env_value(v: str) -> str:
-    """Compose env-file quoting: single quotes, a quote inside escaped as \\' (shlex's
-    '"'"' form is not understood by compose)."""
-    return v if re.match(r"^[A-Za-z0-9_./:=+-]*$", v) else "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def env_lines(res: Resolution, models_dir: Path, image: str | None = None, *, allow_demo: bool = False,
-              allow_pending: bool = False) -> dict[str, str]:
-    s, gpu, rt = res.chosen, res.gpu, res.runtime
-    assert s is not None
-    env = {"ENGINE_SET": s.tag, "ENGINE_DIR": str(s.path.resolve()), "ENGINE_RUNTIME": rt.spec,
-           "ENGINE_BACKEND": rt.backend, "ENGINE_TRT_VERSION": rt.version,
-           "ENGINE_GPU_INDEX": str(gpu.index), "ENGINE_GPU_NAME": gpu.name,
-           "ENGINE_COMPUTE_CAP": gpu.compute_cap, "ENGINES_MODELS_DIR": str(models_dir.resolve())}
-    service_image = image or os.environ.get("PYT_API_IMAGE")
-    if service_image:
-        env["PYT_API_IMAGE"] = service_image
-    # engines-check runs as this user (it rewrites manifest.json) and repeats this
-    # resolve with the same allowances (click reads ENGINES_RESOLVE_<OPTION>)
-    env["UID"], env["GID"] = str(os.getuid()), str(os.getgid())
-    if allow_demo:
-        env["ENGINES_RESOLVE_ALLOW_DEMO"] = "1"
-    if allow_pending:
-        env["ENGINES_RESOLVE_ALLOW_PENDING"] = "1"
-    return env
-
-
-def write_env(path: Path, env: dict[str, str], res: Resolution) -> None:
-    head = (f"# written by `engines resolve` at {now_iso()}: {res.gpu.name} ({res.gpu.sm}), "
-            f"{res.runtime.label}\n# read by docker-compose.prod.full.yml (--env-file); do not edit by hand\n")
-    body = "".join(f"{k}={_env_value(v)}\n" for k, v in env.items())
-    try:
-        write_bytes_atomic(path, (head + body).encode())
-    except OSError as exc:
-        raise PipelineError(f"cannot write the env file ({exc.strerror or exc})", file=path,
-                            fix="pass --write-env with a writable path") from None
-
-
-def switch_current(engines_dir: Path, tag: str) -> Path:
-    """Point ``<engines_dir>/current`` at ``tag`` atomically (relative link: valid in containers)."""
-    link = engines_dir / "current"
-    if (link.exists() or link.is_symlink()) and not link.is_symlink():
-        raise PipelineError("models/engines/current is a real file or folder, not a symlink", file=link,
-                            fix="move it out of the way (resolve manages this link), then resolve again")
-    tmp = engines_dir / f".current.{os.getpid()}.tmp"
-    try:
-        tmp.unlink(missing_ok=True)
-        os.symlink(tag, tmp)
-        os.replace(tmp, link)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise PipelineError(f"cannot switch the current link ({exc.strerror or exc})", file=link,
-                            fix="make models/engines writable, or pass --no-link") from None
-    return link

@@ -29,7 +29,7 @@ def read_cells(path: Path) -> list[dict]:
     """The wanted cells: [{gpu, runtime (BACKEND==VERSION) | tensorrt (version), compute_cap?}]."""
     import yaml
 
-    from .deploy import parse_runtime
+    from .runtime import parse_runtime
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:

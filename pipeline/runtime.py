@@ -6,6 +6,12 @@ resolve and the Docker runner must agree on.
 """
 from __future__ import annotations
 
+import os
+import re
+from dataclasses import dataclass
+
+from .errors import PipelineError
+
 # Distribution names that carry each runtime, in the order they are asked.
 DISTS = {
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
@@ -29,3 +35,77 @@ def installed_version(backend: str) -> tuple[str, str] | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+RUNTIME_ALIASES = {"tensorrt": "tensorrt", "trt": "tensorrt", "tensorrt-rtx": "tensorrt-rtx",
+                   "tensorrt_rtx": "tensorrt-rtx", "trt-rtx": "tensorrt-rtx", "trtrtx": "tensorrt-rtx"}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    backend: str          # tensorrt | tensorrt-rtx
+    version: str
+    source: str           # where it was read, for messages
+
+    @property
+    def label(self) -> str:
+        return ("TensorRT for RTX " if self.backend == "tensorrt-rtx" else "TensorRT ") + self.version
+
+    @property
+    def spec(self) -> str:
+        return f"{self.backend}=={self.version}"
+
+    def to_json(self) -> dict:
+        return {"backend": self.backend, "version": self.version, "source": self.source}
+
+
+def parse_runtime(text: str, source: str = "--runtime") -> Runtime:
+    m = re.match(r"^\s*([A-Za-z_-]+)\s*==\s*(\d+(?:\.\d+)*)\s*$", text or "")
+    backend = RUNTIME_ALIASES.get(m.group(1).lower()) if m else None
+    if not m or backend is None:
+        raise PipelineError(f"cannot read the runtime {text!r}",
+                            fix="write it as `tensorrt==10.13.3.9` or `tensorrt-rtx==1.7.1.116`")
+    return Runtime(backend, m.group(2), source)
+
+
+def installed_runtime() -> Runtime | None:
+    """The TensorRT this Python would load, read from package metadata (no import)."""
+    for backend in DISTS:
+        found = installed_version(backend)
+        if found:
+            return Runtime(backend, found[0], f"installed package {found[1]}")
+    return None
+
+
+def image_runtime(image: str) -> Runtime:
+    """The TensorRT version of a service image, from its label (nothing runs)."""
+    try:
+        from . import docker_runner  # the Docker SDK loads only here
+        version = docker_runner.image_trt_version(docker_runner.connect(), image)
+    except PipelineError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (no Docker SDK, no daemon: any failure means the same)
+        raise PipelineError(f"cannot read the TensorRT version of image {image} ({exc})",
+                            fix="start Docker, or pass `--runtime tensorrt==X`") from None
+    if not version:
+        raise PipelineError(f"image {image} is not here or has no label {TRT_LABEL} "
+                            "(nor org.engines.tensorrt-rtx.version, com.nvidia.tensorrt.version)",
+                            fix=f"`docker pull {image}`, or pass `--runtime tensorrt==X` (the TensorRT the "
+                                "image runs: `python -c 'import tensorrt; print(tensorrt.__version__)'` in it)")
+    return parse_runtime(version, f"image {image}") if "==" in str(version) \
+        else Runtime("tensorrt", str(version).strip(), f"label {TRT_LABEL} of image {image}")
+
+
+def find_runtime(runtime: str | None, image: str | None) -> Runtime:
+    if runtime:
+        return parse_runtime(runtime)
+    image = image or os.environ.get("PYT_API_IMAGE")  # the service image make deploy starts
+    if image:
+        return image_runtime(image)
+    found = installed_runtime()
+    if found is None:
+        raise PipelineError(
+            "cannot tell which TensorRT the service will run: no --runtime, no --image, and neither "
+            "tensorrt nor tensorrt-rtx is installed here",
+            fix="pass `--runtime tensorrt==X` (or `tensorrt-rtx==Y`), or `--image <service image>`")
+    return found

@@ -200,7 +200,7 @@ def test_trt_version_read_from_label_without_running(client, images):
      "tensorrt==10.13.3.9"),                                                # ours wins over the base's
 ])
 def test_resolve_image_reads_the_service_images_label(client, images, tmp_path, labels, spec):
-    from pipeline.deploy import find_runtime
+    from pipeline.runtime import find_runtime
     (tmp_path / "Dockerfile").write_text(f"FROM {images.base}\n" + "".join(
         f'LABEL {k}="{v}"\n' for k, v in labels.items()))
     tag = f"engines-test-svc:{uuid.uuid4().hex[:8]}"

@@ -15,10 +15,11 @@ from click.testing import CliRunner
 from test_resolve import FACTS, H100, H200, TRT, make_set
 
 from pipeline.cli import cli
-from pipeline.deploy import parse_runtime, resolve
+from pipeline.deploy import resolve
 from pipeline.engine_set import read_manifest, scan_sets, set_lock
 from pipeline.hardware import read_facts_file
 from pipeline.manifest import ManifestError, SetManifest
+from pipeline.runtime import parse_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 

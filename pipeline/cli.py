@@ -43,6 +43,9 @@ class EnginesGroup(click.Group):
         except OSError as exc:  # read-only folders, full disks: a paragraph, not a traceback
             obj = click_ctx.obj if isinstance(click_ctx.obj, Ctx) else Ctx(DEFAULT_CONFIG, False)
             raise Failed(obj, [os_error(exc)]) from None
+        except PipelineError as err:  # a command that forgot to catch one: still a paragraph
+            obj = click_ctx.obj if isinstance(click_ctx.obj, Ctx) else Ctx(DEFAULT_CONFIG, False)
+            raise Failed(obj, [err]) from None
 
 
 @click.group(cls=EnginesGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -206,7 +206,10 @@ def list_cmd(ctx: Ctx, gpu_facts) -> None:
     """
     from .hardware import detect_gpus
     engines_dir = ctx.config_path.parent / "engines"
-    gpus = detect_gpus(gpu_facts)
+    try:
+        gpus = detect_gpus(gpu_facts)
+    except PipelineError as err:   # an unreadable --gpu-facts file is bad input
+        fail(ctx, err, code=2)
     rows = api.list_report(engines_dir, gpus[0].name if gpus else None)
     ctx.emit({"ok": True, "gpu": gpus[0].name if gpus else None, "sets": rows})
     if not rows:

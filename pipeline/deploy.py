@@ -169,7 +169,10 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
 
 def _later_same_major(built: str, runtime: str) -> bool:
     """A version-compatible plan loads on TensorRT of the same major version, not older."""
-    b, r = (tuple(int(x) for x in v.split(".")) for v in (built, runtime))
+    try:
+        b, r = (tuple(int(x) for x in v.split(".")) for v in (built, runtime))
+    except (ValueError, AttributeError):   # not a dotted version: no claim of compatibility
+        return False
     return r[0] == b[0] and r >= b
 
 

@@ -130,9 +130,15 @@ def scan_sets(engines_dir: Path) -> tuple[list[EngineSet], list[BrokenSet]]:
     for d in sorted(engines_dir.iterdir()):
         if d.is_dir() and not d.is_symlink() and not d.name.startswith(".") and (d / MANIFEST).exists():
             try:
-                sets.append(EngineSet(d, read_manifest(d)))
+                m = read_manifest(d)
             except ManifestError as err:
                 broken.append(BrokenSet(d, err.what))
+                continue
+            if m.tag != d.name:   # a copied or renamed folder: its manifest vouches for another set
+                broken.append(BrokenSet(d, f"the folder is named {d.name} but its manifest.json is for set {m.tag} "
+                                           f"(renamed or copied by hand; move it back to {m.tag}/ or remove it)"))
+                continue
+            sets.append(EngineSet(d, m))
     return sets, broken
 
 
@@ -157,7 +163,10 @@ def set_lock(set_dir: Path, timeout: float | None = None, log: Callable[[str], N
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            pid = holder.read_text().strip() if holder.is_file() else "?"
+            try:
+                pid = holder.read_text().strip() or "?"
+            except OSError:
+                pid = "?"
             if log:
                 log(f"waiting for the lock on {set_dir.name}: process {pid} is building or verifying it"
                     + (f" (at most {timeout:g}s)" if timeout is not None else ""))
@@ -167,13 +176,19 @@ def set_lock(set_dir: Path, timeout: float | None = None, log: Callable[[str], N
                 raise PipelineError(f"another process (pid {pid}) holds the lock on engine set {set_dir.name} "
                                     f"for more than {timeout:g}s", file=lock.lock_file,
                                     fix=f"wait for it to finish (`ps -p {pid}`), or raise --lock-timeout") from None
-        try:
-            holder.write_text(str(os.getpid()))
+        try:   # atomic: a waiter reads the old pid or ours, never an empty file
+            tmp = holder.with_name(f"{holder.name}.{os.getpid()}.tmp")
+            tmp.write_text(str(os.getpid()))
+            os.replace(tmp, holder)
         except OSError:
             pass
         try:
             yield lock
         finally:
+            try:   # before the release: a pid there always names a live holder or none
+                holder.unlink(missing_ok=True)
+            except OSError:
+                pass
             lock.release()
     return held()
 

@@ -56,10 +56,13 @@ def write_json_atomic(dest: Path | str, obj: object) -> None:
 
 
 def read_json(path: Path | str) -> dict | None:
+    """A JSON object from ``path``; None when the file is missing, not UTF-8 JSON, or not
+    an object (a damaged record is treated as no record: the stage that needs it redoes it)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def lock_for(path: Path | str, timeout: float = -1):

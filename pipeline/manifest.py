@@ -27,6 +27,7 @@ older reader's rewrite of the verification result.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -40,6 +41,10 @@ FAILED, MIXED, PENDING, OK = "failed", "mixed", "pending", "ok"
 # Compute capabilities only Jetson modules have (Xavier 7.2, Orin 8.7, Thor 10.1 / 11.0 from CUDA 13):
 # TensorRT's hardware compatibility does not cover JetPack, so a portable set never runs there.
 JETSON_CCS = ("7.2", "8.7", "10.1", "11.0")
+# A tag names a folder under models/engines and a registry tag (OCI: [A-Za-z0-9_][A-Za-z0-9._-]{0,127});
+# "current" is the handover link, never a set.
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+RESERVED_TAGS = ("current",)
 
 
 class ManifestError(PipelineError):
@@ -142,6 +147,20 @@ class EngineLevel:
         self.status = FAILED if any(r.status == "failed" for r in self.runs) else "passed"
         self.note = None
 
+    def drop_stale(self, thresholds: dict) -> list[str]:
+        """Forget the runs judged under other ``verify:`` thresholds than ``thresholds``
+        (they prove nothing now: the GPU must run again); returns their GPU names."""
+        stale = [r for r in self.runs if r.extra.get("thresholds") not in (None, thresholds)]
+        if stale:
+            self.runs = [r for r in self.runs if r not in stale]
+            names = sorted({str(r.gpu_name) for r in stale})
+            self.status = (FAILED if any(r.status == "failed" for r in self.runs) else "passed") if self.runs \
+                else "pending"
+            self.note = (f"verify: thresholds changed since the runs on {', '.join(names)}; run `engines verify` "
+                         "on a target GPU again")
+            return names
+        return []
+
     def verdict(self, gpu_name: str | None) -> tuple[str, str]:
         """(passed|failed|pending, why) for one GPU model; with ``gpu_name`` None, across
         every GPU it ran on (passed only where it passed everywhere it ran)."""
@@ -184,6 +203,7 @@ class EngineRecord:
     demo: bool = False
     onnx_level: dict = field(default_factory=dict)     # figures of the onnx-level gate
     engine_level: EngineLevel = field(default_factory=EngineLevel)
+    verification_extra: dict = field(default_factory=dict)  # a newer writer's other levels, kept as they are
     extra: dict = field(default_factory=dict)          # built_from, gpu, cache_key, reproduce, benchmark...
 
     @classmethod
@@ -192,14 +212,22 @@ class EngineRecord:
         d = dict(d)
         ver = _expect(d.pop("verification", None) or {}, dict, f"{where}.verification")
         known, extra = _split(cls, d)
-        for key in ("onnx_level", "engine_level"):
+        for key in ("onnx_level", "engine_level", "verification_extra"):
             known.pop(key, None)
         rec = cls(**known, extra=extra,
+                  verification_extra={k: v for k, v in ver.items() if k not in ("onnx", "engine")},
                   onnx_level=_expect(ver.get("onnx") or {}, dict, f"{where}.verification.onnx"),
                   engine_level=EngineLevel.from_dict(ver.get("engine"), f"{where}.verification.engine"))
         _expect(rec.status, str, f"{where}.status")
         _expect(rec.sha256, dict, f"{where}.sha256")
         _expect(rec.options, dict, f"{where}.options")
+        _expect(rec.demo, bool, f"{where}.demo")
+        for key in ("task", "source", "error"):
+            _expect(getattr(rec, key), (str, type(None)), f"{where}.{key}")
+        _expect(extra.get("gpu"), (dict, type(None)), f"{where}.gpu")
+        _expect(extra.get("built_from"), (str, type(None)), f"{where}.built_from")
+        for kind, digest in rec.sha256.items():
+            _expect(digest, (str, type(None)), f"{where}.sha256.{kind}")
         if rec.status == "ok":
             for kind in ("engine", "plan"):
                 safe_relpath(getattr(rec, kind), f"{where}.{kind}")
@@ -208,8 +236,9 @@ class EngineRecord:
 
     def to_dict(self) -> dict:
         out = _to_dict(self)
-        out.pop("onnx_level"), out.pop("engine_level")
-        out["verification"] = {"onnx": self.onnx_level, "engine": self.engine_level.to_dict()}
+        out.pop("onnx_level"), out.pop("engine_level"), out.pop("verification_extra")
+        out["verification"] = {**self.verification_extra, "onnx": self.onnx_level,
+                               "engine": self.engine_level.to_dict()}
         return out
 
     @property
@@ -292,6 +321,10 @@ class SetManifest:
         extra.pop("demo", None)  # derived, never trusted from the file
         for key in ("tag", "backend", "trt_version"):
             _expect(known.get(key), str, f"{where}.{key}")
+        if not TAG_RE.fullmatch(known["tag"]) or known["tag"] in RESERVED_TAGS:
+            raise ManifestError(f"{where}.tag: {known['tag']!r} is not a set tag (letters, digits, '.', '_', '-'; "
+                                "not 'current')"[:300],
+                                fix="never use this set: it was tampered with; rebuild it with `engines run --force`")
         if known["backend"] not in BACKENDS:
             raise ManifestError(f"{where}.backend: unknown backend {known['backend']!r} (known: {', '.join(BACKENDS)})")
         targets = _expect(known.get("targets"), list, f"{where}.targets")
@@ -299,6 +332,13 @@ class SetManifest:
             _expect(t, str, f"{where}.targets[{i}]")
         if known.get("gpu") is not None:
             _expect(known["gpu"], dict, f"{where}.gpu")
+            for key, value in known["gpu"].items():
+                _expect(value, (str, int, float, type(None)), f"{where}.gpu.{key}")
+        if not re.fullmatch(r"\d+(\.\d+)*", known["trt_version"]):
+            raise ManifestError(f"{where}.trt_version: {known['trt_version']!r} is not a version (digits and dots)"[:200])
+        for key in ("cuda", "compatibility"):
+            _expect(extra.get(key), (str, type(None)), f"{where}.{key}")
+        _expect(extra.get("version_compatible", False), bool, f"{where}.version_compatible")
         engines = _expect(known.pop("engines", None) or {}, dict, f"{where}.engines")
         passthrough = _expect(known.pop("passthrough", None) or {}, dict, f"{where}.passthrough")
         return cls(**known, extra=extra,
@@ -334,17 +374,22 @@ class SetManifest:
         ``gpu_name`` (None: across every GPU it ran on). Used by list, resolve and build."""
         reasons: list[str] = []
         pending: list[str] = []
+        mixed = hard = False   # hard: a failure that no GPU passed (it outranks "mixed")
         if not self.engines:
             reasons.append("the manifest lists no engine")
+            hard = True
         for name, e in sorted(self.engines.items()):
             bad, why = e.problems(gpu_name)
             reasons += [f"model '{name}'{'' if r.startswith('did not') else ':'} {r}" for r in bad]
             if why:
                 pending.append(f"'{name}' ({why})")
+            if bad:
+                is_mixed = gpu_name is None and e.onnx_status != "failed" and e.status == "ok" \
+                    and e.engine_level.verdict(None)[0] == MIXED
+                mixed, hard = mixed or is_mixed, hard or not is_mixed
         missing = [f"has no engine for model '{name}' (models.yaml lists it)"
                    for name in expected_models or [] if name not in self.engines]
-        mixed = gpu_name is None and any(e.engine_level.verdict(None)[0] == MIXED for e in self.engines.values())
-        status = MIXED if mixed else FAILED if reasons or missing else PENDING if pending else OK
+        status = FAILED if hard or missing else MIXED if mixed else PENDING if pending else OK
         return SetVerdict(status, reasons, missing, pending)
 
     def status(self, gpu_name: str | None = None) -> str:

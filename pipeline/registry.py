@@ -192,11 +192,17 @@ class Remote:
             if cfg.get("mediaType") != CONFIG_MEDIA_TYPE:
                 others.append(f"{tag}: not an engine set (config {cfg.get('mediaType')})")
                 continue
-            try:  # the same checks as a local set: schema, types, no path outside the set
+            try:  # the same checks as a local set: schema, types, tag, no path outside the set
                 manifest = SetManifest.from_dict(json.loads(self.blob(cfg["digest"], f"the manifest.json of {tag}")),
                                                  f"{self.ref}:{tag} manifest.json")
+            except TamperedError:
+                others.append(f"{tag}: its manifest.json does not match its digest (corrupt or tampered with)")
+                continue
             except (ValueError, ManifestError) as err:
                 others.append(f"{tag}: damaged manifest.json ({getattr(err, 'what', err)})")
+                continue
+            if manifest.tag != tag:   # the local folder is named by the tag: both must agree
+                others.append(f"{tag}: its manifest.json is for set {manifest.tag!r}, not {tag} (re-tagged by hand?)")
                 continue
             found.append(RemoteSet(Path(self.ref) / tag, manifest, oci=oci, config_digest=cfg["digest"]))
         return found, others
@@ -230,8 +236,12 @@ def _short(exc: Exception) -> str:
     return text[:200]
 
 
+class TamperedError(PipelineError):
+    """A blob whose bytes do not match its digest."""
+
+
 def tampered(remote: Remote, what: str, digest: str, tag: str = "TAG") -> PipelineError:
-    return PipelineError(f"{what} from {remote.ref} does not match its digest {digest[:19]}… (corrupt or tampered "
+    return TamperedError(f"{what} from {remote.ref} does not match its digest {digest[:19]}… (corrupt or tampered "
                          "with in the registry); nothing was changed in models/engines",
                          fix=f"push the set again from a host that holds an intact copy (`engines push --set {tag} "
                              f"{remote.ref}`), then pull again")

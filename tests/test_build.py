@@ -405,3 +405,84 @@ def test_build_and_gate_import_no_torch(workspace):
             "s, e = build_all(cfg, cfg.models[:1], TensorRTRTX(['8.6']), []); assert not e, e; "
             "print(s['models']['human'], 'torch' in sys.modules, 'ultralytics' in sys.modules)")
     assert fresh_python(code) == ["built False False"]
+
+
+# -- review fixes: a verdict never outlives its thresholds, and `verify` sets the status ----------
+
+STRICT = "defaults: {verify: {fp16: {min_cosine: 0.9999999999}}, "
+
+
+def _copy(built: Path, tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    return ws, ws / "engines" / TAG
+
+
+def test_verify_failing_the_onnx_level_marks_the_engine_failed_until_it_passes(built, tmp_path):
+    """`engines verify` under stricter thresholds fails the onnx level: the entry's status says
+    so (list: failed; build: not "cached"); under the old thresholds `verify` restores it."""
+    ws, set_dir = _copy(built, tmp_path)
+    original = (ws / "models.yaml").read_text()
+    engine = set_dir / "yolo" / "yolov8n.engine"
+    inode = engine.stat().st_ino
+    (ws / "models.yaml").write_text(original.replace("defaults: {", STRICT))
+    res = run_cli("--config", str(ws / "models.yaml"), "verify")
+    assert res.returncode == 1 and "onnx-level verification failed" in res.stderr
+    m = json.loads((set_dir / "manifest.json").read_text())
+    assert {e["status"] for e in m["engines"].values()} == {"failed"}
+    assert "cosine" in m["engines"]["human"]["error"]
+    listed = json.loads(run_cli("--config", str(ws / "models.yaml"), "--json", "list").stdout)["sets"][0]
+    assert listed["status"] == "failed"
+
+    (ws / "models.yaml").write_text(original)   # the cause fixed: verify judges the same files again
+    res = run_cli("--config", str(ws / "models.yaml"), "verify")
+    assert res.returncode == 0, res.stderr
+    m = json.loads((set_dir / "manifest.json").read_text())
+    assert {e["status"] for e in m["engines"].values()} == {"ok"} and m["engines"]["human"]["error"] is None
+    assert engine.stat().st_ino == inode and es.load_set(set_dir).check_files() == []
+
+    (ws / "models.yaml").write_text(original.replace("defaults: {", STRICT))
+    assert run_cli("--config", str(ws / "models.yaml"), "verify").returncode == 1
+    res = _build(ws, "--model", "human")   # same thresholds as the failed verify: never "cached"
+    assert res.returncode == 1 and json.loads(res.stdout)["build"]["models"]["human"] != "cached"
+
+
+def test_changed_thresholds_void_engine_level_runs_judged_under_the_old_ones(built, tmp_path):
+    """A GPU run recorded under the old verify: thresholds no longer proves the engine: the
+    re-judgement drops it, so that GPU runs the engine level again."""
+    ws, set_dir = _copy(built, tmp_path)
+    m = json.loads((set_dir / "manifest.json").read_text())
+    human = m["engines"]["human"]
+    old_thr = human["verification"]["onnx"]["thresholds"]
+    human["verification"]["engine"] = {"status": "passed", "runs": [
+        {"status": "passed", "gpu_name": "NVIDIA GeForce RTX 3090", "compute_cap": "8.6", "driver": "580.95.05",
+         "at": "2026-11-30T00:00:00+00:00", "thresholds": old_thr}]}
+    (set_dir / "manifest.json").write_text(json.dumps(m))
+    assert es.read_manifest(set_dir).verdict("NVIDIA GeForce RTX 3090").status == "pending"  # others pending
+    original = (ws / "models.yaml").read_text()
+    (ws / "models.yaml").write_text(original.replace("defaults: {", "defaults: {verify: {fp16: {max_mean_abs: 1.5}}, "))
+    res = _build(ws, "--model", "human")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["build"]["models"]["human"] == "re-verified"
+    level = es.read_manifest(set_dir).engines["human"].engine_level
+    assert level.runs == [] and level.status == "pending" and "thresholds changed" in level.note
+    assert level.verdict("NVIDIA GeForce RTX 3090")[0] == "pending"
+
+
+def test_a_crash_while_re_judging_is_a_paragraph_and_keeps_the_set(built, tmp_path, monkeypatch):
+    from pipeline.stages import verify
+    ws, set_dir = _copy(built, tmp_path)
+    before = (set_dir / "manifest.json").read_bytes()
+    original = (ws / "models.yaml").read_text()
+    (ws / "models.yaml").write_text(original.replace("defaults: {", "defaults: {verify: {fp16: {max_mean_abs: 1.5}}, "))
+
+    def broken(*_a, **_k):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION")
+    monkeypatch.setattr(verify, "verify_onnx_level", broken)
+    cfg = load_config(ws / "models.yaml")
+    summary, errors = build_all(cfg, cfg.models[:1], TensorRTRTX(["8.6"]), [])
+    assert summary["models"]["human"] == "error"
+    assert "re-verifying the onnx level failed: RuntimeError" in errors[0].render()
+    assert "Next step:" in errors[0].render() and errors[0].model == "human"
+    assert (set_dir / "manifest.json").read_bytes() == before

@@ -48,10 +48,12 @@ def _rewrite(set_dir: Path, change) -> None:
 
 def test_round_trip_keeps_unknown_fields(models):
     d = make_set(models / "engines")
-    _rewrite(d, lambda m: (m.update(future_field={"a": 1}), m["engines"]["human"].update(note="kept")))
+    _rewrite(d, lambda m: (m.update(future_field={"a": 1}), m["engines"]["human"].update(note="kept"),
+                           m["engines"]["human"]["verification"].update(power={"status": "passed"})))
     m = read_manifest(d)
     again = SetManifest.from_dict(m.to_dict()).to_dict()
     assert again["future_field"] == {"a": 1} and again["engines"]["human"]["note"] == "kept"
+    assert again["engines"]["human"]["verification"]["power"] == {"status": "passed"}   # a newer level survives
     assert again["engines"]["human"]["verification"]["engine"]["runs"][0]["gpu_name"] == H100
 
 
@@ -64,6 +66,17 @@ def test_round_trip_keeps_unknown_fields(models):
     (lambda m: m.update(targets="9.0"), "expected list"),
     (lambda m: m["engines"]["human"]["verification"]["engine"].update(runs="x"), "expected list"),
     (lambda m: m["engines"]["human"]["sha256"].pop("engine"), "sha256.engine"),
+    # a tag names folders and registry tags: never a path, never the handover link
+    (lambda m: m.update(tag="../../victim"), "is not a set tag"),
+    (lambda m: m.update(tag="current"), "is not a set tag"),
+    (lambda m: m.update(tag="a/b"), "is not a set tag"),
+    # wrong types are refused on load, not a traceback later in resolve
+    (lambda m: m["engines"]["human"].update(source=7), "engines.human.source: expected str"),
+    (lambda m: m["engines"]["human"].update(gpu="H100"), "engines.human.gpu: expected dict"),
+    (lambda m: m["engines"]["human"].update(demo="no"), "engines.human.demo: expected bool"),
+    (lambda m: m.update(trt_version="ten"), "is not a version"),
+    (lambda m: m.update(version_compatible="yes"), "version_compatible: expected bool"),
+    (lambda m: m["gpu"].update(name=["x"]), "gpu.name: expected"),
 ])
 def test_damaged_manifest_is_refused_with_the_reason(models, change, expected):
     d = make_set(models / "engines")
@@ -228,3 +241,99 @@ def test_no_command_declares_an_option_twice():
             walk(sub, f"{path} {name}")
     assert isinstance(cli, click.Group)
     walk(cli, "engines")
+
+
+# -- review fixes ------------------------------------------------------------------------------
+
+def test_a_folder_whose_manifest_names_another_set_is_broken(models):
+    d = make_set(models / "engines")
+    moved = d.with_name("trt-copied-by-hand")
+    d.rename(moved)
+    sets, broken = scan_sets(models / "engines")
+    assert sets == [] and broken[0].path == moved and f"manifest.json is for set {d.name}" in broken[0].reason
+    r = engines("list", models=models)
+    assert "trt-copied-by-hand  CORRUPT" in r.output
+
+
+def test_a_failure_outranks_mixed(models):
+    """One model passed on the H100 and failed on the H200 (mixed); another failed outright:
+    the set is failed, not mixed."""
+    d = make_set(models / "engines", verified_on=H100)
+
+    def change(m):
+        m["engines"]["human"]["verification"]["engine"]["runs"].append(
+            {"gpu_name": H200, "compute_cap": "9.0", "status": "failed", "driver": "580"})
+        m["engines"]["hairnet"]["verification"]["engine"]["runs"] = [
+            {"gpu_name": H100, "compute_cap": "9.0", "status": "failed", "driver": "580"}]
+    _rewrite(d, change)
+    v = read_manifest(d).verdict(None)
+    assert v.status == "failed" and any("'hairnet'" in r for r in v.reasons)
+    _rewrite(d, lambda m: m["engines"]["hairnet"]["verification"]["engine"]["runs"][0].update(status="passed"))
+    assert read_manifest(d).verdict(None).status == "mixed"
+    assert read_manifest(d).verdict(None, expected_models=["human", "hairnet", "pose", "extra"]).status == "failed"
+
+
+def test_engine_level_drops_only_runs_judged_under_other_thresholds():
+    from pipeline.manifest import EngineLevel, VerificationRun
+    new, old = {"min_cosine": 0.9995}, {"min_cosine": 0.99}
+    level = EngineLevel(runs=[VerificationRun("passed", H100, extra={"thresholds": old}),
+                              VerificationRun("failed", H200, extra={"thresholds": new})], status="failed")
+    assert level.drop_stale(new) == [H100]
+    assert [r.gpu_name for r in level.runs] == [H200] and level.status == "failed"
+    assert level.verdict(H100)[0] == "pending" and "thresholds changed" in level.note
+    assert level.drop_stale(new) == []
+
+
+def test_set_tier_follows_every_engine():
+    from pipeline.manifest import EngineRecord
+    from pipeline.stages.build import _set_tier
+    m = SetManifest(tag="t", backend="tensorrt", trt_version=TRT, targets=["9.0"],
+                    extra={"version_compatible": True, "compatibility": "ampere_plus"})
+    m.engines = {"a": EngineRecord(options={"version_compatible": True}), "b": EngineRecord(options={})}
+    _set_tier(m)   # b was rebuilt without the flag: the set no longer claims it
+    assert not m.version_compatible and m.compatibility is None
+    m.engines["b"].options = {"version_compatible": True, "compatibility": "ampere_plus"}
+    m.engines["a"].options["compatibility"] = "ampere_plus"
+    _set_tier(m)
+    assert m.version_compatible and m.compatibility == "ampere_plus"
+    m.engines["a"].status = "failed"   # a failed entry does not vote
+    m.engines["a"].options = {}
+    _set_tier(m)
+    assert m.version_compatible
+
+
+def test_list_with_a_bad_gpu_facts_file_is_a_usage_error(models, tmp_path):
+    bad = tmp_path / "gpu.csv"
+    bad.write_text("| NVIDIA-SMI 580.159.04   Driver Version: 580.159.04   CUDA Version: 13.0 |\n")
+    r = CliRunner().invoke(cli, ["--config", str(models / "models.yaml"), "list", "--gpu-facts", str(bad)])
+    assert r.exit_code == 2 and "Traceback" not in r.output and "Next step:" in r.output, r.output
+
+
+def test_lock_holder_file_is_written_whole_and_removed_on_release(models):
+    d = make_set(models / "engines")
+    holder = d.parent / f".{d.name}.holder.lock"
+    with set_lock(d):
+        assert holder.read_text() == str(__import__("os").getpid())
+        assert not list(d.parent.glob(f".{d.name}.holder.lock.*.tmp"))
+    assert not holder.exists()
+
+
+def test_run_result_set_dir_when_the_run_stopped_early():
+    from pipeline.api import RunResult
+    assert RunResult().set_dir is None
+    assert RunResult(build={"models": {}, "set": "/x/engines/t"}).set_dir == Path("/x/engines/t")
+
+
+def test_damaged_export_records_are_no_records(models):
+    """clean and the export cache treat a record that is not a JSON object (or not UTF-8) as
+    missing, never a traceback."""
+    from pipeline import api
+    from pipeline.config import load_config
+    from pipeline.fsutil import read_json
+    onnx_dir = models / "onnx" / "yolo"
+    onnx_dir.mkdir(parents=True)
+    (onnx_dir / "a.export.json").write_text("[1, 2]")
+    (onnx_dir / "b.export.json").write_bytes(b"\xff\xfe{")
+    assert read_json(onnx_dir / "a.export.json") is None and read_json(onnx_dir / "b.export.json") is None
+    plan = api.plan_clean(load_config(models / "models.yaml"), everything=False)
+    assert plan.remove == []

@@ -422,3 +422,50 @@ def test_fleet_status(tmp_path, registry, repo):
 def test_cli_starts_without_oras():
     from conftest import fresh_python
     assert fresh_python("import sys; from pipeline import commands; print('oras' in sys.modules)") == ["False"]
+
+
+# ------------------------------------------------------------------ hostile artifacts
+
+@pytest.mark.parametrize("claimed, words", [
+    ("../../victim", "is not a set tag"),
+    ("trt-other-set", "its manifest.json is for set 'trt-other-set'"),
+])
+def test_a_manifest_claiming_another_tag_is_never_pulled(tmp_path, registry, repo, claimed, words):
+    """The folder a pull writes is named by the registry tag, and the manifest inside must name
+    the same set: a manifest.json saying `../../victim` can never reach outside models/engines."""
+    from pipeline.engine_set import EngineSet, read_manifest
+    from pipeline.registry import Remote, push
+    src = models_dir(tmp_path, "src")
+    d = make_set(src / "engines")
+    manifest = read_manifest(d)
+    raw = json.loads((d / "manifest.json").read_text())
+    raw["tag"] = claimed
+    (d / "manifest.json").write_text(json.dumps(raw))            # the config blob pushed as it is
+    push(EngineSet(d, manifest), Remote(repo, plain_http=True))
+    dst = models_dir(tmp_path / "deep" / "er", "dst")
+    victim = dst.parent / "victim"                                # models/engines/../../victim
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    before = snapshot(dst / "engines")
+    r, _ = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}",
+                   json_out=False)
+    assert r.exit_code == 1 and words in r.output, r.output
+    assert (victim / "keep.txt").read_text() == "precious" and snapshot(dst / "engines") == before
+
+
+def test_a_tampered_manifest_blob_spoils_only_its_own_tag(tmp_path, own_registry):
+    registry, repo = own_registry, f"{own_registry.host}/engines"
+    from pipeline.registry import Remote
+    src = models_dir(tmp_path, "src")
+    good = make_set(src / "engines")
+    old = make_set(src / "engines", version="10.3.0.26")
+    for d in (good, old):
+        assert engines(src, "push", "--plain-http", "--set", d.name, repo)[0].exit_code == 0
+    blob = registry.blob_file(Remote(repo, plain_http=True).oci_manifest(old.name)["config"]["digest"])
+    blob.write_bytes(blob.read_bytes().replace(b"10.3.0.26", b"10.3.0.27"))
+    dst = models_dir(tmp_path, "dst")
+    r, out = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}")
+    assert r.exit_code == 0 and out["chosen"] == good.name, r.output
+    r, _ = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", T4_FACTS, "--runtime", f"tensorrt=={TRT}",
+                   json_out=False)
+    assert r.exit_code == 1 and f"{old.name}: its manifest.json does not match its digest" in r.output, r.output

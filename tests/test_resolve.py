@@ -50,7 +50,8 @@ def _sha(data: bytes) -> str:
 def make_set(engines_dir: Path, backend="tensorrt", version=TRT, targets=("9.0",), built_on=H100,
              engine="passed", verified_on=None, demo=False, failed_model=None, drop=(), folder=None,
              updated="2026-11-24T00:00:00+00:00", cuda="13.0") -> Path:
-    """An engine set on disk: manifest + one small file per engine/plan/passthrough."""
+    """An engine set on disk: manifest + one small file per engine/plan/passthrough (tagged
+    ``folder`` when given: a set's folder is always named by its tag)."""
     tag = make_tag(backend, version, list(targets))
     d = engines_dir / (folder or tag)
     engines = {}
@@ -77,7 +78,7 @@ def make_set(engines_dir: Path, backend="tensorrt", version=TRT, targets=("9.0",
     joblib = b"xgboost model bytes"
     (d / "handwash_xgb.joblib").parent.mkdir(parents=True, exist_ok=True)
     (d / "handwash_xgb.joblib").write_bytes(joblib)
-    manifest = {"schema": 1, "tag": tag, "backend": backend, "trt_version": version, "targets": list(targets),
+    manifest = {"schema": 1, "tag": d.name, "backend": backend, "trt_version": version, "targets": list(targets),
                 "gpu": {"name": built_on, "compute_cap": targets[0], "driver": "580.159.04", "cuda": cuda}
                 if built_on else None, "demo": demo, "created": updated, "updated": updated,
                 "engines": engines, "passthrough": {"handwash": {"file": "handwash_xgb.joblib",

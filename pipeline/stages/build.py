@@ -46,6 +46,18 @@ def _portable(backend) -> dict:
     return out
 
 
+def _set_tier(manifest: SetManifest) -> None:
+    """The set's portable tier, as resolve and verify read it, derived from its engines: a
+    flag holds only when every engine in the set was built with it (a set rebuilt without
+    ``version_compatible`` must not keep claiming it)."""
+    built = [e.options for e in manifest.engines.values() if e.status == "ok"]
+    for key in ("compatibility", "version_compatible"):
+        values = {repr(o.get(key)) for o in built}
+        manifest.extra.pop(key, None)
+        if built and len(values) == 1 and built[0].get(key):
+            manifest.extra[key] = built[0][key]
+
+
 def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backend) -> str:
     """Everything a build depends on, computed without importing TensorRT: both ONNX
     hashes (which one is built follows from the backend version, also in the key)."""
@@ -196,7 +208,6 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
             old = None
         manifest = old.manifest if old else es.new_manifest(
             tag, backend.name, backend.version(), backend.targets, _gpu_json(backend))
-        manifest.extra.update(_portable(backend))   # the set's tier: resolve and verify read it
         files_ok = old is not None and not old.check_files()
         staging = staging_root / f"{tag}.{os.getpid()}.{int(time.time() * 1000)}"
         staged: dict = {}
@@ -270,8 +281,17 @@ def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict) ->
     from .verify import verify_onnx_level
     paths = onnx_paths(cfg, spec)
     entry = copy.deepcopy(prev)
-    entry.onnx_level = verify_onnx_level(spec, record, paths["fp32"], paths[prev.options.get("onnx", "fp32")],
-                                         spec.precision)
+    built_from = paths[prev.options.get("onnx", "fp32")]
+    try:
+        entry.onnx_level = verify_onnx_level(spec, record, paths["fp32"], built_from, spec.precision)
+    except PipelineError:
+        raise
+    except Exception as exc:  # ONNX Runtime and onnx raise many types: a paragraph, the set unchanged
+        raise PipelineError(f"re-verifying the onnx level failed: {type(exc).__name__}: {exc}"[:500],
+                            model=spec.name, file=built_from,
+                            fix="re-export with `engines export --force --model " + spec.name + "`, then "
+                                "`engines run` again") from exc
+    entry.engine_level.drop_stale(entry.onnx_level["thresholds"])   # judged under the old thresholds
     passed = entry.onnx_level["status"] == "passed"
     entry.status, entry.error = ("ok", None) if passed else ("failed", "; ".join(entry.onnx_level["reasons"]))
     return entry
@@ -360,6 +380,7 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
     cuda = build_cuda(backend)
     if cuda:
         manifest.extra["cuda"] = cuda  # resolve checks the host driver against it
+    _set_tier(manifest)
     es.write_manifest(gen, manifest)
     write_bytes_atomic(gen / es.REPORT, render_report(manifest).encode())
     es.swap_in(gen, set_dir)

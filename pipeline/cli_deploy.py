@@ -121,7 +121,9 @@ def _report(ctx: Ctx, res) -> None:
                    "if the rules pick another, so the gate approves exactly the set that is mounted.")
 @click.option("--from", "from_ref", metavar="REGISTRY/REPO",
               help="First pull the set this host gets from an OCI registry (as `engines pull`: chosen by these "
-                   "rules from the manifests alone, every sha256 checked), then resolve as usual.")
+                   "rules from the manifests alone, every sha256 checked), then resolve as usual. If the registry "
+                   "does not answer (ENGINES_REGISTRY_TIMEOUT seconds, default 60), the sets already here are "
+                   "used, with a warning.")
 @click.option("--plain-http", is_flag=True, help="With --from: HTTP, not HTTPS (a registry without TLS).")
 @click.option("--insecure", is_flag=True, help="With --from: do not check the registry's TLS certificate.")
 @click.pass_obj
@@ -140,14 +142,23 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
         models = deploy.expected_models(ctx.config_path)
         kwargs = {"allow_demo": allow_demo, "allow_pending": allow_pending or not require, "models": models,
                   "pending_ok": "--allow-pending" if require else "without --require"}
+        offline = None
         if from_ref:  # issue 11: the registry fills models/engines, then the local rules decide as always
-            from .registry import Remote, pull
+            from .registry import RegistryUnreachable, Remote, pull
             remote = Remote(from_ref, plain_http=plain_http, insecure=insecure)
-            pulled, _ = pull(remote, engines_dir, gpu, rt, tag=expect_set, allow_demo=allow_demo,
-                             allow_pending=kwargs["allow_pending"], models=models, pending_ok=kwargs["pending_ok"],
-                             on_line=lambda line: ctx.echo(line, err=True))
-            ctx.echo(f"pulled {pulled.chosen.tag} from {from_ref}", err=True)
+            try:
+                pulled, _ = pull(remote, engines_dir, gpu, rt, tag=expect_set, allow_demo=allow_demo,
+                                 allow_pending=kwargs["allow_pending"], models=models,
+                                 pending_ok=kwargs["pending_ok"], on_line=lambda line: ctx.echo(line, err=True))
+                ctx.echo(f"pulled {pulled.chosen.tag} from {from_ref}", err=True)
+            except RegistryUnreachable as err:
+                # a registry outage must not stop a restart whose set is already here (and
+                # checked by sha256 below, as always); refused below if none fits
+                offline = err
+                ctx.echo(f"warning: {err.what}; choosing among the sets already in {engines_dir}", err=True)
         res = deploy.resolve(engines_dir, gpu, rt, **kwargs)
+        if offline is not None and res.chosen is None and not build_missing:
+            raise offline   # the outage is the cause to report, not "no set here"
         if res.chosen is None and build_missing:
             _report(ctx, res)
             ctx.echo(f"no set fits; building {deploy.missing_tag(gpu, rt)} (--build-missing)")
@@ -160,6 +171,9 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
             res = deploy.resolve(engines_dir, gpu, rt, **kwargs)
         if res.chosen is None:
             raise deploy.refusal(res, _config_arg(ctx))
+        if offline is not None:
+            res.verdict.warnings.append(f"the registry {from_ref} did not answer ({offline.what}); {res.chosen.tag} "
+                                        "is the copy on this host, which may be older than the registry's")
         if expect_set and res.chosen.tag != expect_set:
             raise PipelineError(f"the rules choose {res.chosen.tag}, but {expect_set} is the set expected "
                                 "(--set / ENGINE_SET)", file=engines_dir,

@@ -60,6 +60,21 @@ class RemoteSet(EngineSet):
     config_digest: str = ""
 
 
+class RegistryUnreachable(PipelineError):
+    """The registry did not answer (refused, unknown host, timed out, connection lost):
+    ``resolve --from`` may fall back on the sets already on disk."""
+
+
+def request_timeout() -> tuple[float, float]:
+    """(connect, read) seconds for every registry request: a registry that stops answering
+    fails the command instead of hanging the deploy step (ENGINES_REGISTRY_TIMEOUT: read)."""
+    try:
+        read = float(os.environ.get("ENGINES_REGISTRY_TIMEOUT", "60"))
+    except ValueError:
+        read = 60.0
+    return min(15.0, read), max(read, 0.1)
+
+
 class Remote:
     """One repository of one registry: ``host[:port]/path/repo``."""
 
@@ -99,20 +114,29 @@ class Remote:
             def do_request(self, *args, **kwargs):
                 return oras.provider.Registry.do_request.__wrapped__(self, *args, **kwargs)
 
+        class _TimeoutAdapter(requests.adapters.HTTPAdapter):
+            # oras passes no timeout: without one a registry that accepts and then stalls hangs us
+            def send(self, request, **kw):
+                if kw.get("timeout") is None:
+                    kw["timeout"] = request_timeout()
+                return super().send(request, **kw)
+
         scheme = "http" if self.plain_http else "https"
         try:
-            probe = requests.get(f"{scheme}://{self.host}/v2/", timeout=15, verify=not self.insecure)
+            probe = requests.get(f"{scheme}://{self.host}/v2/", timeout=request_timeout(), verify=not self.insecure)
         except requests.exceptions.SSLError as exc:
             raise PipelineError(f"TLS with the registry {self.host} failed ({_short(exc)})",
                                 fix="for a registry without TLS pass --plain-http; for a self-signed certificate "
                                     "pass --insecure (or install its CA)") from None
         except requests.exceptions.RequestException as exc:
-            raise PipelineError(f"cannot reach the registry {self.host} ({_short(exc)})", fix=_fix_access(self.ref)) \
-                from None
+            raise RegistryUnreachable(f"cannot reach the registry {self.host} ({_short(exc)})",
+                                      fix=_fix_access(self.ref)) from None
         challenge = probe.headers.get("Www-Authenticate", "")
         basic = probe.status_code == 401 and challenge.lower().startswith("basic")
         reg = _Registry(hostname=self.host, insecure=self.plain_http, tls_verify=not self.insecure,
                         auth_backend="basic" if basic else "token")
+        for prefix in ("http://", "https://"):
+            reg.session.mount(prefix, _TimeoutAdapter())
         config = self.docker_config()
         reg.auth.load_configs(self.container(), configs=[config] if os.path.exists(config) else None)
         if basic:  # credentials from the Docker config, sent up front (no 401 round trip per request)
@@ -156,8 +180,10 @@ class Remote:
         except ValueError as exc:   # oras reports some failures (upload sessions, auth) as ValueError
             raise PipelineError(f"{what} failed at {self.host}: {_short(exc)}", fix=_fix_access(self.ref)) from None
         except requests.exceptions.RequestException as exc:
-            raise PipelineError(f"{what} failed: lost the connection to {self.host} ({_short(exc)})",
-                                fix="run the same command again once the registry answers") from None
+            raise RegistryUnreachable(f"{what} failed: lost the connection to {self.host} ({_short(exc)})",
+                                      fix="run the same command again once the registry answers (a registry "
+                                          "that stalls is given up after ENGINES_REGISTRY_TIMEOUT seconds, "
+                                          f"now {request_timeout()[1]:g})") from None
 
     # -------------------------------------------------------------- reading
     def tags(self) -> list[str]:
@@ -365,10 +391,11 @@ def _download(remote: Remote, rs: RemoteSet, stage: Path, on_line) -> None:
             code = getattr(exc.response, "status_code", None)
             why = (f"HTTP {code}: blob {digest[:19]}… missing or unreadable in the registry" if code
                    else f"lost the connection: {_short(exc)}")
-            raise PipelineError(f"the pull of {rs.tag} was interrupted: {rel} could not be downloaded ({why}); "
-                                "nothing was changed in models/engines",
-                                fix=f"run the same command again; if it fails the same way, push {rs.tag} again from "
-                                    "a host that holds it") from None
+            error = PipelineError if code else RegistryUnreachable
+            raise error(f"the pull of {rs.tag} was interrupted: {rel} could not be downloaded ({why}); "
+                        "nothing was changed in models/engines",
+                        fix=f"run the same command again; if it fails the same way, push {rs.tag} again from "
+                            "a host that holds it") from None
         if "sha256:" + sha256_file(out) != digest:
             raise tampered(remote, rel, digest, rs.tag)
     missing = sorted(set(rel for rel, _ in set_files(rs) if rel != "report.md") - titles)

@@ -20,9 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 def _as_uid(uid: int, fn) -> str:
     """Run fn() in a child process as uid:uid; return what it returned, or the error it raised.
     What fn() imports lazily is imported here first: the other uid cannot read this Python."""
-    import filelock  # noqa: F401  (pipeline.fsutil imports it on first lock)
     # codecs load lazily from the stdlib, which another uid may not read (/root/.pyenv is 0700)
     import codecs
+
+    import filelock  # noqa: F401  (pipeline.fsutil imports it on first lock)
     for codec in ("ascii", "latin-1", "utf-8", "idna"):
         codecs.lookup(codec)   # str.encode has C fast paths that skip (and so never cache) the lookup
     read, write = os.pipe()

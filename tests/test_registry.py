@@ -469,3 +469,69 @@ def test_a_tampered_manifest_blob_spoils_only_its_own_tag(tmp_path, own_registry
     r, _ = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", T4_FACTS, "--runtime", f"tensorrt=={TRT}",
                    json_out=False)
     assert r.exit_code == 1 and f"{old.name}: its manifest.json does not match its digest" in r.output, r.output
+
+
+# ------------------------------------------------------------------ outages during a deploy
+
+class StallingRegistry:
+    """Answers GET /v2/ like a registry, then accepts every other request and never replies
+    (a registry whose storage hangs)."""
+
+    def __init__(self):
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.host = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            request = conn.recv(65536)
+            if request.startswith(b"GET /v2/ "):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n"
+                             b"Docker-Distribution-Api-Version: registry/2.0\r\nConnection: close\r\n\r\n{}")
+                conn.close()
+            else:
+                self.held.append(conn)      # read, never answered
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def test_a_stalling_registry_fails_after_the_timeout(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGINES_REGISTRY_TIMEOUT", "1")
+    stall = StallingRegistry()
+    try:
+        dst = models_dir(tmp_path, "dst")
+        t0 = time.perf_counter()
+        r, out = engines(dst, "pull", "--plain-http", f"{stall.host}/engines", "--gpu-facts", H100_FACTS,
+                         "--runtime", f"tensorrt=={TRT}")
+        assert r.exit_code == 1 and time.perf_counter() - t0 < 20, r.output
+        err = out["errors"][0]
+        assert "lost the connection" in err["error"] and "timed out" in err["error"]
+        assert "ENGINES_REGISTRY_TIMEOUT" in err["fix"]
+    finally:
+        stall.close()
+
+
+def test_resolve_from_an_unreachable_registry_uses_the_set_already_here(tmp_path):
+    dst = models_dir(tmp_path, "dst")
+    d = make_set(dst / "engines")
+    down = f"127.0.0.1:{_free_port()}/engines"
+    r, out = engines(dst, "resolve", "--from", down, "--plain-http", "--gpu-facts", H100_FACTS,
+                     "--runtime", f"tensorrt=={TRT}", "--no-link")
+    assert r.exit_code == 0, r.output
+    assert out["chosen"] == d.name
+    assert any(f"the registry {down} did not answer" in w and "may be older" in w for w in out["warnings"])
+    # nothing here fits a T4: the outage is the error reported, with its next step
+    r, out = engines(dst, "resolve", "--from", down, "--plain-http", "--gpu-facts", T4_FACTS,
+                     "--runtime", f"tensorrt=={TRT}", "--no-link")
+    assert r.exit_code == 1 and "cannot reach the registry" in out["errors"][0]["error"]

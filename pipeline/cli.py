@@ -14,7 +14,7 @@ import click
 
 from . import cli_deploy, cli_docker, cli_fleet, cli_registry, commands
 from .cli_context import CONFIG_HELP, DEFAULT_CONFIG, JSON_HELP, Ctx, Failed, fail
-from .errors import PipelineError
+from .errors import PipelineError, UsageProblem
 
 __all__ = ["DEFAULT_CONFIG", "Ctx", "cli", "fail", "main"]
 
@@ -45,7 +45,7 @@ class EnginesGroup(click.Group):
             raise Failed(obj, [os_error(exc)]) from None
         except PipelineError as err:  # a command that forgot to catch one: still a paragraph
             obj = click_ctx.obj if isinstance(click_ctx.obj, Ctx) else Ctx(DEFAULT_CONFIG, False)
-            raise Failed(obj, [err]) from None
+            raise Failed(obj, [err], 2 if isinstance(err, UsageProblem) else 1) from None
 
 
 @click.group(cls=EnginesGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -158,7 +158,11 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
                 ctx.echo(f"warning: {err.what}; choosing among the sets already in {engines_dir}", err=True)
         res = deploy.resolve(engines_dir, gpu, rt, **kwargs)
         if offline is not None and res.chosen is None and not build_missing:
-            raise offline   # the outage is the cause to report, not "no set here"
+            # the outage is the cause to report, with why each set already here was refused
+            here = deploy.refusal(res, _config_arg(ctx))
+            offline.details = [f"and no set already in {engines_dir} fits: {here.what}"] + list(here.details or [])
+            raise offline
+        built = False
         if res.chosen is None and build_missing:
             _report(ctx, res)
             ctx.echo(f"no set fits; building {deploy.missing_tag(gpu, rt)} (--build-missing)")
@@ -168,16 +172,19 @@ def resolve_cmd(ctx: Ctx, runtime, gpu_facts, gpu_index, image, allow_demo, allo
             if code != 0:
                 raise PipelineError(f"the build of {deploy.missing_tag(gpu, rt)} failed (exit status {code})",
                                     fix="read the builder's output above; fix and rerun")
-            res = deploy.resolve(engines_dir, gpu, rt, **kwargs)
+            res, built = deploy.resolve(engines_dir, gpu, rt, **kwargs), True
         if res.chosen is None:
             raise deploy.refusal(res, _config_arg(ctx))
-        if offline is not None:
+        if offline is not None and not built:
             res.verdict.warnings.append(f"the registry {from_ref} did not answer ({offline.what}); {res.chosen.tag} "
                                         "is the copy on this host, which may be older than the registry's")
         if expect_set and res.chosen.tag != expect_set:
             raise PipelineError(f"the rules choose {res.chosen.tag}, but {expect_set} is the set expected "
-                                "(--set / ENGINE_SET)", file=engines_dir,
-                                fix="run `make deploy` again so the env file names the set this host gets")
+                                "(--set / ENGINE_SET)"
+                                + (f"; the registry {from_ref} did not answer, so {expect_set} could not be "
+                                   f"pulled ({offline.what})" if offline is not None else ""), file=engines_dir,
+                                fix="run `make deploy` again so the env file names the set this host gets"
+                                + (" (once the registry answers)" if offline is not None else ""))
         link = env = None
         if write_env is not None:
             values = handover.env_lines(res, models_dir, image, allow_demo=allow_demo,

@@ -107,12 +107,20 @@ def read_manifest(path: Path) -> SetManifest:
         raise ManifestError(f"cannot read manifest.json ({exc.strerror or exc})", file=f,
                             fix="check the folder's permissions") from None
     try:
-        return SetManifest.from_dict(data)
+        m = SetManifest.from_dict(data)
     except ManifestError as err:
         err.file = err.file or str(f)
         if not err.fix:
             err.fix = "the set is damaged: rebuild it (`engines run --force`) or remove the folder"
         raise ManifestError(err.what, file=err.file, fix=err.fix) from None
+    name = path.resolve().name   # through the `current` link to the folder itself
+    if m.tag != name:   # a copied or renamed folder: its manifest vouches for another set
+        twin = path.resolve().parent / m.tag
+        raise ManifestError(f"the folder is named {name} but its manifest.json is for set {m.tag} (copied or "
+                            "renamed by hand)", file=f,
+                            fix=f"remove this folder: {m.tag}/ is here already" if twin.exists() else
+                            f"rename the folder back to {m.tag}/, or remove it and rebuild (`engines run --force`)")
+    return m
 
 
 def load_set(path: Path) -> EngineSet | None:
@@ -130,15 +138,9 @@ def scan_sets(engines_dir: Path) -> tuple[list[EngineSet], list[BrokenSet]]:
     for d in sorted(engines_dir.iterdir()):
         if d.is_dir() and not d.is_symlink() and not d.name.startswith(".") and (d / MANIFEST).exists():
             try:
-                m = read_manifest(d)
+                sets.append(EngineSet(d, read_manifest(d)))
             except ManifestError as err:
                 broken.append(BrokenSet(d, err.what))
-                continue
-            if m.tag != d.name:   # a copied or renamed folder: its manifest vouches for another set
-                broken.append(BrokenSet(d, f"the folder is named {d.name} but its manifest.json is for set {m.tag} "
-                                           f"(renamed or copied by hand; move it back to {m.tag}/ or remove it)"))
-                continue
-            sets.append(EngineSet(d, m))
     return sets, broken
 
 

@@ -224,13 +224,15 @@ class EngineRecord:
         _expect(rec.demo, bool, f"{where}.demo")
         for key in ("task", "source", "error"):
             _expect(getattr(rec, key), (str, type(None)), f"{where}.{key}")
-        _expect(extra.get("gpu"), (dict, type(None)), f"{where}.gpu")
+        for key, value in (_expect(extra.get("gpu"), (dict, type(None)), f"{where}.gpu") or {}).items():
+            _expect(value, (str, int, float, type(None)), f"{where}.gpu.{key}")
         _expect(extra.get("built_from"), (str, type(None)), f"{where}.built_from")
         for kind, digest in rec.sha256.items():
             _expect(digest, (str, type(None)), f"{where}.sha256.{kind}")
-        if rec.status == "ok":
-            for kind in ("engine", "plan"):
+        for kind in ("engine", "plan"):   # a failed entry's files are judged again: its paths are checked too
+            if rec.status == "ok" or getattr(rec, kind) is not None:
                 safe_relpath(getattr(rec, kind), f"{where}.{kind}")
+            if rec.status == "ok":
                 _expect(rec.sha256.get(kind), str, f"{where}.sha256.{kind}")
         return rec
 
@@ -334,8 +336,8 @@ class SetManifest:
             _expect(known["gpu"], dict, f"{where}.gpu")
             for key, value in known["gpu"].items():
                 _expect(value, (str, int, float, type(None)), f"{where}.gpu.{key}")
-        if not re.fullmatch(r"\d+(\.\d+)*", known["trt_version"]):
-            raise ManifestError(f"{where}.trt_version: {known['trt_version']!r} is not a version (digits and dots)"[:200])
+        if not re.fullmatch(r"\d[A-Za-z0-9.+_-]*", known["trt_version"]):
+            raise ManifestError(f"{where}.trt_version: {known['trt_version']!r} is not a version"[:200])
         for key in ("cuda", "compatibility"):
             _expect(extra.get(key), (str, type(None)), f"{where}.{key}")
         _expect(extra.get("version_compatible", False), bool, f"{where}.version_compatible")

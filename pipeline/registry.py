@@ -72,7 +72,21 @@ def request_timeout() -> tuple[float, float]:
         read = float(os.environ.get("ENGINES_REGISTRY_TIMEOUT", "60"))
     except ValueError:
         read = 60.0
-    return min(15.0, read), max(read, 0.1)
+    read = max(read, 1.0) if read == read else 60.0   # NaN, 0 or negative: never "no time at all"
+    return min(15.0, read), read
+
+
+OUTAGE_CODES = (502, 503, 504)   # a proxy or load balancer in front of a registry that is down
+
+
+def is_outage(exc: Exception) -> bool:
+    """The registry is down or unreachable (worth falling back on local sets), as opposed
+    to a TLS, auth, URL or data problem (never hidden)."""
+    import requests
+    e = requests.exceptions
+    if isinstance(exc, (e.SSLError, e.InvalidURL, e.TooManyRedirects)):
+        return False
+    return isinstance(exc, (e.ConnectionError, e.Timeout, e.ChunkedEncodingError))
 
 
 class Remote:
@@ -129,8 +143,11 @@ class Remote:
                                 fix="for a registry without TLS pass --plain-http; for a self-signed certificate "
                                     "pass --insecure (or install its CA)") from None
         except requests.exceptions.RequestException as exc:
-            raise RegistryUnreachable(f"cannot reach the registry {self.host} ({_short(exc)})",
-                                      fix=_fix_access(self.ref)) from None
+            raise (RegistryUnreachable if is_outage(exc) else PipelineError)(
+                f"cannot reach the registry {self.host} ({_short(exc)})", fix=_fix_access(self.ref)) from None
+        if probe.status_code in OUTAGE_CODES:
+            raise RegistryUnreachable(f"the registry {self.host} is unavailable (GET /v2/: HTTP {probe.status_code})",
+                                      fix="run the same command again once the registry answers")
         challenge = probe.headers.get("Www-Authenticate", "")
         basic = probe.status_code == 401 and challenge.lower().startswith("basic")
         reg = _Registry(hostname=self.host, insecure=self.plain_http, tls_verify=not self.insecure,
@@ -172,6 +189,9 @@ class Remote:
             if code in (401, 403):
                 raise self.unauthorised(f"the registry {self.host} refused {what} (HTTP {code}: credentials "
                                         "missing, wrong, or without access to " + self.repo + ")") from None
+            if code in OUTAGE_CODES:
+                raise RegistryUnreachable(f"{what} failed: the registry {self.host} is unavailable (HTTP {code})",
+                                          fix="run the same command again once the registry answers") from None
             if code == 404 and _oci_code(exc.response) == "NAME_UNKNOWN":
                 raise PipelineError(f"the repository {self.repo} does not exist in {self.host}",
                                     fix=f"check the name, or push a set first: `engines push {self.ref}`") from None
@@ -180,7 +200,8 @@ class Remote:
         except ValueError as exc:   # oras reports some failures (upload sessions, auth) as ValueError
             raise PipelineError(f"{what} failed at {self.host}: {_short(exc)}", fix=_fix_access(self.ref)) from None
         except requests.exceptions.RequestException as exc:
-            raise RegistryUnreachable(f"{what} failed: lost the connection to {self.host} ({_short(exc)})",
+            raise (RegistryUnreachable if is_outage(exc) else PipelineError)(
+                f"{what} failed: lost the connection to {self.host} ({_short(exc)})",
                                       fix="run the same command again once the registry answers (a registry "
                                           "that stalls is given up after ENGINES_REGISTRY_TIMEOUT seconds, "
                                           f"now {request_timeout()[1]:g})") from None
@@ -391,7 +412,7 @@ def _download(remote: Remote, rs: RemoteSet, stage: Path, on_line) -> None:
             code = getattr(exc.response, "status_code", None)
             why = (f"HTTP {code}: blob {digest[:19]}… missing or unreadable in the registry" if code
                    else f"lost the connection: {_short(exc)}")
-            error = PipelineError if code else RegistryUnreachable
+            error = RegistryUnreachable if (code in OUTAGE_CODES or not code and is_outage(exc)) else PipelineError
             raise error(f"the pull of {rs.tag} was interrupted: {rel} could not be downloaded ({why}); "
                         "nothing was changed in models/engines",
                         fix=f"run the same command again; if it fails the same way, push {rs.tag} again from "

@@ -469,6 +469,40 @@ def test_changed_thresholds_void_engine_level_runs_judged_under_the_old_ones(bui
     assert level.runs == [] and level.status == "pending" and "thresholds changed" in level.note
     assert level.verdict("NVIDIA GeForce RTX 3090")[0] == "pending"
 
+    # the same through `engines verify` (no GPU here: the note keeps both reasons)
+    m = json.loads((set_dir / "manifest.json").read_text())
+    m["engines"]["hairnet"]["verification"]["engine"] = human["verification"]["engine"]
+    (set_dir / "manifest.json").write_text(json.dumps(m))
+    res = run_cli("--config", str(ws / "models.yaml"), "verify", "--model", "hairnet")
+    assert res.returncode == 0, res.stderr
+    level = es.read_manifest(set_dir).engines["hairnet"].engine_level
+    assert level.runs == [] and "thresholds changed" in level.note and "engine level pending" in level.note
+
+
+def test_publish_derives_the_set_tier_from_its_engines(built, tmp_path):
+    """A set flag left from an earlier build (version_compatible) is dropped when the engines
+    were rebuilt without it."""
+    ws, set_dir = _copy(built, tmp_path)
+    m = json.loads((set_dir / "manifest.json").read_text())
+    m["version_compatible"] = True
+    (set_dir / "manifest.json").write_text(json.dumps(m))
+    assert es.read_manifest(set_dir).version_compatible
+    res = _build(ws, "--model", "human", "--force")
+    assert res.returncode == 0, res.stderr
+    assert "version_compatible" not in json.loads((set_dir / "manifest.json").read_text())
+
+
+def test_a_build_over_a_folder_holding_another_sets_manifest_rebuilds_it(built, tmp_path):
+    ws, set_dir = _copy(built, tmp_path)
+    m = json.loads((set_dir / "manifest.json").read_text())
+    m["tag"] = "trtrtx-copied"
+    (set_dir / "manifest.json").write_text(json.dumps(m))
+    res = _build(ws)
+    assert res.returncode == 0 and "building" in res.stderr + res.stdout, res.stderr
+    assert es.read_manifest(set_dir).tag == TAG
+    listed = json.loads(run_cli("--config", str(ws / "models.yaml"), "--json", "list").stdout)["sets"]
+    assert [s["tag"] for s in listed] == [TAG] and listed[0]["status"] != "corrupt"
+
 
 def test_a_crash_while_re_judging_is_a_paragraph_and_keeps_the_set(built, tmp_path, monkeypatch):
     from pipeline.stages import verify

@@ -77,6 +77,9 @@ def test_round_trip_keeps_unknown_fields(models):
     (lambda m: m.update(trt_version="ten"), "is not a version"),
     (lambda m: m.update(version_compatible="yes"), "version_compatible: expected bool"),
     (lambda m: m["gpu"].update(name=["x"]), "gpu.name: expected"),
+    (lambda m: m["engines"]["human"].update(gpu={"name": ["x"]}), "engines.human.gpu.name: expected"),
+    # a failed entry's files are judged again by `verify`: its paths must stay inside too
+    (lambda m: m["engines"]["human"].update(status="failed", engine="../../model.engine"), "leaves the set"),
 ])
 def test_damaged_manifest_is_refused_with_the_reason(models, change, expected):
     d = make_set(models / "engines")
@@ -253,6 +256,8 @@ def test_a_folder_whose_manifest_names_another_set_is_broken(models):
     assert sets == [] and broken[0].path == moved and f"manifest.json is for set {d.name}" in broken[0].reason
     r = engines("list", models=models)
     assert "trt-copied-by-hand  CORRUPT" in r.output
+    r = engines("verify", "--set", "trt-copied-by-hand", models=models)   # the full reason, not "not found"
+    assert r.exit_code != 0 and f"rename the folder back to {d.name}/" in r.output, r.output
 
 
 def test_a_failure_outranks_mixed(models):

@@ -475,10 +475,12 @@ def test_a_tampered_manifest_blob_spoils_only_its_own_tag(tmp_path, own_registry
 
 class StallingRegistry:
     """Answers GET /v2/ like a registry, then accepts every other request and never replies
-    (a registry whose storage hangs)."""
+    (a registry whose storage hangs); with ``status`` 503, answers everything so (a load
+    balancer in front of a registry that is down)."""
 
-    def __init__(self):
+    def __init__(self, status: int = 200):
         import threading
+        self.status = status
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -493,7 +495,11 @@ class StallingRegistry:
             except OSError:
                 return
             request = conn.recv(65536)
-            if request.startswith(b"GET /v2/ "):
+            if self.status != 200:
+                conn.sendall(f"HTTP/1.1 {self.status} Service Unavailable\r\nContent-Length: 0\r\n"
+                             "Connection: close\r\n\r\n".encode())
+                conn.close()
+            elif request.startswith(b"GET /v2/ "):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n"
                              b"Docker-Distribution-Api-Version: registry/2.0\r\nConnection: close\r\n\r\n{}")
                 conn.close()
@@ -506,18 +512,20 @@ class StallingRegistry:
             c.close()
 
 
-def test_a_stalling_registry_fails_after_the_timeout(tmp_path, monkeypatch):
-    monkeypatch.setenv("ENGINES_REGISTRY_TIMEOUT", "1")
+@pytest.mark.parametrize("setting", ["1", "0"])   # 0 (or less) is clamped to 1 s, never "no time at all"
+def test_a_stalling_registry_fails_after_the_timeout(tmp_path, setting):
+    from tests.conftest import run_cli
     stall = StallingRegistry()
     try:
         dst = models_dir(tmp_path, "dst")
         t0 = time.perf_counter()
-        r, out = engines(dst, "pull", "--plain-http", f"{stall.host}/engines", "--gpu-facts", H100_FACTS,
-                         "--runtime", f"tensorrt=={TRT}")
-        assert r.exit_code == 1 and time.perf_counter() - t0 < 20, r.output
-        err = out["errors"][0]
+        r = run_cli("--config", str(dst / "models.yaml"), "--json", "pull", "--plain-http", f"{stall.host}/engines",
+                    "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}", timeout=60,
+                    env={**os.environ, "ENGINES_REGISTRY_TIMEOUT": setting})
+        assert r.returncode == 1 and time.perf_counter() - t0 < 30, r.stderr
+        err = json.loads(r.stdout)["errors"][0]
         assert "lost the connection" in err["error"] and "timed out" in err["error"]
-        assert "ENGINES_REGISTRY_TIMEOUT" in err["fix"]
+        assert "ENGINES_REGISTRY_TIMEOUT" in err["fix"] and "Traceback" not in r.stderr
     finally:
         stall.close()
 
@@ -535,3 +543,49 @@ def test_resolve_from_an_unreachable_registry_uses_the_set_already_here(tmp_path
     r, out = engines(dst, "resolve", "--from", down, "--plain-http", "--gpu-facts", T4_FACTS,
                      "--runtime", f"tensorrt=={TRT}", "--no-link")
     assert r.exit_code == 1 and "cannot reach the registry" in out["errors"][0]["error"]
+
+
+def test_resolve_from_a_registry_answering_503_uses_the_set_already_here(tmp_path):
+    down = StallingRegistry(status=503)
+    try:
+        dst = models_dir(tmp_path, "dst")
+        d = make_set(dst / "engines")
+        r, out = engines(dst, "resolve", "--from", f"{down.host}/engines", "--plain-http", "--gpu-facts", H100_FACTS,
+                         "--runtime", f"tensorrt=={TRT}", "--no-link")
+        assert r.exit_code == 0 and out["chosen"] == d.name, r.output
+        assert any("is unavailable (GET /v2/: HTTP 503)" in w for w in out["warnings"])
+        # the gate names the outage when the set it expects could not be pulled
+        r, out = engines(dst, "resolve", "--from", f"{down.host}/engines", "--plain-http", "--gpu-facts",
+                         H100_FACTS, "--runtime", f"tensorrt=={TRT}", "--no-link", "--set", "trt-10.99.0.1-sm90")
+        assert r.exit_code == 1 and "could not be pulled" in out["errors"][0]["error"]
+    finally:
+        down.close()
+
+
+def test_an_unreachable_registry_names_why_the_local_sets_do_not_fit(tmp_path):
+    dst = models_dir(tmp_path, "dst")
+    make_set(dst / "engines", engine="pending")
+    r, out = engines(dst, "resolve", "--from", f"127.0.0.1:{_free_port()}/engines", "--plain-http", "--require",
+                     "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}", "--no-link")
+    err = out["errors"][0]
+    assert r.exit_code == 1 and "cannot reach the registry" in err["error"]
+    assert any("no set already in" in line for line in err["details"])
+    assert any("pending" in line for line in err["details"]), err["details"]
+
+
+def test_a_refused_login_never_falls_back(tmp_path, auth_registry):
+    """Only an outage falls back on local sets: a registry that refuses us is an error to fix."""
+    dst = models_dir(tmp_path, "dst")
+    make_set(dst / "engines")
+    r, out = engines(dst, "resolve", "--from", f"{auth_registry.host}/engines", "--plain-http", "--gpu-facts",
+                     H100_FACTS, "--runtime", f"tensorrt=={TRT}", "--no-link")
+    assert r.exit_code == 1 and "asks for a login" in out["errors"][0]["error"]
+
+
+def test_push_refuses_a_folder_copied_under_another_name(tmp_path, registry, repo):
+    src = models_dir(tmp_path, "src")
+    d = make_set(src / "engines")
+    shutil.copytree(d, d.with_name("my-copy"))
+    r, _ = engines(src, "push", "--plain-http", "--set", "my-copy", repo, json_out=False)
+    assert r.exit_code != 0 and f"its manifest.json is for set {d.name}" in r.output, r.output
+    assert f"remove this folder: {d.name}/ is here already" in r.output

@@ -51,11 +51,13 @@ def _set_tier(manifest: SetManifest) -> None:
     flag holds only when every engine in the set was built with it (a set rebuilt without
     ``version_compatible`` must not keep claiming it)."""
     built = [e.options for e in manifest.engines.values() if e.status == "ok"]
-    for key in ("compatibility", "version_compatible"):
-        values = {repr(o.get(key)) for o in built}
-        manifest.extra.pop(key, None)
-        if built and len(values) == 1 and built[0].get(key):
-            manifest.extra[key] = built[0][key]
+    manifest.extra.pop("compatibility", None)
+    manifest.extra.pop("version_compatible", None)
+    tiers = {o.get("compatibility") for o in built}
+    if len(tiers) == 1 and isinstance(next(iter(tiers)), str):
+        manifest.extra["compatibility"] = next(iter(tiers))
+    if built and all(o.get("version_compatible") is True for o in built):
+        manifest.extra["version_compatible"] = True
 
 
 def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backend) -> str:
@@ -181,6 +183,11 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
     """Build ``specs`` into the backend's set; returns (summary, errors)."""
     backend.configure(cfg.compatibility, cfg.version_compatible)   # refuses what this backend cannot build
     tag = es.make_tag(backend.name, backend.version(), backend.targets, backend.compatibility)
+    from ..manifest import TAG_RE
+    if not TAG_RE.fullmatch(tag):   # a set that could not be read back is never built
+        raise PipelineError(f"{backend.name} reports version {backend.version()!r}, which cannot name an engine set "
+                            f"({tag!r}: letters, digits, '.', '_', '-')",
+                            fix=f"install a released {backend.name} package (a plain version such as 10.13.3.9)")
     set_dir = cfg.engines_dir / tag
     errors: list[PipelineError] = []
     summary: dict = {"tag": tag, "set": str(set_dir), "backend": backend.name,

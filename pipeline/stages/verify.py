@@ -158,7 +158,8 @@ def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -
     if dropped:
         log(f"{name}: verify thresholds changed; the engine-level runs on {', '.join(dropped)} no longer count")
     if trt is None:
-        level.note = f"engine level pending: {why}; run `engines verify` on a target GPU"
+        level.note = (f"{level.note}; " if dropped else "") + \
+            f"engine level pending: {why}; run `engines verify` on a target GPU"
         log(f"{name}: onnx level {entry.onnx_status}; engine level pending ({why})")
     else:
         from ..backends.tensorrt_runner import TensorRTRunner

@@ -446,6 +446,12 @@ def test_verify_failing_the_onnx_level_marks_the_engine_failed_until_it_passes(b
     assert run_cli("--config", str(ws / "models.yaml"), "verify").returncode == 1
     res = _build(ws, "--model", "human")   # same thresholds as the failed verify: never "cached"
     assert res.returncode == 1 and json.loads(res.stdout)["build"]["models"]["human"] != "cached"
+    human = es.read_manifest(set_dir).engines["human"]   # the judged engine stays, no orphan files
+    assert human.status == "failed" and human.get("last_attempt")["status"] == "failed"
+    assert engine.stat().st_ino == inode and human.sha256["engine"] == sha256_file(engine)
+    (ws / "models.yaml").write_text(original)
+    assert run_cli("--config", str(ws / "models.yaml"), "verify").returncode == 0
+    assert es.read_manifest(set_dir).engines["human"].status == "ok"
 
 
 def test_changed_thresholds_void_engine_level_runs_judged_under_the_old_ones(built, tmp_path):

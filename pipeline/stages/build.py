@@ -349,8 +349,10 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
     installs: dict[str, dict[str, Path]] = {}
     for name, (entry, files) in staged.items():
         prev = manifest.engines.get(name)
-        if entry.status != "ok" and prev and prev.status == "ok" and files:
-            # a failed rebuild: the previous good engine stays, the attempt is recorded
+        kept = prev is not None and (prev.status == "ok" or _intact(set_dir, prev))
+        if entry.status != "ok" and kept and files:
+            # a failed rebuild: the previous engine stays with its files and verdict (a good one, or
+            # one a re-judgement failed, which `engines verify` may restore), the attempt is recorded
             prev.extra["last_attempt"] = {"status": entry.status, "error": entry.error,
                                           "verification": {"onnx": entry.onnx_level}, "cache_key": entry.get("cache_key")}
             continue

@@ -25,7 +25,7 @@ def registry_options(fn):
 
 REF_HELP = ("the repository, e.g. 127.0.0.1:5000/engines or ghcr.io/acme/engines. Credentials come from the Docker "
             "config (~/.docker/config.json, or $DOCKER_CONFIG/config.json) as `docker login` / `oras login` "
-            "write it.")
+            "write it. A registry silent for ENGINES_REGISTRY_TIMEOUT seconds (default 60) is given up.")
 
 
 PUSH_HELP = """Upload a complete engine set to an OCI registry as one artifact tagged with the set tag.

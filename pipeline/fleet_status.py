@@ -26,7 +26,8 @@ def rows(sets: list[EngineSet]) -> list[dict]:
 
 
 def read_cells(path: Path) -> list[dict]:
-    """The wanted cells: [{gpu, runtime (BACKEND==VERSION) | tensorrt (version), compute_cap?}]."""
+    """The wanted cells: [{gpu, runtime (BACKEND==VERSION) | tensorrt | trt (version), compute_cap?}];
+    `engines fleet plan`'s file serves too, where each cell names its gpu and trt."""
     import yaml
 
     from .runtime import parse_runtime
@@ -39,10 +40,11 @@ def read_cells(path: Path) -> list[dict]:
         raise PipelineError("the GPU list is not a list of cells", file=path, fix=_CELL_FIX)
     cells = []
     for i, item in enumerate(data):
-        if not isinstance(item, dict) or not item.get("gpu") or not (item.get("runtime") or item.get("tensorrt")):
-            raise PipelineError(f"cell {i + 1} needs `gpu` and `runtime` (or `tensorrt`): {item!r}", file=path,
+        version = (item.get("tensorrt") or item.get("trt")) if isinstance(item, dict) else None
+        if not isinstance(item, dict) or not item.get("gpu") or not (item.get("runtime") or version):
+            raise PipelineError(f"cell {i + 1} needs `gpu` and `runtime` (or `tensorrt`/`trt`): {item!r}", file=path,
                                 fix=_CELL_FIX)
-        spec = str(item.get("runtime") or f"tensorrt=={item['tensorrt']}")
+        spec = str(item.get("runtime") or f"tensorrt=={version}")
         try:
             rt = parse_runtime(spec, str(path))
         except PipelineError as err:
@@ -60,10 +62,14 @@ def cells(sets: list[EngineSet], wanted: list[dict]) -> list[dict]:
     """Per wanted cell: passed | pending | failed | missing, the set that decides it, and why."""
     from .deploy import judge
     from .hardware import GpuFacts
+    from .fleet import gfd_product
     out = []
     for c in wanted:
         rt, name = c["runtime"], c["gpu"]
         built = [s.manifest.gpu or {} for s in sets]
+        # the GPU Feature Discovery spelling (NVIDIA-H100-80GB-HBM3) names the same product as nvidia-smi's
+        name = next((str(g["name"]) for g in built if g.get("name") and gfd_product(g["name"]) == gfd_product(name)),
+                    name)
         cc = c["compute_cap"] or next((str(g["compute_cap"]) for g in built
                                        if g.get("name") == name and g.get("compute_cap")), None)
         row = {"gpu": name, "runtime": rt.spec, "compute_cap": cc, "status": "missing", "tag": None, "why": ""}

@@ -418,6 +418,15 @@ def test_fleet_status(tmp_path, registry, repo):
     table = r.output.splitlines()
     assert table[0].split()[:2] == ["tag", "backend"] and any("missing" in line and "Tesla T4" in line for line in table)
 
+    # the `fleet plan` file serves too: label spelling (dashes) and trt:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"registry: {repo}\ncells:\n"
+                    f"  - {{gpu: {H100.replace(' ', '-')}, image: builder:1, trt: '{TRT}'}}\n"
+                    f"  - {{gpu: NVIDIA-A10, image: builder:1, trt: '{TRT}'}}\n")
+    r, out = engines(src, "fleet", "status", "--plain-http", "--gpus", str(plan), repo)
+    assert r.exit_code == 0, r.output
+    assert [(c["gpu"], c["status"]) for c in out["cells"]] == [(H100, "passed"), ("NVIDIA A10", "failed")]
+
 
 def test_cli_starts_without_oras():
     from conftest import fresh_python

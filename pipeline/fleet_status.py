@@ -61,8 +61,8 @@ _CELL_FIX = ("one item per cell, e.g. `- {gpu: NVIDIA H100 80GB HBM3, runtime: t
 def cells(sets: list[EngineSet], wanted: list[dict]) -> list[dict]:
     """Per wanted cell: passed | pending | failed | missing, the set that decides it, and why."""
     from .deploy import judge
-    from .hardware import GpuFacts
     from .fleet import gfd_product
+    from .hardware import GpuFacts
     out = []
     for c in wanted:
         rt, name = c["runtime"], c["gpu"]

@@ -4,7 +4,8 @@
 
 MODELS_DIR holds models.yaml and engines/<tag>/ (e.g. after `engines run` on the tests'
 imgsz 320 config). Each run pushes the set to a fresh repository of a fresh registry (first
-push), pushes it again (no-op), and pulls it into an empty folder; medians are printed.
+push), pushes it again (no-op), and pulls it into an empty folder; medians are printed, then
+the peak Python memory of one more (traced) first push.
 """
 from __future__ import annotations
 
@@ -63,12 +64,20 @@ def main(argv: list[str]) -> int:
                 fetch(remote, rs, dst)
                 times["pull"].append(time.perf_counter() - t0)
                 shutil.rmtree(dst.parent)
+            # memory: one more first push, traced (apart from the timed runs: tracing slows them)
+            import tracemalloc
+            tracemalloc.start()
+            push(s, Remote(f"{host}/bench/traced", plain_http=True))
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
         finally:
             proc.terminate()
     print(f"set {s.tag}: {len(s.files())} files, {size:.1f} MiB; median of {args.runs} runs, local docker-registry")
     for key, vals in times.items():
         print(f"  {key:18s} {statistics.median(vals) * 1000:8.1f} ms   (min {min(vals) * 1000:.1f}, "
               f"max {max(vals) * 1000:.1f})")
+    largest = max((s.path / rel).stat().st_size for rel in s.files()) / 2**20
+    print(f"  peak Python memory of a first push: {peak:.1f} MiB (largest file {largest:.1f} MiB; blobs stream)")
     return 0
 
 

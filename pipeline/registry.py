@@ -337,7 +337,7 @@ def push(s: EngineSet, remote: Remote, on_line=lambda _m: None) -> dict:
             kept.append(name)
             return
         on_line(f"uploading {name} ({layer['size'] / 2**20:.1f} MiB)")
-        r = remote.call(f"uploading {name}", reg.put_upload, str(path), container, layer)
+        r = remote.call(f"uploading {name}", _upload_streaming, reg, path, container, layer)
         remote.call(f"uploading {name}", reg._check_200_response, r)
         remote.uploads += 1
         sent.append(name)
@@ -362,6 +362,21 @@ def push(s: EngineSet, remote: Remote, on_line=lambda _m: None) -> dict:
         digest = r.headers.get("Docker-Content-Digest") or digest
     return {"ok": True, "tag": s.tag, "ref": f"{remote.ref}:{s.tag}", "digest": digest, "uploaded": sent,
             "already_there": kept, "uploaded_bytes": sent_bytes, "tag_changed": not tagged}
+
+
+def _upload_streaming(reg, path: Path, container, layer: dict):
+    """A monolithic blob upload (OCI distribution spec: POST an upload session, then PUT the
+    bytes with ?digest=) that streams the file; oras' own put_upload reads it whole into memory."""
+    import oras.utils
+    start = reg.do_request(f"{reg.prefix}://{container.upload_blob_url()}", "POST", headers={"Content-Length": "0"})
+    reg._check_200_response(start)
+    session = reg._get_location(start, container)
+    if not session:
+        raise ValueError("the registry opened an upload session without a Location")
+    url = oras.utils.append_url_params(session, {"digest": layer["digest"]})
+    with open(path, "rb") as fd:   # requests sends a file object in blocks
+        return reg.do_request(url, "PUT", data=fd, headers={"Content-Length": str(layer["size"]),
+                                                              "Content-Type": "application/octet-stream"})
 
 
 # ------------------------------------------------------------------ pull

@@ -80,6 +80,13 @@ class EngineSet:
         return problems
 
 
+def entry_intact(set_dir: Path, entry) -> bool:
+    """The entry's engine and plan are in the set as its manifest says (also for an entry
+    marked failed by a re-judgement, whose files stay in place)."""
+    return all(entry.sha256.get(k) and (set_dir / getattr(entry, k)).is_file()
+               and sha256_file(set_dir / getattr(entry, k)) == entry.sha256[k] for k in ("engine", "plan"))
+
+
 @dataclass
 class BrokenSet:
     """A folder with a manifest.json that cannot be used, and why (listed, never chosen)."""

@@ -147,10 +147,11 @@ class EngineLevel:
         self.status = FAILED if any(r.status == "failed" for r in self.runs) else "passed"
         self.note = None
 
-    def drop_stale(self, thresholds: dict) -> list[str]:
+    def drop_stale(self, thresholds: dict | None) -> list[str]:
         """Forget the runs judged under other ``verify:`` thresholds than ``thresholds``
         (they prove nothing now: the GPU must run again); returns their GPU names."""
-        stale = [r for r in self.runs if r.extra.get("thresholds") not in (None, thresholds)]
+        stale = [r for r in self.runs if thresholds is not None
+                 and r.extra.get("thresholds") not in (None, thresholds)]
         if stale:
             self.runs = [r for r in self.runs if r not in stale]
             names = sorted({str(r.gpu_name) for r in stale})
@@ -246,6 +247,15 @@ class EngineRecord:
     @property
     def onnx_status(self) -> str | None:
         return self.onnx_level.get("status")
+
+    def judge_onnx(self, level: dict) -> list[str]:
+        """Record an onnx-level result (the build gate, a re-judgement, `engines verify`): it
+        decides the entry's status, and engine-level runs judged under other thresholds stop
+        counting. Returns the GPUs whose runs were dropped."""
+        self.onnx_level = level
+        passed = level.get("status") == "passed"
+        self.status, self.error = ("ok", None) if passed else ("failed", "; ".join(level.get("reasons") or []))
+        return self.engine_level.drop_stale(level.get("thresholds"))
 
     def get(self, key: str, default: Any = None) -> Any:
         """Fields kept as they are (``extra``): built_from, gpu, cache_key, benchmark..."""

@@ -84,9 +84,11 @@ def is_outage(exc: Exception) -> bool:
     to a TLS, auth, URL or data problem (never hidden)."""
     import requests
     e = requests.exceptions
-    if isinstance(exc, (e.SSLError, e.InvalidURL, e.TooManyRedirects)):
-        return False
-    return isinstance(exc, (e.ConnectionError, e.Timeout, e.ChunkedEncodingError))
+    return not isinstance(exc, e.SSLError) and isinstance(exc, (e.ConnectionError, e.Timeout, e.ChunkedEncodingError))
+
+
+def _unavailable(what: str) -> RegistryUnreachable:
+    return RegistryUnreachable(what, fix="run the same command again once the registry answers")
 
 
 class Remote:
@@ -146,8 +148,7 @@ class Remote:
             raise (RegistryUnreachable if is_outage(exc) else PipelineError)(
                 f"cannot reach the registry {self.host} ({_short(exc)})", fix=_fix_access(self.ref)) from None
         if probe.status_code in OUTAGE_CODES:
-            raise RegistryUnreachable(f"the registry {self.host} is unavailable (GET /v2/: HTTP {probe.status_code})",
-                                      fix="run the same command again once the registry answers")
+            raise _unavailable(f"the registry {self.host} is unavailable (GET /v2/: HTTP {probe.status_code})")
         challenge = probe.headers.get("Www-Authenticate", "")
         basic = probe.status_code == 401 and challenge.lower().startswith("basic")
         reg = _Registry(hostname=self.host, insecure=self.plain_http, tls_verify=not self.insecure,
@@ -190,8 +191,7 @@ class Remote:
                 raise self.unauthorised(f"the registry {self.host} refused {what} (HTTP {code}: credentials "
                                         "missing, wrong, or without access to " + self.repo + ")") from None
             if code in OUTAGE_CODES:
-                raise RegistryUnreachable(f"{what} failed: the registry {self.host} is unavailable (HTTP {code})",
-                                          fix="run the same command again once the registry answers") from None
+                raise _unavailable(f"{what} failed: the registry {self.host} is unavailable (HTTP {code})") from None
             if code == 404 and _oci_code(exc.response) == "NAME_UNKNOWN":
                 raise PipelineError(f"the repository {self.repo} does not exist in {self.host}",
                                     fix=f"check the name, or push a set first: `engines push {self.ref}`") from None
@@ -202,9 +202,8 @@ class Remote:
         except requests.exceptions.RequestException as exc:
             raise (RegistryUnreachable if is_outage(exc) else PipelineError)(
                 f"{what} failed: lost the connection to {self.host} ({_short(exc)})",
-                                      fix="run the same command again once the registry answers (a registry "
-                                          "that stalls is given up after ENGINES_REGISTRY_TIMEOUT seconds, "
-                                          f"now {request_timeout()[1]:g})") from None
+                fix="run the same command again once the registry answers (a registry that stalls is given up "
+                    f"after ENGINES_REGISTRY_TIMEOUT seconds, now {request_timeout()[1]:g})") from None
 
     # -------------------------------------------------------------- reading
     def tags(self) -> list[str]:

@@ -162,18 +162,17 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
 
     log(f"{spec.name}: built in {seconds}s; verifying the {options['onnx']} ONNX it was built from")
     onnx_level = verify_onnx_level(spec, record, paths["fp32"], onnx_file, spec.precision)
-    passed = onnx_level["status"] == "passed"
     entry = EngineRecord(
         task=spec.task, source=spec.source, engine=f"{stem}.engine", plan=f"{stem}.plan",
         sha256={"source": record["sha256"]["source"], "onnx": record["sha256"][options["onnx"]]},
-        options=options, demo=record.get("demo", False), status="ok" if passed else "failed",
-        error=None if passed else "; ".join(onnx_level["reasons"]), onnx_level=onnx_level,
+        options=options, demo=record.get("demo", False),
         engine_level=EngineLevel(note="run `engines verify` on a target GPU"),
         extra={"built_from": str(onnx_file.relative_to(cfg.root)), "gpu": _gpu_json(backend),
                "build_seconds": seconds, "trusted_checkpoint": record.get("trusted", False),
                "reproduce": f"engines build --model {spec.name} --backend {backend.name}"
                             + (f" --target {','.join(sm_name(t) for t in backend.targets)}"
                                if backend.name == "tensorrt-rtx" else "")})
+    entry.judge_onnx(onnx_level)   # the build gate: status and error follow the onnx level
     return entry, files
 
 
@@ -231,7 +230,7 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                     prev = manifest.engines.get(spec.name)
                     # files_ok covers the ok entries; a re-judged failed one keeps its files too
                     if not force and prev and prev.get("cache_key") == key and files_ok \
-                            and (prev.status == "ok" or _intact(set_dir, prev)):
+                            and (prev.status == "ok" or es.entry_intact(set_dir, prev)):
                         same = prev.onnx_level.get("thresholds") == spec.thresholds(spec.precision)
                         if same and prev.status != "ok":
                             pass  # judged failed under these thresholds: build again (below)
@@ -262,13 +261,6 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
     return summary, errors
 
 
-def _intact(set_dir: Path, entry: EngineRecord) -> bool:
-    """The entry's engine and plan are in the set as its manifest says (also for an entry
-    marked failed by a re-judgement, whose files stay in place)."""
-    return all(entry.sha256.get(k) and (set_dir / getattr(entry, k)).is_file()
-               and sha256_file(set_dir / getattr(entry, k)) == entry.sha256[k] for k in ("engine", "plan"))
-
-
 def _gate_error(errors: list, spec: ModelSpec, entry: EngineRecord, rejudged: bool = False) -> None:
     if entry.status != "ok":
         errors.append(PipelineError(
@@ -290,7 +282,7 @@ def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict) ->
     entry = copy.deepcopy(prev)
     built_from = paths[prev.options.get("onnx", "fp32")]
     try:
-        entry.onnx_level = verify_onnx_level(spec, record, paths["fp32"], built_from, spec.precision)
+        level = verify_onnx_level(spec, record, paths["fp32"], built_from, spec.precision)
     except PipelineError:
         raise
     except Exception as exc:  # ONNX Runtime and onnx raise many types: a paragraph, the set unchanged
@@ -298,9 +290,7 @@ def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict) ->
                             model=spec.name, file=built_from,
                             fix="re-export with `engines export --force --model " + spec.name + "`, then "
                                 "`engines run` again") from exc
-    entry.engine_level.drop_stale(entry.onnx_level["thresholds"])   # judged under the old thresholds
-    passed = entry.onnx_level["status"] == "passed"
-    entry.status, entry.error = ("ok", None) if passed else ("failed", "; ".join(entry.onnx_level["reasons"]))
+    entry.judge_onnx(level)
     return entry
 
 
@@ -349,7 +339,7 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
     installs: dict[str, dict[str, Path]] = {}
     for name, (entry, files) in staged.items():
         prev = manifest.engines.get(name)
-        kept = prev is not None and (prev.status == "ok" or _intact(set_dir, prev))
+        kept = prev is not None and (prev.status == "ok" or es.entry_intact(set_dir, prev))
         if entry.status != "ok" and kept and files:
             # a failed rebuild: the previous engine stays with its files and verdict (a good one, or
             # one a re-judgement failed, which `engines verify` may restore), the attempt is recorded

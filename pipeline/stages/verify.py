@@ -114,12 +114,11 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
         gpus = detect_gpus()
         trt, why = engine_runtime(s.manifest, gpus)
         specs = {m.name: m for m in cfg.models}
-        from .build import _intact
         for name, entry in s.models.items():
             if names and name not in names or name not in specs:
                 continue
             # an engine marked failed by an onnx-level re-judgement keeps its files: judge it again
-            rejudged = entry.status == "failed" and entry.onnx_status == "failed" and _intact(set_dir, entry)
+            rejudged = entry.status == "failed" and entry.onnx_status == "failed" and es.entry_intact(set_dir, entry)
             if entry.status != "ok" and not rejudged:
                 continue
             try:
@@ -127,12 +126,6 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
             except PipelineError as err:
                 errors.append(err)
                 continue
-            # the onnx-level verdict is the entry's status (as the build gate sets it), so a
-            # failure here is not forgotten by the next `engines run`, and a pass restores it
-            if entry.onnx_status == "failed":
-                entry.status, entry.error = "failed", "; ".join(entry.onnx_level.get("reasons") or [])
-            elif entry.status == "failed":
-                entry.status, entry.error = "ok", None
             failed = [("onnx", entry.onnx_level)] if entry.onnx_status == "failed" else []
             if entry.engine_level.status == "failed":
                 failed += [("engine", r.extra) for r in entry.engine_level.runs if r.status == "failed"]
@@ -152,9 +145,9 @@ def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -
     built_from, record = _built_from(cfg, spec, entry)
     from .export import onnx_paths
     fp32 = onnx_paths(cfg, spec)["fp32"]
-    entry.onnx_level = verify_onnx_level(spec, record, fp32, built_from, spec.precision)
+    # the entry's status follows, so a failure is not forgotten by the next `engines run`
+    dropped = entry.judge_onnx(verify_onnx_level(spec, record, fp32, built_from, spec.precision))
     level = entry.engine_level
-    dropped = level.drop_stale(entry.onnx_level["thresholds"])
     if dropped:
         log(f"{name}: verify thresholds changed; the engine-level runs on {', '.join(dropped)} no longer count")
     if trt is None:

@@ -27,10 +27,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import torch
 
-    from pipeline.benchmark import table
+    from pipeline.checks.timing import table
     from pipeline.config import load_config
-    from pipeline.demo import demo_models
     from pipeline.stages.bench import benchmark_model, speedup_summary
+    from pipeline.stages.demo import demo_models
     from pipeline.stages.export import export_all, onnx_paths
 
     work = Path(tempfile.mkdtemp(prefix="bench-baselines-"))

@@ -2,6 +2,6 @@
 __version__ = "0.1.0"
 
 # Before anything imports ultralytics: no `pip install` of what a checkpoint names (every stage).
-from .checkpoint import harden_environment as _harden
+from pipeline.checkpoint import harden_environment as _harden
 
 _harden()

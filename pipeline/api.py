@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config
-from .engine_set import BrokenSet, EngineSet, scan_sets
-from .errors import ConfigError, PipelineError, UsageProblem
+from pipeline.config import Config
+from pipeline.engine_set import BrokenSet, EngineSet, scan_sets
+from pipeline.errors import ConfigError, PipelineError, UsageProblem
 
 Log = Callable[[str], None]
 
@@ -32,8 +32,8 @@ def select(cfg: Config, names) -> list:
 def choose_backend(name: str = "auto", targets: list[str] | None = None, gpu_facts: Path | None = None,
                    log: Log = _quiet):
     """(backend, gpus) for --backend/--target, saying why on ``log``."""
-    from .backends.trt_backends import choose_backend as _choose
-    from .hardware import detect_gpus
+    from pipeline.backends.trt_backends import choose_backend as _choose
+    from pipeline.hardware import detect_gpus
     gpus = detect_gpus(gpu_facts)
     try:
         return _choose(name, targets, gpus, log=log), gpus
@@ -44,14 +44,14 @@ def choose_backend(name: str = "auto", targets: list[str] | None = None, gpu_fac
 def export(cfg: Config, names=(), keep_going: bool = False, force: bool = False,
            log: Log = _quiet, trust: bool = False) -> tuple[list[dict], list[PipelineError]]:
     """Checkpoints -> ONNX; ``trust`` allows checkpoints that need unsafe (pickle) loading."""
-    from .stages.export import export_all
+    from pipeline.stages.export import export_all
     return export_all(cfg, select(cfg, names), keep_going=keep_going, force=force, log=log, trust=trust)
 
 
 def build(cfg: Config, names, backend, gpus: list, *, workspace: float | None = None, precision: str | None = None,
           keep_going: bool = False, force: bool = False, lock_timeout: float | None = None,
           log: Log = _quiet) -> tuple[dict, list[PipelineError]]:
-    from .stages.build import build_all
+    from pipeline.stages.build import build_all
     specs = select(cfg, names)
     if precision:
         specs = [dataclasses.replace(s, precision=precision) for s in specs]
@@ -88,7 +88,7 @@ def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | No
     proven here; a second run with nothing changed does no work."""
     select(cfg, names)  # a misspelt --model fails before any work
     if demo and any(not m.source_path.exists() for m in cfg.models):
-        from .demo import demo_models
+        from pipeline.stages.demo import demo_models
         demo_models(cfg, log=log)
     res = RunResult()
     res.exports, res.errors = export(cfg, names, keep_going, force, log, trust)
@@ -101,10 +101,10 @@ def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | No
     res.errors += build_errors
     set_dir = res.set_dir
     if set_dir is not None and (set_dir / "manifest.json").is_file():
-        from .engine_set import read_manifest
+        from pipeline.engine_set import read_manifest
         todo = to_verify_here(read_manifest(set_dir), gpus, exported)
         if todo:
-            from .stages.verify import verify_set
+            from pipeline.stages.verify import verify_set
             log(f"engine level on {gpus[0].name}: verifying {', '.join(todo)}")
             _, verify_errors = verify_set(cfg, set_dir, names=todo, log=log, lock_timeout=lock_timeout)
             res.verified, res.errors = todo, res.errors + verify_errors
@@ -114,7 +114,7 @@ def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | No
 def to_verify_here(manifest, gpus: list, names) -> list[str]:
     """Models whose engine level this host can run but has not passed here yet (a
     failure here is retried: its cause may be fixed)."""
-    from .stages.verify import cannot_run_here
+    from pipeline.stages.verify import cannot_run_here
     if cannot_run_here(manifest, gpus) is not None:
         return []
     return [n for n in names if n in manifest.engines and manifest.engines[n].status == "ok"
@@ -138,31 +138,31 @@ def list_report(engines_dir: Path, gpu_name: str | None = None) -> list[dict]:
     return sorted(rows, key=lambda r: r["tag"])
 
 
-def select_set(cfg: Config, set_tag: str | None, gpus: list | None = None) -> EngineSet:
-    """The set a command works on: ``set_tag``, else the only set, else the one set this
-    machine's TensorRT and GPU can run, else the `current` link."""
-    from .engine_set import read_manifest
-    sets, broken = scan_sets(cfg.engines_dir)
+def select_set(engines_dir: Path, set_tag: str | None, gpus: list | None = None) -> EngineSet:
+    """The set a command (verify, push) works on: ``set_tag``, else the only set, else the
+    one set this machine's TensorRT and GPU can run, else the `current` link."""
+    from pipeline.engine_set import read_manifest
+    sets, broken = scan_sets(engines_dir)
     by_tag = {s.tag: s for s in sets}
     if set_tag is None and len(by_tag) == 1:
         set_tag = next(iter(by_tag))
     if set_tag is None and len(by_tag) > 1:  # the set this machine can run beats the deployed link
-        from .hardware import detect_gpus
-        from .stages.verify import cannot_run_here
+        from pipeline.hardware import detect_gpus
+        from pipeline.stages.verify import cannot_run_here
         gpus = detect_gpus() if gpus is None else gpus
         fits = [s.tag for s in sets if cannot_run_here(s.manifest, gpus) in (None, "no GPU on this machine")]
         set_tag = fits[0] if len(fits) == 1 else None
-    current = cfg.engines_dir / "current"
+    current = engines_dir / "current"
     if set_tag is None and current.is_symlink():
         set_tag = current.resolve().name
     if not sets and not broken:
-        raise UsageProblem("no engine sets", file=cfg.engines_dir, fix="build one first: make engines (or engines run)")
+        raise UsageProblem("no engine sets", file=engines_dir, fix="build one first: make engines (or engines run)")
     damaged = {b.tag: b for b in broken}
     if set_tag in damaged:
         read_manifest(damaged[set_tag].path)  # raises the full reason
     if set_tag not in by_tag:
         raise UsageProblem(f"engine set {set_tag!r} not found" if set_tag else
-                           "several engine sets, and none is this host's alone", file=cfg.engines_dir,
+                           "several engine sets, and none is this host's alone", file=engines_dir,
                            fix=f"pass --set with one of: {', '.join(by_tag) or '(none: run make engines)'}")
     return by_tag[set_tag]
 
@@ -178,8 +178,8 @@ def plan_clean(cfg: Config, everything: bool = False) -> CleanPlan:
     """What `engines clean` removes: demo-built sets and exports (every set and export,
     damaged sets included, with ``everything``), and the work folders of killed exports
     (each holds a checkpoint copy)."""
-    from .fsutil import read_json
-    from .stages.export import stale_temp_dirs
+    from pipeline.fsutil import read_json
+    from pipeline.stages.export import stale_temp_dirs
     sets, broken = scan_sets(cfg.engines_dir)
     remove: list[Path] = [s.path for s in sets if everything or s.demo] + [b.path for b in broken if everything]
     remove += stale_temp_dirs(cfg.onnx_dir)

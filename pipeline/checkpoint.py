@@ -23,7 +23,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import PipelineError
+from pipeline.errors import PipelineError
 
 AUTOINSTALL_ENV = "YOLO_AUTOINSTALL"  # read once by ultralytics.utils at import (env_bool)
 SAFE_LOAD_ENV = "ULTRALYTICS_SAFE_LOAD"  # likewise: Ultralytics' weights_only loading for every checkpoint

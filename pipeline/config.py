@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from .engine_set import SET_FILES  # a passthrough mirrored onto one of them would overwrite it
-from .errors import ConfigError
+from pipeline.engine_set import SET_FILES  # a passthrough mirrored onto one of them would overwrite it
+from pipeline.errors import ConfigError
 
 TASKS = ("detect", "pose")
 PRECISIONS = ("fp16", "fp32")

@@ -13,8 +13,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from .errors import PipelineError
-from .runtime import DEFAULT_IMAGE, NVIDIA_TRT_LABEL, RTX_LABEL, TRT_LABEL  # noqa: F401  (re-exported)
+from pipeline.errors import PipelineError
+from pipeline.runtime import DEFAULT_IMAGE, NVIDIA_TRT_LABEL, RTX_LABEL, TRT_LABEL, Runtime, parse_runtime  # noqa: F401
 
 ROLE_LABEL = "org.engines.role"          # set on every container we start, to find strays
 CONTAINER_MODELS = "/workspace/models"
@@ -230,3 +230,21 @@ def _remove(container) -> None:
         container.remove(force=True)  # force: also kills it when we leave early (Ctrl-C)
     except docker.errors.NotFound:
         pass
+
+
+def image_runtime(image: str) -> Runtime:
+    """The TensorRT version of a service image, from its label (nothing runs)."""
+    try:
+        version = image_trt_version(connect(), image)
+    except PipelineError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (no Docker SDK, no daemon: any failure means the same)
+        raise PipelineError(f"cannot read the TensorRT version of image {image} ({exc})",
+                            fix="start Docker, or pass `--runtime tensorrt==X`") from None
+    if not version:
+        raise PipelineError(f"image {image} is not here or has no label {TRT_LABEL} "
+                            "(nor org.engines.tensorrt-rtx.version, com.nvidia.tensorrt.version)",
+                            fix=f"`docker pull {image}`, or pass `--runtime tensorrt==X` (the TensorRT the "
+                                "image runs: `python -c 'import tensorrt; print(tensorrt.__version__)'` in it)")
+    return parse_runtime(version, f"image {image}") if "==" in str(version) \
+        else Runtime("tensorrt", str(version).strip(), f"label {TRT_LABEL} of image {image}")

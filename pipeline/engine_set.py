@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PipelineError
-from .fsutil import lock_for, sha256_file, write_json_atomic
-from .hardware import sm_name
-from .manifest import ManifestError, SetManifest
+from pipeline.errors import PipelineError
+from pipeline.fsutil import lock_for, sha256_file, write_json_atomic
+from pipeline.hardware import sm_name
+from pipeline.manifest import ManifestError, SetManifest
 
 MANIFEST = "manifest.json"
 REPORT = "report.md"
@@ -33,7 +33,7 @@ PORTABLE_TAGS = {"ampere_plus": "sm80plus"}   # compatibility -> the tag's GPU p
 def make_tag(backend: str, version: str, targets: list[str], compatibility: str | None = None) -> str:
     """``trt-10.13.3.9-sm90``, ``trtrtx-1.7.1.116-sm86_89_120``, or for the portable tier
     (``compatibility: ampere_plus``, any GPU of compute capability 8.0 or newer) ``trt-10.13.3.9-sm80plus``."""
-    from .hardware import cc_tuple
+    from pipeline.hardware import cc_tuple
     prefix = {"tensorrt": "trt", "tensorrt-rtx": "trtrtx"}[backend]
     if compatibility:
         return f"{prefix}-{version}-{PORTABLE_TAGS[compatibility]}"
@@ -115,11 +115,10 @@ def read_manifest(path: Path) -> SetManifest:
                             fix="check the folder's permissions") from None
     try:
         m = SetManifest.from_dict(data)
-    except ManifestError as err:
-        err.file = err.file or str(f)
-        if not err.fix:
-            err.fix = "the set is damaged: rebuild it (`engines run --force`) or remove the folder"
-        raise ManifestError(err.what, file=err.file, fix=err.fix) from None
+    except ManifestError as err:   # re-raised as a new error that names the file (never edited)
+        raise ManifestError(err.what, file=err.file or f, details=err.details,
+                            fix=err.fix or "the set is damaged: rebuild it (`engines run --force`) or remove the "
+                                           "folder") from None
     name = path.resolve().name   # through the `current` link to the folder itself
     if m.tag != name:   # a copied or renamed folder: its manifest vouches for another set
         twin = path.resolve().parent / m.tag
@@ -203,7 +202,7 @@ def set_lock(set_dir: Path, timeout: float | None = None, log: Callable[[str], N
 
 
 def new_manifest(tag: str, backend: str, version: str, targets: list[str], gpu: dict | None) -> SetManifest:
-    from .manifest import new_manifest as _new
+    from pipeline.manifest import new_manifest as _new
     return _new(tag, backend, version, targets, gpu, now_iso())
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 class PipelineError(Exception):
     """A failure a user can act on.
 
-    Rendered as one paragraph: ``<model>: <what> (<file>). Next step: <fix>``.
+    Rendered as one paragraph: ``<model>: <what> (<file>). Next step: <fix>``. Built once, at
+    the raise: ``str(err)`` is ``render()``; code that wants to add to a caught error raises
+    a new one (``from err``) instead of editing it.
     """
 
     def __init__(self, what: str, *, model: str | None = None, file: object = None,
@@ -15,7 +17,10 @@ class PipelineError(Exception):
         self.file = str(file) if file is not None else None
         self.fix = fix
         self.details = details or []
-        super().__init__(self.render())
+        super().__init__(what)
+
+    def __str__(self) -> str:
+        return self.render()
 
     def render(self) -> str:
         head = f"model '{self.model}': " if self.model else ""

@@ -24,7 +24,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import PipelineError
+from pipeline.errors import PipelineError
 
 QUERY_FIELDS = ("index", "name", "uuid", "compute_cap", "driver_version", "memory.total",
                 "memory.free", "pci.bus_id")

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from .errors import PipelineError
+from pipeline.errors import PipelineError
 
 SCHEMA = 1
 BACKENDS = ("tensorrt", "tensorrt-rtx")
@@ -436,7 +436,7 @@ class SetManifest:
     def runs_on(self, compute_cap: str) -> bool:
         """A GPU of this compute capability can load the engines: one of the targets, or for
         an AMPERE_PLUS set any compute capability 8.0 or newer."""
-        from .hardware import cc_tuple
+        from pipeline.hardware import cc_tuple
         if self.compatibility == "ampere_plus":
             # NVIDIA: hardware compatibility is for Ampere and later, and not supported on JetPack
             return cc_tuple(compute_cap) >= (8, 0) and compute_cap not in JETSON_CCS
@@ -450,6 +450,6 @@ class SetManifest:
 
 
 def new_manifest(tag: str, backend: str, version: str, targets: list[str], gpu: dict | None, now: str) -> SetManifest:
-    from .hardware import cc_tuple
+    from pipeline.hardware import cc_tuple
     return SetManifest(tag=tag, backend=backend, trt_version=version, targets=sorted(targets, key=cc_tuple),
                        gpu=gpu, created=now, updated=now)

@@ -20,10 +20,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine_set import MANIFEST, REPORT, EngineSet, load_set, set_lock, swap_in
-from .errors import PipelineError
-from .fsutil import sha256_file, write_bytes_atomic
-from .manifest import ManifestError, SetManifest
+from pipeline.engine_set import MANIFEST, REPORT, EngineSet, load_set, set_lock, swap_in
+from pipeline.errors import PipelineError
+from pipeline.fsutil import sha256_file, write_bytes_atomic
+from pipeline.manifest import ManifestError, SetManifest
 
 CONFIG_MEDIA_TYPE = "application/vnd.engines.set.manifest.v1+json"
 LAYER_MEDIA_TYPES = {"engine": "application/vnd.engines.engine.v1", "plan": "application/vnd.engines.plan.v1",
@@ -443,25 +443,3 @@ def _download(remote: Remote, rs: RemoteSet, stage: Path, on_line) -> None:
         raise PipelineError(f"the files of {remote.ref}:{rs.tag} differ from its manifest.json; nothing was changed "
                             "in models/engines", details=problems,
                             fix=f"rebuild {rs.tag} and push it again (`engines push --set {rs.tag} {remote.ref}`)")
-
-
-def pull(remote: Remote, engines_dir: Path, gpu, runtime, *, tag: str | None = None, allow_demo: bool = False,
-         allow_pending: bool = True, models: list[str] | None = None, pending_ok: str = "without --require",
-         on_line=lambda _m: None):
-    """Pick the set for this host among the registry's with the rules of local resolve, then
-    fetch it. Returns (Resolution over the remote sets, downloaded)."""
-    from . import deploy
-    sets, others = remote.sets([tag] if tag else None)
-    res = deploy.resolve(engines_dir, gpu, runtime, allow_demo=allow_demo, allow_pending=allow_pending,
-                         models=models, pending_ok=pending_ok, sets=sets, check=lambda _s: [])
-    if res.chosen is None:
-        err = deploy.refusal(res)
-        err.what = f"no engine set in {remote.ref} fits {gpu.name} ({gpu.sm}) with {runtime.label}"
-        err.details = [d.replace(f"no engine set in {engines_dir} (folders with a manifest.json)",
-                                 f"no engine set in {remote.ref}") for d in err.details] + others
-        err.fix = (err.fix or "") + f"; then `engines push {remote.ref}` from the host that built it"
-        raise err
-    path, downloaded = fetch(remote, res.chosen, engines_dir, on_line)
-    res.chosen = load_set(path)
-    res.files_checked = len(res.chosen.files())
-    return res, downloaded

@@ -6,11 +6,10 @@ resolve and the Docker runner must agree on.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
-from .errors import PipelineError
+from pipeline.errors import PipelineError
 
 # Distribution names that carry each runtime, in the order they are asked.
 DISTS = {
@@ -75,37 +74,3 @@ def installed_runtime() -> Runtime | None:
         if found:
             return Runtime(backend, found[0], f"installed package {found[1]}")
     return None
-
-
-def image_runtime(image: str) -> Runtime:
-    """The TensorRT version of a service image, from its label (nothing runs)."""
-    try:
-        from . import docker_runner  # the Docker SDK loads only here
-        version = docker_runner.image_trt_version(docker_runner.connect(), image)
-    except PipelineError:
-        raise
-    except Exception as exc:  # noqa: BLE001  (no Docker SDK, no daemon: any failure means the same)
-        raise PipelineError(f"cannot read the TensorRT version of image {image} ({exc})",
-                            fix="start Docker, or pass `--runtime tensorrt==X`") from None
-    if not version:
-        raise PipelineError(f"image {image} is not here or has no label {TRT_LABEL} "
-                            "(nor org.engines.tensorrt-rtx.version, com.nvidia.tensorrt.version)",
-                            fix=f"`docker pull {image}`, or pass `--runtime tensorrt==X` (the TensorRT the "
-                                "image runs: `python -c 'import tensorrt; print(tensorrt.__version__)'` in it)")
-    return parse_runtime(version, f"image {image}") if "==" in str(version) \
-        else Runtime("tensorrt", str(version).strip(), f"label {TRT_LABEL} of image {image}")
-
-
-def find_runtime(runtime: str | None, image: str | None) -> Runtime:
-    if runtime:
-        return parse_runtime(runtime)
-    image = image or os.environ.get("PYT_API_IMAGE")  # the service image make deploy starts
-    if image:
-        return image_runtime(image)
-    found = installed_runtime()
-    if found is None:
-        raise PipelineError(
-            "cannot tell which TensorRT the service will run: no --runtime, no --image, and neither "
-            "tensorrt nor tensorrt-rtx is installed here",
-            fix="pass `--runtime tensorrt==X` (or `tensorrt-rtx==Y`), or `--image <service image>`")
-    return found

@@ -33,7 +33,7 @@ def write_config(folder: Path, text: str = SMALL_YAML) -> Path:
 def demo_checkpoints(tmp_path_factory) -> Path:
     """A folder holding models.yaml and the three seeded demo checkpoints."""
     from pipeline.config import load_config
-    from pipeline.demo import demo_models
+    from pipeline.stages.demo import demo_models
     root = tmp_path_factory.mktemp("demo-src")
     cfg = load_config(write_config(root))
     demo_models(cfg, log=lambda m: None)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pipeline.backends import cuda_mem
-from pipeline.benchmark import UNSTABLE_CV, cv_percent, measure, table, timing_stats
+from pipeline.checks.timing import UNSTABLE_CV, cv_percent, measure, table, timing_stats
 from pipeline.stages.bench import speedup_summary
 from tests.conftest import run_cli
 

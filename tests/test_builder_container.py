@@ -54,9 +54,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as 
 @pytest.fixture
 def open_tmp():
     """A folder other uids can reach (pytest's tmp_path is private to root)."""
+    import pipeline.backends.timing_cache  # noqa: F401
     import pipeline.fsutil  # noqa: F401  imported here: the child uids may not read the interpreter's files
     import pipeline.stages.build  # noqa: F401
-    import pipeline.timing_cache  # noqa: F401
     d = Path(tempfile.mkdtemp(prefix="engines-uid-test-", dir="/tmp"))
     d.chmod(0o755)
     yield d
@@ -73,8 +73,8 @@ def _cache_path(folder: Path) -> Path:
 
 def _write_cache(folder: Path) -> str:
     """What trt_builder does with the cache file: lock, then replace it atomically."""
+    from pipeline.backends.timing_cache import locked
     from pipeline.fsutil import atomic_path
-    from pipeline.timing_cache import locked
     path = _cache_path(folder)
     with locked(path), atomic_path(path) as tmp:
         tmp.write_bytes(f"timings of uid {os.getuid()}".encode())
@@ -96,7 +96,7 @@ def test_two_uids_share_the_timing_cache_volume(open_tmp, monkeypatch):
 
 @needs_root
 def test_a_lock_file_of_another_uid_is_named(open_tmp):
-    from pipeline.timing_cache import locked
+    from pipeline.backends.timing_cache import locked
     shared = open_tmp / "shared"
     shared.mkdir()
     shared.chmod(0o1777)
@@ -167,7 +167,6 @@ def test_prod_mounts_come_from_the_manifest(tmp_path):
 
     from click.testing import CliRunner
 
-    from pipeline import cli_deploy  # noqa: F401  (registers `resolve`)
     from pipeline.cli import cli
     cmd = _compose_cmd()
     if cmd is None:
@@ -202,7 +201,6 @@ def test_prod_mounts_come_from_the_manifest(tmp_path):
 def test_resolve_refuses_a_cuda13_set_on_an_older_driver(tmp_path, driver, ok):
     from click.testing import CliRunner
 
-    from pipeline import cli_deploy  # noqa: F401  (registers `resolve`)
     from pipeline.cli import cli
     models = tmp_path / "models"
     models.mkdir()
@@ -228,8 +226,8 @@ def _cli_env_names() -> set[str]:
     ENGINES_<COMMAND>_<PARAMETER NAME> (`--model` -> ENGINES_RUN_MODELS, `--target` -> ENGINES_RUN_TARGETS)."""
     import click
 
-    from pipeline import commands  # noqa: F401  (registers every command)
     from pipeline.cli import cli
+    from pipeline.cli import stages as commands  # noqa: F401  (registers every command)
 
     def walk(cmd, prefix):
         for p in cmd.params:

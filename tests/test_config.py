@@ -233,7 +233,7 @@ def test_demo_weights_take_their_classes_from_models_yaml_not_the_name(tmp_path)
     import torch
 
     from pipeline.config import load_config
-    from pipeline.demo import demo_models
+    from pipeline.stages.demo import demo_models
     p = tmp_path / "models.yaml"
     p.write_text("models:\n"
                  "  - {name: gloves, source: g.pt, task: detect, demo_classes: [glove, bare_hand, sleeve]}\n"

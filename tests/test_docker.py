@@ -206,7 +206,7 @@ def test_trt_version_read_from_label_without_running(client, images):
      "tensorrt==10.13.3.9"),                                                # ours wins over the base's
 ])
 def test_resolve_image_reads_the_service_images_label(client, images, tmp_path, labels, spec):
-    from pipeline.runtime import find_runtime
+    from pipeline.deploy.pick import find_runtime
     (tmp_path / "Dockerfile").write_text(f"FROM {images.base}\n" + "".join(
         f'LABEL {k}="{v}"\n' for k, v in labels.items()))
     tag = f"engines-test-svc:{uuid.uuid4().hex[:8]}"
@@ -239,7 +239,7 @@ def test_unpullable_base_image_says_log_in_or_check_the_network(client, tmp_path
 
 
 def test_no_gpu_is_explained_as_the_tensorrt_rtx_route():
-    import pipeline.cli_docker as cd
+    import pipeline.cli.docker as cd
     from pipeline.docker_runner import TOOLKIT_FIX
     help_text = next(p.help for p in cd.docker_group.commands["run"].params if p.name == "gpu")
     for text in (TOOLKIT_FIX, help_text):
@@ -329,7 +329,7 @@ def test_permission_denied_on_the_socket_says_join_the_docker_group(client):
 def _cli(args, **env):
     from click.testing import CliRunner
 
-    import pipeline.cli_docker  # noqa: F401  (registers `engines docker`)
+    import pipeline.cli.docker  # noqa: F401  (registers `engines docker`)
     from pipeline.cli import cli
     return CliRunner().invoke(cli, args, env=env or None)
 
@@ -371,7 +371,7 @@ def test_cli_image_info_reads_the_label(client, images):
 
 
 def test_every_docker_option_has_help():
-    import pipeline.cli_docker as cd
+    import pipeline.cli.docker as cd
     for cmd in cd.docker_group.commands.values():
         for param in cmd.params:
             if param.param_type_name == "option":

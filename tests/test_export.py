@@ -148,7 +148,7 @@ def test_parity_fails_on_a_broken_export(workspace, monkeypatch):
 
 
 def test_verify_images_folder_joins_the_parity_images(tmp_path, demo_checkpoints):
-    from pipeline.images import bundled_images
+    from pipeline.checks.images import bundled_images
     ws = tmp_path / "vi"
     shutil.copytree(demo_checkpoints, ws)
     (ws / "frames").mkdir()
@@ -173,7 +173,7 @@ def test_unexpected_failure_names_model_and_file(workspace, monkeypatch):
 
 
 def test_demo_architecture_follows_the_task(tmp_path):
-    from pipeline.demo import demo_models
+    from pipeline.stages.demo import demo_models
     cfg = load_config(write_config(tmp_path, "models:\n  - {name: pose, source: p.pt, task: detect}\n"))
     demo_models(cfg, log=lambda m: None)
     from ultralytics import YOLO

@@ -54,7 +54,7 @@ def _file(tmp_path: Path, text: str, name: str = "gpus.yaml") -> Path:
 
 
 def _plan(tmp_path: Path, text: str = GPUS):
-    from pipeline import fleet
+    from pipeline.fleet import plan as fleet
     ff = fleet.load_fleet(_file(tmp_path, text))
     return ff, fleet.plan(ff)
 
@@ -189,7 +189,7 @@ def test_job_names_are_dns1123_at_most_63_deterministic_and_distinct(tmp_path):
     ("registry: r/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1\n", r"not valid YAML"),
 ])
 def test_gpu_list_errors_name_the_entry_the_line_and_the_next_step(tmp_path, text, expect):
-    from pipeline import fleet
+    from pipeline.fleet import plan as fleet
     with pytest.raises(PipelineError) as info:
         fleet.load_fleet(_file(tmp_path, text))
     err = info.value

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.images import batches, bundled_images, letterbox
+from pipeline.checks.images import batches, bundled_images, letterbox
 
 
 @pytest.mark.parametrize("imgsz", [320, 640])

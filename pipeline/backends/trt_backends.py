@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import PipelineError
-from ..hardware import cc_tuple, sm_name
-from ..runtime import installed_version
+from pipeline.errors import PipelineError
+from pipeline.hardware import cc_tuple, sm_name
+from pipeline.runtime import installed_version
 
 # TensorRT for RTX 1.7's ComputeCapability enum; read from the module when it imports.
 RTX_KNOWN_TARGETS = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")

@@ -12,9 +12,9 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import timing_cache
-from ..errors import PipelineError
-from ..fsutil import atomic_path
+from pipeline.backends import timing_cache
+from pipeline.errors import PipelineError
+from pipeline.fsutil import atomic_path
 
 
 @dataclass

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..benchmark import end_to_end, measure
-from ..config import ModelSpec
-from ..images import batches, reference_images
+from pipeline.checks.images import batches, reference_images
+from pipeline.checks.timing import end_to_end, measure
+from pipeline.config import ModelSpec
 
 
 def _torch_fns(checkpoint: Path, imgsz: int, batch: int, device: str, trusted: bool = False):
     """(mode, engine-view fn, end-to-end infer) for each PyTorch mode on ``device``."""
     import torch
 
-    from ..backends.torch import TorchRunner
-    from ..checkpoint import loading
+    from pipeline.backends.torch import TorchRunner
+    from pipeline.checkpoint import loading
     modes = ["fp32"] + (["fp16", "fp16+cudagraph"] if device == "cuda" else [])
     for mode in modes:
         # the with block closes each mode's model before the next one loads (also when the
@@ -59,8 +59,8 @@ def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: 
     """Rows of figures for every runtime x batch x view."""
     import torch
 
-    from ..backends.onnxruntime import OnnxRuntimeRunner
-    from .verify import task_shape
+    from pipeline.backends.onnxruntime import OnnxRuntimeRunner
+    from pipeline.checks.detections import task_shape
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     nc, nkpt = task_shape(record)
     images = reference_images(spec.verify_images)
@@ -74,7 +74,7 @@ def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: 
         if is_engine:
             timer = engine_runner.timer()
         elif gpu:
-            from ..backends.cuda_mem import TorchEventTimer
+            from pipeline.backends.cuda_mem import TorchEventTimer
             timer = TorchEventTimer()
         fig = measure(fn, batch=batch, warmup=warmup, iterations=iterations, timer=timer,
                       max_seconds=max_seconds, gpu_events=view == "engine")

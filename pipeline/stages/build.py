@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import engine_set as es
-from ..config import Config, ModelSpec
-from ..engine_file import engine_bytes, metadata_from_onnx
-from ..errors import PipelineError
-from ..fsutil import check_writable, sha256_file, sha256_json, write_bytes_atomic
-from ..hardware import sm_name
-from ..manifest import EngineLevel, EngineRecord, SetManifest
-from .export import cached_record, onnx_paths
+from pipeline import engine_set as es
+from pipeline.config import Config, ModelSpec
+from pipeline.engine_file import engine_bytes, metadata_from_onnx
+from pipeline.errors import PipelineError
+from pipeline.fsutil import check_writable, sha256_file, sha256_json, write_bytes_atomic
+from pipeline.hardware import sm_name
+from pipeline.manifest import EngineLevel, EngineRecord, SetManifest
+from pipeline.stages.export import cached_record, onnx_paths
 
 GIB = 1 << 30
 BUILD_VERSION = 1  # bump when the build procedure changes
@@ -74,7 +74,7 @@ def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backen
 def pre_build_checks(spec: ModelSpec, backend, workspace_gib: float | None, gpus: list,
                      onnx_file: Path, out_dir: Path) -> None:
     """Refuse builds that would fail late: memory, FP16 support, disk room."""
-    from ..hardware import free_memory_gib, has_fast_fp16
+    from pipeline.hardware import free_memory_gib, has_fast_fp16
     target_gpu = backend.gpu or (gpus[0] if gpus else None)
     if workspace_gib is not None and target_gpu is not None:
         free = free_memory_gib(target_gpu)
@@ -121,15 +121,15 @@ def timing_cache_path(cfg: Config, backend) -> Path:
     slug = "".join(c if c.isalnum() or c in ".-_" else "_" for c in f"{backend.name}-{backend.version()}-{gpu}-cuda{cuda}")
     # The builder container keeps it on a volume (ENGINES_TIMING_CACHE); see docker-compose.build.yml
     folder = Path(os.environ.get("ENGINES_TIMING_CACHE") or cfg.engines_dir / ".cache")
-    from ..timing_cache import cache_folder  # one folder per uid: a shared volume serves several users
+    from pipeline.backends.timing_cache import cache_folder  # one folder per uid: a shared volume serves several users
     return cache_folder(folder) / f"{slug}.timing"
 
 
 def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dict, staging: Path,
                gpus: list, log) -> tuple[EngineRecord, dict[str, Path]]:
     """Build and gate one engine into ``staging``; returns its manifest entry and its staged files."""
-    from ..backends.trt_builder import BuildRequest, build_plan
-    from .verify import verify_onnx_level
+    from pipeline.backends.trt_builder import BuildRequest, build_plan
+    from pipeline.stages.verify import verify_onnx_level
 
     paths = onnx_paths(cfg, spec)
     onnx_file = paths["fp16"] if options["onnx"] == "fp16" else paths["fp32"]
@@ -182,7 +182,7 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
     """Build ``specs`` into the backend's set; returns (summary, errors)."""
     backend.configure(cfg.compatibility, cfg.version_compatible)   # refuses what this backend cannot build
     tag = es.make_tag(backend.name, backend.version(), backend.targets, backend.compatibility)
-    from ..manifest import TAG_RE
+    from pipeline.manifest import TAG_RE
     if not TAG_RE.fullmatch(tag):   # a set that could not be read back is never built
         raise PipelineError(f"{backend.name} reports version {backend.version()!r}, which cannot name an engine set "
                             f"({tag!r}: letters, digits, '.', '_', '-')",
@@ -199,7 +199,7 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
     if missing:  # checked first: a set is complete on its own or not published at all
         raise PipelineError("passthrough model not found", model=missing[0].name, file=missing[0].source_path,
                             fix="place the file there, or run `engines demo-models` for a stand-in")
-    from ..checkpoint import check_pin
+    from pipeline.checkpoint import check_pin
     for p in cfg.passthrough:  # a pinned passthrough that changed is never published
         if p.sha256:
             check_pin(p.name, p.source_path, p.sha256, sha256_file(p.source_path))
@@ -277,7 +277,7 @@ def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict) ->
     """The published engine judged again at the onnx level (thresholds changed)."""
     import copy
 
-    from .verify import verify_onnx_level
+    from pipeline.stages.verify import verify_onnx_level
     paths = onnx_paths(cfg, spec)
     entry = copy.deepcopy(prev)
     built_from = paths[prev.options.get("onnx", "fp32")]
@@ -299,7 +299,7 @@ def build_cuda(backend) -> str | None:
     TensorRT wheels name their CUDA major in the distribution (tensorrt-rtx-cu13-...)."""
     import re
 
-    from ..runtime import installed_version
+    from pipeline.runtime import installed_version
     if os.environ.get("CUDA_VERSION"):
         return os.environ["CUDA_VERSION"]
     found = installed_version(backend.name)
@@ -333,9 +333,9 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
     files, the engines that passed, the passthrough files, manifest and report), then
     swap it in with one rename. A failed engine keeps the previous good entry and files,
     recording the attempt. Nothing is published when no engine passed."""
-    from ..demo import is_demo_passthrough
-    from ..manifest import PassthroughRecord
-    from .verify import render_report
+    from pipeline.manifest import PassthroughRecord
+    from pipeline.stages.demo import is_demo_passthrough
+    from pipeline.stages.verify import render_report
     installs: dict[str, dict[str, Path]] = {}
     for name, (entry, files) in staged.items():
         prev = manifest.engines.get(name)

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from ..checkpoint import check_loadable, check_pin, loading, refused_by_loader
-from ..config import Config, ModelSpec
-from ..errors import PipelineError
-from ..fsutil import atomic_path, check_writable, read_json, sha256_file, sha256_json, write_json_atomic
+from pipeline.checkpoint import check_loadable, check_pin, loading, refused_by_loader
+from pipeline.config import Config, ModelSpec
+from pipeline.errors import PipelineError
+from pipeline.fsutil import atomic_path, check_writable, read_json, sha256_file, sha256_json, write_json_atomic
 
 EXPORT_VERSION = 2  # bump when the export procedure changes: invalidates every cache entry
 # (2: checkpoints are scanned and loaded safely; exports cached before that are redone)
@@ -104,8 +104,8 @@ def cached_record(cfg: Config, spec: ModelSpec, key: str | None = None) -> dict 
 
 def _load_checked(spec: ModelSpec, trusted: bool = False):
     """Load with Ultralytics, mapping its failures to errors people can act on."""
-    from ..backends.torch import load_yolo
-    from ..checkpoint import TRUST_FIX
+    from pipeline.backends.torch import load_yolo
+    from pipeline.checkpoint import TRUST_FIX
     src = spec.source_path
     try:
         model = load_yolo(src)
@@ -256,7 +256,7 @@ def _export_loaded(cfg: Config, spec: ModelSpec, paths: dict, key: str, source_s
 
     import onnx
 
-    from .parity import measure_parity
+    from pipeline.stages.parity import measure_parity
 
     t0 = time.perf_counter()
     yolo = _load_checked(spec, trusted)
@@ -271,7 +271,7 @@ def _export_loaded(cfg: Config, spec: ModelSpec, paths: dict, key: str, source_s
         (Path(tmp) / TEMP_OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         tmp_pt = Path(tmp) / Path(spec.source).name
         shutil.copyfile(spec.source_path, tmp_pt)  # Ultralytics writes beside its input
-        from ..backends.torch import load_yolo
+        from pipeline.backends.torch import load_yolo
         try:
             out = load_yolo(tmp_pt).export(
                 format="onnx", opset=spec.opset, simplify=False, imgsz=spec.imgsz,

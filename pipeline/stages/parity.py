@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..backends.onnxruntime import OnnxRuntimeRunner
-from ..backends.torch import TorchRunner
-from ..compare import compare_outputs, merge_stats
-from ..config import ModelSpec
-from ..images import batches, reference_images
+from pipeline.backends.onnxruntime import OnnxRuntimeRunner
+from pipeline.backends.torch import TorchRunner
+from pipeline.checks.images import batches, reference_images
+from pipeline.checks.tensors import compare_outputs, merge_stats
+from pipeline.config import ModelSpec
 
 
 def parity_batch_size(spec: ModelSpec) -> int:

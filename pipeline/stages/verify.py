@@ -6,27 +6,16 @@ against the FP32 reference: always possible, the build gate everywhere) and ``en
 """
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
-from ..backends.base import Runner
-from ..backends.onnxruntime import OnnxRuntimeRunner
-from ..compare import compare_outputs, merge_stats
-from ..config import ModelSpec
-from ..detections import decode, match, summarize
-from ..engine_set import now_iso
-from ..hardware import sm_name
-from ..images import batches, reference_images
-
-
-def task_shape(record: dict) -> tuple[int, int]:
-    """(number of classes, number of keypoints) from the export record's metadata."""
-    meta = record.get("metadata", {})
-    names = meta.get("names", "{}")
-    names = ast.literal_eval(names) if isinstance(names, str) else names
-    kpt = meta.get("kpt_shape")
-    kpt = ast.literal_eval(kpt) if isinstance(kpt, str) else kpt
-    return len(names), (kpt[0] if kpt else 0)
+from pipeline.backends.base import Runner
+from pipeline.backends.onnxruntime import OnnxRuntimeRunner
+from pipeline.checks.detections import decode, match, summarize, task_shape
+from pipeline.checks.images import batches, reference_images
+from pipeline.checks.tensors import compare_outputs, merge_stats
+from pipeline.config import ModelSpec
+from pipeline.engine_set import now_iso
+from pipeline.hardware import sm_name
 
 
 def compare_runners(spec: ModelSpec, record: dict, reference: Runner, candidate: Runner,
@@ -62,14 +51,14 @@ def verify_onnx_level(spec: ModelSpec, record: dict, reference_onnx: Path, built
 
 def cannot_run_here(manifest, gpus: list) -> str | None:
     """Why this machine cannot run the set's engines (None if it can), without importing TensorRT."""
-    from ..runtime import installed_version
+    from pipeline.runtime import installed_version
     found = installed_version(manifest.backend)
     return manifest.cannot_run_here(found[0] if found else None, gpus)
 
 
 def engine_runtime(manifest, gpus: list):
     """The TensorRT module that runs this set's engines here, or (None, why)."""
-    from ..backends.trt_backends import TensorRT, TensorRTRTX, _import_real
+    from pipeline.backends.trt_backends import TensorRT, TensorRTRTX, _import_real
     why = cannot_run_here(manifest, gpus)
     if why:
         return None, why
@@ -80,9 +69,9 @@ def engine_runtime(manifest, gpus: list):
 
 def _built_from(cfg, spec, entry) -> tuple[Path, dict]:
     """The ONNX this engine was built from, checked by hash, and its export record."""
-    from ..errors import PipelineError
-    from ..fsutil import read_json, sha256_file
-    from .export import onnx_paths
+    from pipeline.errors import PipelineError
+    from pipeline.fsutil import read_json, sha256_file
+    from pipeline.stages.export import onnx_paths
     paths = onnx_paths(cfg, spec)
     built_from = paths["fp16"] if entry.options.get("onnx") == "fp16" else paths["fp32"]
     record = read_json(paths["record"])
@@ -100,10 +89,10 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
                lock_timeout: float | None = None) -> tuple:
     """Re-check the onnx level and run the engine level where this machine can; records the
     result (with the GPU it passed on) in the manifest and writes report.md."""
-    from .. import engine_set as es
-    from ..errors import PipelineError
-    from ..fsutil import write_bytes_atomic
-    from ..hardware import detect_gpus
+    from pipeline import engine_set as es
+    from pipeline.errors import PipelineError
+    from pipeline.fsutil import write_bytes_atomic
+    from pipeline.hardware import detect_gpus
     errors = []
     with es.set_lock(set_dir, timeout=lock_timeout, log=log):
         s = es.EngineSet(set_dir, es.read_manifest(set_dir))
@@ -140,10 +129,10 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
 
 
 def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -> None:
-    from ..manifest import VerificationRun
+    from pipeline.manifest import VerificationRun
     name = spec.name
     built_from, record = _built_from(cfg, spec, entry)
-    from .export import onnx_paths
+    from pipeline.stages.export import onnx_paths
     fp32 = onnx_paths(cfg, spec)["fp32"]
     # the entry's status follows, so a failure is not forgotten by the next `engines run`
     dropped = entry.judge_onnx(verify_onnx_level(spec, record, fp32, built_from, spec.precision))
@@ -155,7 +144,7 @@ def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -
             f"engine level pending: {why}; run `engines verify` on a target GPU"
         log(f"{name}: onnx level {entry.onnx_status}; engine level pending ({why})")
     else:
-        from ..backends.tensorrt_runner import TensorRTRunner
+        from pipeline.backends.tensorrt_runner import TensorRTRunner
         with OnnxRuntimeRunner(fp32) as ref, TensorRTRunner(set_dir / entry.engine, trt, name) as eng:
             io_problems = eng.check_io(record["io"])
             run = compare_runners(spec, record, ref, eng, spec.precision, spec.batch.opt)
@@ -170,11 +159,11 @@ def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -
 
 
 def _benchmark(spec, record, onnx_fp32: Path, engine: Path, trt, bench: dict, log) -> dict:
-    from .bench import benchmark_model, speedup_summary
+    from pipeline.stages.bench import benchmark_model, speedup_summary
     log(f"{spec.name}: benchmarking ({bench['iterations']} iterations, batch {bench['batches']})")
     from contextlib import nullcontext
     if trt is not None:
-        from ..backends.tensorrt_runner import TensorRTRunner
+        from pipeline.backends.tensorrt_runner import TensorRTRunner
     with TensorRTRunner(engine, trt, spec.name) if trt is not None else nullcontext() as runner:
         rows = benchmark_model(spec, record, spec.source_path, onnx_fp32, engine_runner=runner,
                                batches_=tuple(bench["batches"]), iterations=bench["iterations"],
@@ -204,7 +193,7 @@ def render_report(manifest) -> str:
         lines += ["", f"Passthrough {', '.join(demo_pt)}: **demo stand-in**, not the real model."]
     benched = {n: e.get("benchmark") for n, e in sorted(manifest.engines.items()) if e.get("benchmark")}
     if benched:
-        from ..benchmark import table
+        from pipeline.checks.timing import table
         lines += ["", "## Speed", "", "| model | batch | PyTorch img/s (best mode) | engine img/s | speed-up |",
                   "| --- | --- | --- | --- | --- |"]
         for n, b in benched.items():

@@ -15,8 +15,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import PipelineError
-from .fsutil import lock_for
+from pipeline.errors import PipelineError
+from pipeline.fsutil import lock_for
 
 
 def cache_folder(base: Path | str) -> Path:

@@ -7,6 +7,7 @@ keypoint error in pixels. Numpy only, so it runs wherever the reference runs.
 """
 from __future__ import annotations
 
+import ast
 import sys
 
 import numpy as np
@@ -143,3 +144,13 @@ def summarize(groups: list[list[dict]], nkpt: int, thr: dict) -> dict:
     fig["passed"] = not reasons
     fig["reasons"] = reasons
     return fig
+
+
+def task_shape(record: dict) -> tuple[int, int]:
+    """(number of classes, number of keypoints) from the export record's metadata."""
+    meta = record.get("metadata", {})
+    names = meta.get("names", "{}")
+    names = ast.literal_eval(names) if isinstance(names, str) else names
+    kpt = meta.get("kpt_shape")
+    kpt = ast.literal_eval(kpt) if isinstance(kpt, str) else kpt
+    return len(names), (kpt[0] if kpt else 0)

@@ -151,8 +151,8 @@ def end_to_end(infer: Callable[[np.ndarray], np.ndarray], images: list[Path], im
                nc: int, nkpt: int) -> Callable[[], object]:
     """A closure doing what a user's request does: read + letterbox ``batch`` images,
     infer, decode + NMS. ``infer`` maps a float32 NCHW batch to output0 (numpy)."""
-    from .detections import decode
-    from .images import preprocess
+    from pipeline.checks.detections import decode
+    from pipeline.checks.images import preprocess
     paths = [images[i % len(images)] for i in range(batch)]
 
     def step():

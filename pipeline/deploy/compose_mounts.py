@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .engine_set import EngineSet, now_iso
-from .errors import PipelineError
-from .fsutil import write_bytes_atomic
+from pipeline.engine_set import EngineSet, now_iso
+from pipeline.errors import PipelineError
+from pipeline.fsutil import write_bytes_atomic
 
 SERVICE = "pyt-api-prod"
 TARGET_ROOT = "${PYT_API_MODELS:-/app/models}"

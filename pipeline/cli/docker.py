@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from .cli_context import Ctx, common_options, fail
-from .errors import PipelineError
+from pipeline.cli.context import Ctx, common_options, fail
+from pipeline.errors import PipelineError
 
 # Host variables forwarded into the container, so `ENGINES_RUN_MODELS=human engines docker run`
 # means what it means outside. ENGINES_CONFIG is rewritten to the in-container path.
@@ -22,14 +22,14 @@ _NOT_FORWARDED = {"ENGINES_CONFIG", "ENGINES_IMAGE", "ENGINES_TIMING_CACHE"}  # 
 
 def _forwarded_env(config_name: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k.startswith("ENGINES_") and k not in _NOT_FORWARDED}
-    from .docker_runner import CONTAINER_MODELS
+    from pipeline.docker_runner import CONTAINER_MODELS
     env["ENGINES_CONFIG"] = f"{CONTAINER_MODELS}/{config_name}"
     return env
 
 
 def _build_context(explicit: Path | None) -> Path | None:
     """Where to build from if the image is missing; None (pull instead) when no checkout is near."""
-    from .docker_runner import find_build_context
+    from pipeline.docker_runner import find_build_context
     try:
         return find_build_context(explicit)
     except PipelineError:
@@ -76,7 +76,7 @@ def docker_run(ctx: Ctx, image: str, gpu: bool, build: bool, build_context: Path
 
     Example: engines docker run run --model human
     """
-    from . import docker_runner as dr
+    from pipeline import docker_runner as dr
 
     models_dir = models_dir or ctx.config_path.resolve().parent
     started = time.monotonic()
@@ -116,7 +116,7 @@ def docker_image_info(ctx: Ctx, image: str) -> None:
     """Show the builder image's TensorRT version (from its label; nothing runs)."""
     import docker
 
-    from . import docker_runner as dr
+    from pipeline import docker_runner as dr
 
     try:
         client = dr.connect()

@@ -1,9 +1,11 @@
 """The `engines` command line: a thin click layer over ``pipeline.api`` and the stages.
 
-Heavy imports (torch, ultralytics, TensorRT) happen inside the commands that need them,
-so `engines resolve`, `engines list` and a fully cached `engines run` start fast.
-Commands live in ``commands``, ``cli_deploy`` and ``cli_docker`` and are registered
-here explicitly; they import their shared pieces from ``cli_context``, never from here.
+Every command is listed once, in ``COMMAND_MODULES`` below: one module per command or
+group (``stages``, ``resolve``, ``registry``, ``fleet``, ``docker``). Shared options are
+declared in ``options``, the context object and failures in ``context``; command modules
+never import this file. Heavy imports (torch, ultralytics, TensorRT, docker, oras) happen
+inside the commands that need them, so `engines resolve`, `engines list` and a fully
+cached `engines run` start fast.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import os
 
 import click
 
-from . import cli_deploy, cli_docker, cli_fleet, cli_registry, commands
-from .cli_context import CONFIG_HELP, DEFAULT_CONFIG, JSON_HELP, Ctx, Failed, fail
-from .errors import PipelineError, UsageProblem
+from pipeline.cli import docker, fleet, registry, resolve, stages
+from pipeline.cli.context import CONFIG_HELP, DEFAULT_CONFIG, JSON_HELP, Ctx, Failed, fail
+from pipeline.errors import PipelineError, UsageProblem
 
 __all__ = ["DEFAULT_CONFIG", "Ctx", "cli", "fail", "main"]
 
@@ -64,9 +66,11 @@ def cli(click_ctx: click.Context, config: str, as_json: bool) -> None:
     click_ctx.call_on_close(click_ctx.obj.restore)
 
 
-for _cmd in (*commands.COMMANDS, *cli_deploy.COMMANDS, *cli_docker.COMMANDS, *cli_registry.COMMANDS):
-    cli.add_command(_cmd)
-cli_fleet.register(cli_registry.fleet)   # `fleet plan` beside `fleet status`
+# the one list of commands, in the order `engines --help` shows them
+COMMAND_MODULES = (stages, resolve, registry, fleet, docker)
+for _module in COMMAND_MODULES:
+    for _cmd in _module.COMMANDS:
+        cli.add_command(_cmd)
 
 
 def main() -> None:

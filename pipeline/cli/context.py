@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .errors import PipelineError
+from pipeline.errors import PipelineError
 
 DEFAULT_CONFIG = "models/models.yaml"
 
@@ -42,7 +42,7 @@ class Ctx:
             sys.stdout = self._out
 
     def config(self):
-        from .config import load_config
+        from pipeline.config import load_config
         return load_config(self.config_path)
 
     def echo(self, msg: str = "", err: bool = False) -> None:
@@ -104,42 +104,3 @@ def common_options(fn):
                       is_eager=True, allow_from_autoenv=False, metavar="PATH",
                       help=CONFIG_HELP + " Same as the option before the command.")(fn)
     return fn
-
-
-class IntList(click.ParamType):
-    """`1,8` -> [1, 8] (positive integers)."""
-    name = "N,..."
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, list):
-            return value
-        out = []
-        for tok in str(value).split(","):
-            tok = tok.strip()
-            if not tok:
-                continue
-            if not tok.isdigit() or int(tok) < 1:
-                self.fail(f"{tok!r} is not a positive whole number (write e.g. 1,8)", param, ctx)
-            out.append(int(tok))
-        if not out:
-            self.fail("give at least one number, e.g. 1 or 1,8", param, ctx)
-        return out
-
-
-class Targets(click.ParamType):
-    """`sm86,sm89,sm120` -> ['8.6', '8.9', '12.0']."""
-    name = "SM,..."
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, list):
-            return value
-        from .backends.trt_backends import parse_target
-        out = []
-        for tok in str(value).split(","):
-            if not tok.strip():
-                continue
-            try:
-                out.append(parse_target(tok))
-            except ValueError:
-                self.fail(f"unknown target {tok.strip()!r}: write targets like sm86,sm89,sm120", param, ctx)
-        return out or None

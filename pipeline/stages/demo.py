@@ -5,8 +5,8 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from .config import Config
-from .fsutil import atomic_path
+from pipeline.config import Config
+from pipeline.fsutil import atomic_path
 
 SEED = 20261124
 # The architecture follows the task; the classes follow models.yaml's `demo_classes` (the
@@ -42,7 +42,7 @@ def _make_responsive(model, seed: int) -> None:
     import torch
     from torch import nn
 
-    from .images import batches, bundled_images
+    from pipeline.checks.images import batches, bundled_images
 
     gen = torch.Generator().manual_seed(seed)
     head = model.model[-1]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import PipelineError
+from pipeline.errors import PipelineError
 
 GFD_PRODUCT = "nvidia.com/gpu.product"          # GPU Feature Discovery labels (NVIDIA k8s-device-plugin)
 GFD_CC_MAJOR = "nvidia.com/gpu.compute.major"
@@ -388,7 +388,7 @@ def to_yaml(jobs: list[dict]) -> str:
 
 def write_plan(jobs: list[dict], out: Path | str) -> list[Path]:
     """One multi-document file, or (``out`` an existing folder or ending in '/') one file per Job."""
-    from .fsutil import write_bytes_atomic
+    from pipeline.fsutil import write_bytes_atomic
     folder = str(out).endswith(("/", "\\"))   # Path() would drop the slash
     out = Path(out)
     if out.is_dir() or folder:

@@ -29,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends.trt_backends import TensorRTRTX
-from .engine_set import EngineSet, make_tag, scan_sets
-from .errors import PipelineError
-from .fsutil import sha256_file
-from .hardware import GpuFacts, cc_tuple, sm_name
-from .runtime import BUILDER_CMD, DEFAULT_IMAGE, Runtime
+from pipeline.backends.trt_backends import TensorRTRTX
+from pipeline.engine_set import EngineSet, make_tag, scan_sets
+from pipeline.errors import PipelineError
+from pipeline.fsutil import sha256_file
+from pipeline.hardware import GpuFacts, cc_tuple, sm_name
+from pipeline.runtime import BUILDER_CMD, DEFAULT_IMAGE, Runtime
 
 RTX_TARGETS = TensorRTRTX.supported_targets()  # one list with the builder (no TensorRT import)
 
@@ -286,7 +286,7 @@ def build_missing(res, models_dir: Path, builder_image: str | None, on_line=prin
         on_line("running: " + " ".join(shlex.quote(c) for c in cmd))
         return subprocess.call(cmd, stdout=sys.stderr)  # stdout stays ours (--json)
     try:
-        from . import docker_runner
+        from pipeline import docker_runner
     except ImportError as exc:
         raise PipelineError(f"cannot run the builder container ({exc})",
                             fix=f"build the set by hand: `{BUILDER_CMD}`") from None
@@ -313,15 +313,20 @@ def missing_tag(gpu: GpuFacts, runtime: Runtime) -> str:
     return make_tag(runtime.backend, runtime.version, [gpu.compute_cap])
 
 
-def refusal(res: Resolution, config_arg: str = "") -> PipelineError:
-    """No set fits: the host's facts, every set and why, and the command that builds one."""
+def refusal(res: Resolution, config_arg: str = "", registry_ref: str | None = None,
+            skipped: list[str] | None = None) -> PipelineError:
+    """No set fits: the host's facts, every set and why, and the command that builds one.
+    With ``registry_ref`` the sets judged were that registry's (``skipped``: its tags that
+    could not be read)."""
     gpu, rt = res.gpu, res.runtime
     details = [f"host: {gpu.describe()} [facts from {gpu.source or 'unknown'}]",
                f"runtime: {rt.label} (from {rt.source})"]
     if not res.verdicts:
-        details.append(f"no engine set in {res.engines_dir} (folders with a manifest.json)")
+        details.append(f"no engine set in {registry_ref}" if registry_ref
+                       else f"no engine set in {res.engines_dir} (folders with a manifest.json)")
     for v in res.verdicts:
         details.append(f"{v.tag}: refused: " + "; ".join(v.reasons))
+    details += skipped or []
     # the nearest miss decides the next step: a set refused only for being unproven or demo
     near = [set(v.kinds) for v in res.verdicts if v.kinds]
     only = (lambda allowed: any(k and k <= allowed for k in near))
@@ -355,14 +360,19 @@ def refusal(res: Resolution, config_arg: str = "") -> PipelineError:
     else:
         fix = (f"build {want} on this host with `{cmd}` (or `make engines-docker`) from a builder image "
                f"that carries TensorRT {rt.version}, or rerun with --build-missing")
-    err = NoMatchingSet(f"no engine set fits {gpu.name} ({gpu.sm}) with {rt.label}", details=details, fix=fix)
-    err.resolution = res
-    return err
+    if registry_ref:
+        fix += f"; then `engines push {registry_ref}` from the host that built it"
+    where = f" in {registry_ref}" if registry_ref else ""
+    return NoMatchingSet(f"no engine set{where} fits {gpu.name} ({gpu.sm}) with {rt.label}", details=details,
+                         fix=fix, resolution=res)
 
 
 class NoMatchingSet(PipelineError):
     """Refusal; its JSON carries the host facts and every set's verdict."""
-    resolution: Resolution | None = None
+
+    def __init__(self, what: str, *, resolution: Resolution | None = None, **kwargs):
+        super().__init__(what, **kwargs)
+        self.resolution = resolution
 
     def to_json(self) -> dict:
         out = super().to_json()

@@ -8,9 +8,9 @@ import os
 import re
 from pathlib import Path
 
-from .engine_set import now_iso
-from .errors import PipelineError
-from .fsutil import write_bytes_atomic
+from pipeline.engine_set import now_iso
+from pipeline.errors import PipelineError
+from pipeline.fsutil import write_bytes_atomic
 
 
 def _env_value(v: str) -> str:

@@ -1,13 +1,13 @@
 """The stage commands: parse options, call ``pipeline.api``, print. Registered by ``cli``."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from . import api
-from .cli_context import Ctx, IntList, Targets, common_options, fail
-from .errors import PipelineError, UsageProblem
+from pipeline import api
+from pipeline.cli import options
+from pipeline.cli.context import Ctx, common_options, fail
+from pipeline.cli.options import IntList, Targets
+from pipeline.errors import PipelineError, UsageProblem
 
 MODEL_OPT = click.option("--model", "-m", "models", multiple=True, metavar="NAME",
                          help="Only this model (repeatable). Default: every model in models.yaml.")
@@ -51,7 +51,7 @@ def demo_models_cmd(ctx: Ctx) -> None:
     from them is marked as demo weights, and `engines resolve` refuses such sets unless
     --allow-demo is given.
     """
-    from .demo import demo_models
+    from pipeline.stages.demo import demo_models
     cfg = _load(ctx)
     done = demo_models(cfg, log=ctx.progress)
     ctx.emit({"ok": True, "models": done})
@@ -73,7 +73,7 @@ def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool, trust: bool) -> 
     (.export.json) with I/O, simplification and parity against PyTorch on real images.
     Skipped when the checkpoint, options and tool versions are unchanged.
     """
-    from .stages.export import check_passthrough
+    from pipeline.stages.export import check_passthrough
     cfg = _load(ctx)
     records, errors = _usage(ctx, api.export, cfg, models, keep_going, force, ctx.progress, trust)
     passthrough, missing = check_passthrough(cfg) if not models else ([], [])
@@ -129,16 +129,11 @@ WORKSPACE_OPT = click.option(
 PRECISION_OPT = click.option(
     "--precision", type=click.Choice(["fp16", "fp32"]), default=None,
     help="Build every selected model at this precision, overriding models.yaml.")
-GPU_FACTS_OPT = click.option(
-    "--gpu-facts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-    help="Saved `nvidia-smi --query-gpu=...` CSV or NVML JSON used instead of asking the driver "
-         "(for checks on a machine without the GPU).")
-
 
 def build_options(fn):
     """The options `build` and `run` share (applied in --help order)."""
     for opt in reversed((common_options, MODEL_OPT, BACKEND_OPT, TARGET_OPT, WORKSPACE_OPT, PRECISION_OPT,
-                         GPU_FACTS_OPT, KEEP_GOING_OPT, FORCE_OPT, LOCK_TIMEOUT_OPT)):
+                         options.GPU_FACTS, KEEP_GOING_OPT, FORCE_OPT, LOCK_TIMEOUT_OPT)):
         fn = opt(fn)
     return fn
 
@@ -193,8 +188,7 @@ def run_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts,
 
 @click.command("list")
 @common_options
-@click.option("--gpu-facts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              metavar="FILE", help="Judge each set for the GPU in these saved facts instead of this host's GPU.")
+@options.GPU_FACTS
 @click.pass_obj
 def list_cmd(ctx: Ctx, gpu_facts) -> None:
     """Show every engine set: tag, backend, version, targets, models, status, demo weights.
@@ -204,7 +198,7 @@ def list_cmd(ctx: Ctx, gpu_facts) -> None:
     were verified on (ok, pending, mixed: passed on one GPU and failed on another,
     failed); a damaged manifest is listed as corrupt with the reason.
     """
-    from .hardware import detect_gpus
+    from pipeline.hardware import detect_gpus
     engines_dir = ctx.config_path.parent / "engines"
     try:
         gpus = detect_gpus(gpu_facts)
@@ -227,9 +221,8 @@ def list_cmd(ctx: Ctx, gpu_facts) -> None:
 @click.command("verify")
 @common_options
 @MODEL_OPT
-@click.option("--set", "set_tag", default=None, envvar="ENGINE_SET", metavar="TAG",
-              help="Engine set to verify (a tag from `engines list`). Default: $ENGINE_SET, else the only "
-                   "set, else the one set this machine's TensorRT and GPU can run, else models/engines/current.")
+@options.set_option("to verify. Default: the only set, else the one this machine's TensorRT and GPU can run, "
+                    "else the one `current` points at.", envvar="ENGINE_SET")
 @click.option("--benchmark", "do_bench", is_flag=True,
               help="Also benchmark each model: the engine (where it runs here) and PyTorch FP32/FP16/"
                    "CUDA-graph and ONNX Runtime baselines, engine-only and end-to-end views.")
@@ -248,9 +241,9 @@ def verify_cmd(ctx: Ctx, models, set_tag, do_bench, iterations, warmup, bench_ba
     reference) where this machine has the set's TensorRT runtime and a GPU, recording the
     GPU it passed on. Writes report.md in the set; exits 1 if any level failed.
     """
-    from .stages.verify import verify_set
+    from pipeline.stages.verify import verify_set
     cfg = _load(ctx)
-    s = _usage(ctx, api.select_set, cfg, set_tag)
+    s = _usage(ctx, api.select_set, cfg.engines_dir, set_tag)
     bench = {"iterations": iterations, "warmup": warmup, "batches": bench_batches} if do_bench else None
     manifest, errors = _usage(ctx, verify_set, cfg, s.path, names=models, log=ctx.progress, bench=bench,
                               lock_timeout=lock_timeout)

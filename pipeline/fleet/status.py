@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .engine_set import EngineSet
-from .errors import PipelineError
-from .registry import VERIFICATION
+from pipeline.engine_set import EngineSet
+from pipeline.errors import PipelineError
+from pipeline.registry import VERIFICATION
 
 
 def rows(sets: list[EngineSet]) -> list[dict]:
@@ -30,7 +30,7 @@ def read_cells(path: Path) -> list[dict]:
     `engines fleet plan`'s file serves too, where each cell names its gpu and trt."""
     import yaml
 
-    from .runtime import parse_runtime
+    from pipeline.runtime import parse_runtime
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -60,9 +60,9 @@ _CELL_FIX = ("one item per cell, e.g. `- {gpu: NVIDIA H100 80GB HBM3, runtime: t
 
 def cells(sets: list[EngineSet], wanted: list[dict]) -> list[dict]:
     """Per wanted cell: passed | pending | failed | missing, the set that decides it, and why."""
-    from .deploy import judge
-    from .fleet import gfd_product
-    from .hardware import GpuFacts
+    from pipeline.deploy.rules import judge
+    from pipeline.fleet.plan import gfd_product
+    from pipeline.hardware import GpuFacts
     out = []
     for c in wanted:
         rt, name = c["runtime"], c["gpu"]

@@ -1,0 +1,142 @@
+"""Every option that more than one command takes, declared once.
+
+A group of options is a decorator plus, where the values make a library object, one
+function that builds it (``host_query``, ``policy``, ``remote``), in the manner of
+Polygraphy's argument groups. Commands import what they take from here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline.errors import PipelineError
+
+
+class IntList(click.ParamType):
+    """`1,8` -> [1, 8] (positive integers)."""
+    name = "N,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        out = []
+        for tok in str(value).split(","):
+            tok = tok.strip()
+            if not tok:
+                continue
+            if not tok.isdigit() or int(tok) < 1:
+                self.fail(f"{tok!r} is not a positive whole number (write e.g. 1,8)", param, ctx)
+            out.append(int(tok))
+        if not out:
+            self.fail("give at least one number, e.g. 1 or 1,8", param, ctx)
+        return out
+
+
+class Targets(click.ParamType):
+    """`sm86,sm89,sm120` -> ['8.6', '8.9', '12.0']."""
+    name = "SM,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        from pipeline.backends.trt_backends import parse_target
+        out = []
+        for tok in str(value).split(","):
+            if not tok.strip():
+                continue
+            try:
+                out.append(parse_target(tok))
+            except ValueError:
+                self.fail(f"unknown target {tok.strip()!r}: write targets like sm86,sm89,sm120", param, ctx)
+        return out or None
+
+
+def _check_runtime(_click_ctx, _param, value):
+    if value is None:
+        return None
+    from pipeline.runtime import parse_runtime
+    try:
+        return parse_runtime(value).spec
+    except PipelineError as err:
+        raise click.BadParameter(f"{err.what}; {err.fix}") from None
+
+
+def _stack(*opts):
+    """Apply options in --help order."""
+    def deco(fn):
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+    return deco
+
+
+GPU_FACTS = click.option(
+    "--gpu-facts", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None, metavar="FILE",
+    help="Saved GPU facts used instead of asking the driver (for checks on a machine without that GPU): the CSV of "
+         "`nvidia-smi --query-gpu=index,name,uuid,compute_cap,driver_version,memory.total,memory.free,pci.bus_id "
+         "--format=csv`, or an NVML JSON (name, cc, driver, mem_total, mem_free).")
+
+# -- the host's facts and the choice policy (resolve, pull) ---------------------------------------
+host_options = _stack(
+    click.option("--runtime", metavar="BACKEND==VERSION", callback=_check_runtime,
+                 help="The runtime pyt-api-prod loads engines with: tensorrt==10.13.3.9 or tensorrt-rtx==1.7.1.116. "
+                      "Default: the label of --image, else the tensorrt / tensorrt-rtx package installed here."),
+    GPU_FACTS,
+    click.option("--gpu-index", type=click.IntRange(min=0), metavar="N",
+                 help="Which GPU the service uses on a multi-GPU host (nvidia-smi index). Default: the only GPU, "
+                      "or the first when all are the same model."),
+    click.option("--image", metavar="IMAGE",
+                 help="Service image to read the TensorRT version from (label org.engines.tensorrt.version); "
+                      "needs Docker. Also written to the env file as PYT_API_IMAGE."),
+)
+policy_options = _stack(
+    click.option("--allow-demo", is_flag=True,
+                 help="Accept a set built from demo weights (`engines demo-models`), for smoke tests."),
+    click.option("--allow-pending", is_flag=True,
+                 help="With --require: accept a set whose engine-level verification has not yet passed on this GPU."),
+    click.option("--require", is_flag=True,
+                 help="Production gate: the chosen set's engines must have passed engine-level verification on "
+                      "this GPU (run `engines verify` here first). Used by `make deploy` and engines-check."),
+)
+
+
+def host_query(values: dict):
+    """Pop the host options out of a command's keyword arguments."""
+    from pipeline.deploy.pick import HostQuery
+    return HostQuery(runtime=values.pop("runtime"), image=values.pop("image"), gpu_facts=values.pop("gpu_facts"),
+                     gpu_index=values.pop("gpu_index"))
+
+
+def policy(values: dict):
+    from pipeline.deploy.pick import Policy
+    return Policy(allow_demo=values.pop("allow_demo"), require=values.pop("require"),
+                  allow_pending=values.pop("allow_pending"))
+
+
+# -- registries (push, pull, resolve --from, fleet status) ----------------------------------------
+REF_HELP = ("the repository, e.g. 127.0.0.1:5000/engines or ghcr.io/acme/engines. Credentials come from the Docker "
+            "config (~/.docker/config.json, or $DOCKER_CONFIG/config.json) as `docker login` / `oras login` "
+            "write it. A registry silent for ENGINES_REGISTRY_TIMEOUT seconds (default 60) is given up.")
+registry_options = _stack(
+    click.option("--plain-http", is_flag=True,
+                 help="Talk HTTP, not HTTPS, to the registry (a test registry on 127.0.0.1, a private one "
+                      "without TLS)."),
+    click.option("--insecure", is_flag=True,
+                 help="HTTPS without checking the registry's certificate (self-signed certificates)."),
+)
+
+
+def remote(ref: str, values: dict):
+    """Pop the registry options and make the Remote for ``ref``."""
+    from pipeline.registry import Remote
+    return Remote(ref, plain_http=values.pop("plain_http"), insecure=values.pop("insecure"))
+
+
+# -- which engine set ------------------------------------------------------------------------------
+def set_option(role: str, envvar: str | None = None, name: str = "set_tag"):
+    """--set TAG: the one engine set a command is about; ``role`` says what this command does with it
+    (``name``: the parameter, which also names its ENGINES_<COMMAND>_<NAME> variable)."""
+    return click.option("--set", name, default=None, metavar="TAG", envvar=envvar,
+                        help=f"The engine set (a tag from `engines list`) {role}"
+                             + (f" Env {envvar}." if envvar else ""))

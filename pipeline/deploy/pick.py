@@ -1,0 +1,199 @@
+"""`engines resolve` and `engines pull` as one library call each.
+
+The host's facts (GPU, TensorRT runtime), one policy with one set of defaults, the
+registry (pull, or fall back on the sets already here when it does not answer), the
+build of a missing set, and the hand-over (env file, compose mounts, `current` link).
+The CLI parses options into a ``HostQuery`` and a ``Policy`` and calls ``resolve`` or
+``pull``; tests drive the same calls without click.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import registry
+from pipeline.deploy import handover, rules
+from pipeline.deploy.compose_mounts import write_override
+from pipeline.engine_set import load_set
+from pipeline.errors import PipelineError
+from pipeline.hardware import GpuFacts, detect_gpus, pick_gpu
+from pipeline.runtime import Runtime, installed_runtime, parse_runtime
+
+
+def find_runtime(runtime: str | None, image: str | None) -> Runtime:
+    """The TensorRT the service runs: --runtime, else the label of its image, else the package here."""
+    if runtime:
+        return parse_runtime(runtime)
+    image = image or os.environ.get("PYT_API_IMAGE")  # the service image make deploy starts
+    if image:
+        from pipeline.docker_runner import image_runtime  # the Docker SDK loads only here
+        return image_runtime(image)
+    found = installed_runtime()
+    if found is None:
+        raise PipelineError(
+            "cannot tell which TensorRT the service will run: no --runtime, no --image, and neither "
+            "tensorrt nor tensorrt-rtx is installed here",
+            fix="pass `--runtime tensorrt==X` (or `tensorrt-rtx==Y`), or `--image <service image>`")
+    return found
+
+
+@dataclass(frozen=True)
+class HostQuery:
+    """Where the host's facts come from (each None: ask the machine)."""
+    runtime: str | None = None        # BACKEND==VERSION
+    image: str | None = None          # service image whose label names its TensorRT
+    gpu_facts: Path | None = None     # saved nvidia-smi CSV or NVML JSON
+    gpu_index: int | None = None
+
+    def facts(self) -> tuple[GpuFacts, Runtime]:
+        return pick_gpu(detect_gpus(self.gpu_facts), self.gpu_index), find_runtime(self.runtime, self.image)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a set may be and still be chosen; the same defaults for resolve and pull.
+
+    Engine-level verification not yet run on this GPU is accepted with a warning unless
+    ``require``; with ``require`` only ``allow_pending`` accepts it."""
+    allow_demo: bool = False
+    require: bool = False
+    allow_pending: bool = False
+
+    @property
+    def accept_pending(self) -> bool:
+        return self.allow_pending or not self.require
+
+    @property
+    def pending_ok(self) -> str:   # how a warning names the allowance
+        return "--allow-pending" if self.require else "without --require"
+
+    def judge_kwargs(self, models: list[str] | None) -> dict:
+        return {"allow_demo": self.allow_demo, "allow_pending": self.accept_pending, "models": models,
+                "pending_ok": self.pending_ok}
+
+
+@dataclass
+class Pick:
+    """What resolve or pull chose and handed over."""
+    resolution: rules.Resolution
+    pulled_from: str | None = None    # registry the set came from (None: it was here)
+    downloaded: bool = False
+    offline: PipelineError | None = None   # the registry outage that made resolve use local sets
+    built: bool = False
+    env_file: Path | None = None
+    mounts_file: Path | None = None
+    link: Path | None = None
+
+    @property
+    def chosen(self):
+        return self.resolution.chosen
+
+    def to_json(self) -> dict:
+        out = self.resolution.to_json()
+        out.update({"env_file": str(self.env_file) if self.env_file else None,
+                    "link": str(self.link) if self.link else None,
+                    "mounts_file": str(self.mounts_file) if self.mounts_file else None})
+        return out
+
+
+def _quiet(_line: str) -> None:
+    return None
+
+
+def choose_remote(remote: registry.Remote, engines_dir: Path, gpu: GpuFacts, rt: Runtime, policy: Policy,
+                  models: list[str] | None, tag: str | None = None, config_arg: str = "") -> rules.Resolution:
+    """The rules of resolve over the registry's manifests (no layer is downloaded yet)."""
+    sets, skipped = remote.sets([tag] if tag else None)
+    res = rules.resolve(engines_dir, gpu, rt, sets=sets, check=lambda _s: [], **policy.judge_kwargs(models))
+    if res.chosen is None:
+        raise rules.refusal(res, config_arg, registry_ref=remote.ref, skipped=skipped)
+    return res
+
+
+def pull(config_path: Path, remote: registry.Remote, host: HostQuery = HostQuery(), policy: Policy = Policy(), *,
+         tag: str | None = None, link: bool = True, on_line: Callable[[str], None] = _quiet,
+         config_arg: str = "") -> Pick:
+    """`engines pull`: choose among the registry's sets by the rules of resolve, download
+    the chosen one (every digest checked), switch `current` unless ``link`` is False."""
+    engines_dir = config_path.parent / "engines"
+    gpu, rt = host.facts()
+    res = choose_remote(remote, engines_dir, gpu, rt, policy, rules.expected_models(config_path), tag, config_arg)
+    pick = _fetch(remote, res, engines_dir, on_line)
+    if link:
+        pick.link = handover.switch_current(engines_dir, res.chosen.tag)
+    return pick
+
+
+def _fetch(remote: registry.Remote, res: rules.Resolution, engines_dir: Path, on_line) -> Pick:
+    path, downloaded = registry.fetch(remote, res.chosen, engines_dir, on_line)
+    res.chosen = load_set(path)
+    res.files_checked = len(res.chosen.files())
+    return Pick(res, pulled_from=remote.ref, downloaded=downloaded)
+
+
+def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = Policy(), *,
+            from_remote: registry.Remote | None = None, expect_set: str | None = None,
+            build_missing: bool = False, builder_image: str | None = None, write_env: Path | None = None,
+            write_mounts: Path | None = None, link: bool = True, image_for_env: str | None = None,
+            on_line: Callable[[str], None] = _quiet, config_arg: str = "") -> Pick:
+    """`engines resolve`: (pull from ``from_remote``,) choose the set for this host, (build
+    it when missing,) check it is ``expect_set``, and hand it over."""
+    models_dir = config_path.parent
+    engines_dir = models_dir / "engines"
+    gpu, rt = host.facts()
+    models = rules.expected_models(config_path)
+    offline = None
+    pulled_from = None
+    if from_remote is not None:   # the registry fills models/engines; the local rules decide as always
+        try:
+            res = choose_remote(from_remote, engines_dir, gpu, rt, policy, models, expect_set, config_arg)
+            _fetch(from_remote, res, engines_dir, on_line)
+            pulled_from = from_remote.ref
+            on_line(f"pulled {res.chosen.tag} from {from_remote.ref}")
+        except registry.RegistryUnreachable as err:
+            # an outage must not stop a restart whose set is already here (checked by sha256
+            # below, as always); refused below if none fits
+            offline = err
+            on_line(f"warning: {err.what}; choosing among the sets already in {engines_dir}")
+    res = rules.resolve(engines_dir, gpu, rt, **policy.judge_kwargs(models))
+    if offline is not None and res.chosen is None and not build_missing:
+        # the outage is the cause to report, with why each set already here was refused
+        here = rules.refusal(res, config_arg)
+        raise registry.RegistryUnreachable(
+            offline.what, details=[f"and no set already in {engines_dir} fits: {here.what}", *here.details],
+            fix=offline.fix) from offline
+    built = False
+    if res.chosen is None and build_missing:
+        want = rules.missing_tag(gpu, rt)
+        on_line(f"no set fits; building {want} (--build-missing)")
+        code = rules.build_missing(res, models_dir, builder_image, on_line=on_line, config_name=config_path.name)
+        if code != 0:
+            raise PipelineError(f"the build of {want} failed (exit status {code})",
+                                fix="read the builder's output above; fix and rerun")
+        res, built = rules.resolve(engines_dir, gpu, rt, **policy.judge_kwargs(models)), True
+    if res.chosen is None:
+        raise rules.refusal(res, config_arg)
+    if offline is not None and not built:
+        res.verdict.warnings.append(f"the registry {from_remote.ref} did not answer ({offline.what}); "
+                                    f"{res.chosen.tag} is the copy on this host, which may be older than the "
+                                    "registry's")
+    if expect_set and res.chosen.tag != expect_set:
+        why = (f"; the registry {from_remote.ref} did not answer, so {expect_set} could not be pulled "
+               f"({offline.what})" if offline is not None else "")
+        raise PipelineError(f"the rules choose {res.chosen.tag}, but {expect_set} is the set expected "
+                            f"(--set / ENGINE_SET){why}", file=engines_dir,
+                            fix="run `make deploy` again so the env file names the set this host gets"
+                            + (" (once the registry answers)" if offline is not None else ""))
+    pick = Pick(res, pulled_from=pulled_from, downloaded=pulled_from is not None, offline=offline, built=built)
+    if write_env is not None:
+        values = handover.env_lines(res, models_dir, image_for_env, allow_demo=policy.allow_demo,
+                                    allow_pending=policy.allow_pending)
+        handover.write_env(write_env, values, res)
+        pick.env_file = write_env
+    if write_mounts is not None:   # the prod compose mounts, derived from the manifest
+        pick.mounts_file = write_override(write_mounts, res.chosen)
+    if link:
+        pick.link = handover.switch_current(engines_dir, res.chosen.tag)
+    return pick

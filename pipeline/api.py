@@ -13,6 +13,7 @@ from pathlib import Path
 from pipeline.config import Config
 from pipeline.engine_set import BrokenSet, EngineSet, scan_sets
 from pipeline.errors import ConfigError, PipelineError, UsageProblem
+from pipeline.status import Status
 
 Log = Callable[[str], None]
 
@@ -117,8 +118,8 @@ def to_verify_here(manifest, gpus: list, names) -> list[str]:
     from pipeline.stages.verify import cannot_run_here
     if cannot_run_here(manifest, gpus) is not None:
         return []
-    return [n for n in names if n in manifest.engines and manifest.engines[n].status == "ok"
-            and manifest.engines[n].engine_level.verdict(gpus[0].name)[0] != "passed"]
+    return [n for n in names if n in manifest.engines and manifest.engines[n].status == Status.OK
+            and manifest.engines[n].engine_level.verdict(gpus[0].name)[0] != Status.PASSED]
 
 
 # -- sets -----------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def list_report(engines_dir: Path, gpu_name: str | None = None) -> list[dict]:
                      "reasons": v.reasons, "pending": v.pending, "demo": s.demo, "path": str(s.path)})
     for b in broken:
         rows.append({"tag": b.tag, "backend": None, "version": None, "targets": [], "models": [],
-                     "status": "corrupt", "reasons": [b.reason], "pending": [], "demo": False, "path": str(b.path)})
+                     "status": Status.CORRUPT, "reasons": [b.reason], "pending": [], "demo": False, "path": str(b.path)})
     return sorted(rows, key=lambda r: r["tag"])
 
 

@@ -33,11 +33,12 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.status import Status
 
 SCHEMA = 1
 BACKENDS = ("tensorrt", "tensorrt-rtx")
 # Set status words (``engines list``), worst first.
-FAILED, MIXED, PENDING, OK = "failed", "mixed", "pending", "ok"
+FAILED, MIXED, PENDING, OK = Status.FAILED, Status.MIXED, Status.PENDING, Status.OK
 # Compute capabilities only Jetson modules have (Xavier 7.2, Orin 8.7, Thor 10.1 / 11.0 from CUDA 13):
 # TensorRT's hardware compatibility does not cover JetPack, so a portable set never runs there.
 JETSON_CCS = ("7.2", "8.7", "10.1", "11.0")
@@ -109,7 +110,7 @@ class VerificationRun:
     def from_dict(cls, d: dict, where: str) -> VerificationRun:
         _expect(d, dict, where)
         known, extra = _split(cls, d)
-        known.setdefault("status", "pending")
+        known.setdefault("status", Status.PENDING)
         _expect(known["status"], str, f"{where}.status")
         return cls(**known, extra=extra)
 
@@ -120,7 +121,7 @@ class VerificationRun:
 @dataclass
 class EngineLevel:
     """Engine-level verification: the runs, one per GPU model it ran on."""
-    status: str = "pending"
+    status: str = Status.PENDING
     runs: list[VerificationRun] = field(default_factory=list)
     note: str | None = None
     extra: dict = field(default_factory=dict)
@@ -132,7 +133,7 @@ class EngineLevel:
         runs = [VerificationRun.from_dict(r, f"{where}.runs[{i}]")
                 for i, r in enumerate(_expect(known.pop("runs", None) or [], list, f"{where}.runs"))]
         level = cls(**known, runs=runs, extra=extra)
-        if not runs and level.status in ("passed", "failed") and (extra.get("gpu") or extra.get("gpu_name")):
+        if not runs and level.status in (Status.PASSED, Status.FAILED) and (extra.get("gpu") or extra.get("gpu_name")):
             # an early writer recorded one flat run instead of a list
             level.runs = [VerificationRun(level.status, extra.get("gpu") or extra.get("gpu_name"),
                                           extra.get("compute_cap"), extra.get("driver"), extra.get("at"))]
@@ -144,7 +145,7 @@ class EngineLevel:
     def record(self, run: VerificationRun) -> None:
         """Keep the newest run per GPU model; the summary status follows the runs."""
         self.runs = [r for r in self.runs if r.gpu_name != run.gpu_name] + [run]
-        self.status = FAILED if any(r.status == "failed" for r in self.runs) else "passed"
+        self.status = FAILED if any(r.status == Status.FAILED for r in self.runs) else Status.PASSED
         self.note = None
 
     def drop_stale(self, thresholds: dict | None) -> list[str]:
@@ -155,8 +156,8 @@ class EngineLevel:
         if stale:
             self.runs = [r for r in self.runs if r not in stale]
             names = sorted({str(r.gpu_name) for r in stale})
-            self.status = (FAILED if any(r.status == "failed" for r in self.runs) else "passed") if self.runs \
-                else "pending"
+            self.status = (FAILED if any(r.status == Status.FAILED for r in self.runs) else Status.PASSED) if self.runs \
+                else Status.PENDING
             self.note = (f"verify: thresholds changed since the runs on {', '.join(names)}; run `engines verify` "
                          "on a target GPU again")
             return names
@@ -167,27 +168,27 @@ class EngineLevel:
         every GPU it ran on (passed only where it passed everywhere it ran)."""
         if gpu_name is not None:
             mine = [r for r in self.runs if r.gpu_name == gpu_name]
-            if any(r.status == "failed" for r in mine):
-                bad = [r for r in mine if r.status == "failed"][-1]
-                return "failed", f"failed on {gpu_name} (driver {bad.driver or '?'})"
+            if any(r.status == Status.FAILED for r in mine):
+                bad = [r for r in mine if r.status == Status.FAILED][-1]
+                return Status.FAILED, f"failed on {gpu_name} (driver {bad.driver or '?'})"
             if mine:  # what matters is this GPU model; a failure on another does not carry over
-                return "passed", f"passed on {gpu_name} (driver {mine[-1].driver or '?'})"
-            others = sorted({str(r.gpu_name) for r in self.runs if r.status == "passed"})
+                return Status.PASSED, f"passed on {gpu_name} (driver {mine[-1].driver or '?'})"
+            others = sorted({str(r.gpu_name) for r in self.runs if r.status == Status.PASSED})
             if others:
-                return "pending", f"passed on {', '.join(others)} but not yet on {gpu_name}"
-            failed_on = sorted({str(r.gpu_name) for r in self.runs if r.status == "failed"})
+                return Status.PENDING, f"passed on {', '.join(others)} but not yet on {gpu_name}"
+            failed_on = sorted({str(r.gpu_name) for r in self.runs if r.status == Status.FAILED})
             if failed_on:
-                return "pending", f"failed on {', '.join(failed_on)}, not yet run on {gpu_name}"
-            return "pending", "not yet run on a GPU"
-        passed = sorted({str(r.gpu_name) for r in self.runs if r.status == "passed"})
-        failed = sorted({str(r.gpu_name) for r in self.runs if r.status == "failed"})
+                return Status.PENDING, f"failed on {', '.join(failed_on)}, not yet run on {gpu_name}"
+            return Status.PENDING, "not yet run on a GPU"
+        passed = sorted({str(r.gpu_name) for r in self.runs if r.status == Status.PASSED})
+        failed = sorted({str(r.gpu_name) for r in self.runs if r.status == Status.FAILED})
         if failed and passed:
             return MIXED, f"passed on {', '.join(passed)}; failed on {', '.join(failed)}"
         if failed:
-            return "failed", f"failed on {', '.join(failed)}"
+            return Status.FAILED, f"failed on {', '.join(failed)}"
         if passed:
-            return "passed", f"passed on {', '.join(passed)}"
-        return "pending", "not yet run on a GPU"
+            return Status.PASSED, f"passed on {', '.join(passed)}"
+        return Status.PENDING, "not yet run on a GPU"
 
 
 @dataclass
@@ -199,7 +200,7 @@ class EngineRecord:
     plan: str | None = None
     sha256: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
-    status: str = "ok"
+    status: str = Status.OK
     error: str | None = None
     demo: bool = False
     onnx_level: dict = field(default_factory=dict)     # figures of the onnx-level gate
@@ -231,9 +232,9 @@ class EngineRecord:
         for kind, digest in rec.sha256.items():
             _expect(digest, (str, type(None)), f"{where}.sha256.{kind}")
         for kind in ("engine", "plan"):   # a failed entry's files are judged again: its paths are checked too
-            if rec.status == "ok" or getattr(rec, kind) is not None:
+            if rec.status == Status.OK or getattr(rec, kind) is not None:
                 safe_relpath(getattr(rec, kind), f"{where}.{kind}")
-            if rec.status == "ok":
+            if rec.status == Status.OK:
                 _expect(rec.sha256.get(kind), str, f"{where}.sha256.{kind}")
         return rec
 
@@ -253,8 +254,8 @@ class EngineRecord:
         decides the entry's status, and engine-level runs judged under other thresholds stop
         counting. Returns the GPUs whose runs were dropped."""
         self.onnx_level = level
-        passed = level.get("status") == "passed"
-        self.status, self.error = ("ok", None) if passed else ("failed", "; ".join(level.get("reasons") or []))
+        passed = level.get("status") == Status.PASSED
+        self.status, self.error = (Status.OK, None) if passed else (Status.FAILED, "; ".join(level.get("reasons") or []))
         return self.engine_level.drop_stale(level.get("thresholds"))
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -263,14 +264,14 @@ class EngineRecord:
 
     def problems(self, gpu_name: str | None) -> tuple[list[str], str | None]:
         """(reasons this engine is refused, why its engine level is pending or None)."""
-        if self.onnx_status == "failed":
+        if self.onnx_status == Status.FAILED:
             return ["ONNX-level verification failed" + (f": {self.error}" if self.error else "")], None
-        if self.status != "ok":
+        if self.status != Status.OK:
             return [f"did not build: {self.error or self.status}"], None
         status, why = self.engine_level.verdict(gpu_name)
-        if status in ("failed", MIXED):
+        if status in (Status.FAILED, MIXED):
             return [f"engine-level verification {why}"], None
-        return [], (why if status == "pending" else None)
+        return [], (why if status == Status.PENDING else None)
 
 
 @dataclass
@@ -373,7 +374,7 @@ class SetManifest:
         """Every file the manifest vouches for: relative path -> sha256."""
         out: dict[str, str] = {}
         for e in self.engines.values():
-            if e.status == "ok":
+            if e.status == Status.OK:
                 for kind in ("engine", "plan"):
                     out[getattr(e, kind)] = e.sha256[kind]
         for p in self.passthrough.values():
@@ -396,7 +397,7 @@ class SetManifest:
             if why:
                 pending.append(f"'{name}' ({why})")
             if bad:
-                is_mixed = gpu_name is None and e.onnx_status != "failed" and e.status == "ok" \
+                is_mixed = gpu_name is None and e.onnx_status != Status.FAILED and e.status == Status.OK \
                     and e.engine_level.verdict(None)[0] == MIXED
                 mixed, hard = mixed or is_mixed, hard or not is_mixed
         missing = [f"has no engine for model '{name}' (models.yaml lists it)"

@@ -24,6 +24,7 @@ from pipeline.engine_set import MANIFEST, REPORT, EngineSet, load_set, set_lock,
 from pipeline.errors import PipelineError
 from pipeline.fsutil import sha256_file, write_bytes_atomic
 from pipeline.manifest import ManifestError, SetManifest
+from pipeline.status import Status
 
 CONFIG_MEDIA_TYPE = "application/vnd.engines.set.manifest.v1+json"
 LAYER_MEDIA_TYPES = {"engine": "application/vnd.engines.engine.v1", "plan": "application/vnd.engines.plan.v1",
@@ -45,7 +46,8 @@ ANNOTATIONS = {  # key -> what it holds (README "Registry" lists the same)
     P + "models": "model names, comma separated",
     "org.opencontainers.image.created": "when the set was last updated (manifest.json)",
 }
-VERIFICATION = {"ok": "passed", "pending": "pending", "failed": "failed", "mixed": "mixed"}
+VERIFICATION = {Status.OK: Status.PASSED, Status.PENDING: Status.PENDING, Status.FAILED: Status.FAILED,
+                Status.MIXED: Status.MIXED}   # set status -> the annotation's word
 
 
 def _fix_access(ref: str) -> str:
@@ -298,7 +300,7 @@ def set_files(s: EngineSet) -> list[tuple[str, str]]:
     """(relative path, kind) of every file a set carries besides manifest.json, sorted."""
     out = {}
     for e in s.models.values():
-        if e.status == "ok":
+        if e.status == Status.OK:
             out.update({getattr(e, k): k for k in ("engine", "plan")})
     out.update({p.file: "passthrough" for p in s.manifest.passthrough.values()})
     if (s.path / REPORT).is_file():

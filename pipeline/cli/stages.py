@@ -8,6 +8,7 @@ from pipeline.cli import options
 from pipeline.cli.context import Ctx, common_options, fail
 from pipeline.cli.options import IntList, Targets
 from pipeline.errors import PipelineError, UsageProblem
+from pipeline.status import Status
 
 MODEL_OPT = click.option("--model", "-m", "models", multiple=True, metavar="NAME",
                          help="Only this model (repeatable). Default: every model in models.yaml.")
@@ -209,7 +210,7 @@ def list_cmd(ctx: Ctx, gpu_facts) -> None:
     if not rows:
         ctx.echo(f"no engine sets under {engines_dir} (run `make engines`)")
     for r in rows:
-        if r["status"] == "corrupt":
+        if r["status"] == Status.CORRUPT:
             ctx.echo(f"{r['tag']}  CORRUPT: {r['reasons'][0]}")
             continue
         ctx.echo(f"{r['tag']}  {r['backend']} {r['version']}  targets {','.join(r['targets'] or [])}  "

@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.engine_set import EngineSet, now_iso
 from pipeline.errors import PipelineError
 from pipeline.fsutil import write_bytes_atomic
+from pipeline.status import Status
 
 SERVICE = "pyt-api-prod"
 TARGET_ROOT = "${PYT_API_MODELS:-/app/models}"
@@ -24,7 +25,7 @@ SOURCE_ROOT = "${ENGINE_DIR:?run engines resolve --write-env .env.engines first}
 def mounted_files(s: EngineSet) -> list[str]:
     """Paths, relative to the set, the service reads: each built engine and each passthrough file."""
     # paths were checked to stay inside the set when the manifest was read (pipeline.manifest)
-    rels = [e.engine for e in s.models.values() if e.status == "ok"]
+    rels = [e.engine for e in s.models.values() if e.status == Status.OK]
     rels += [p.file for p in s.manifest.passthrough.values()]
     return sorted(dict.fromkeys(rels))
 

@@ -35,6 +35,7 @@ from pipeline.errors import PipelineError
 from pipeline.fsutil import sha256_file
 from pipeline.hardware import GpuFacts, cc_tuple, sm_name
 from pipeline.runtime import BUILDER_CMD, DEFAULT_IMAGE, Runtime
+from pipeline.status import Status
 
 RTX_TARGETS = TensorRTRTX.supported_targets()  # one list with the builder (no TensorRT import)
 
@@ -182,7 +183,7 @@ def stale_sources(s: EngineSet, models_dir: Path) -> list[str]:
     for name, e in sorted(s.models.items()):
         src = models_dir / e.source if e.source else None
         want = e.sha256.get("source")
-        if e.status == "ok" and src is not None and want and src.is_file() and sha256_file(src) != want:
+        if e.status == Status.OK and src is not None and want and src.is_file() and sha256_file(src) != want:
             out.append(f"model '{name}': the engine was built from another {e.source} than the one there now "
                        f"(sha256 {want[:12]}, now {sha256_file(src)[:12]}); rebuild with `engines run` so the "
                        "service runs the new checkpoint")

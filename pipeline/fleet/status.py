@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline.engine_set import EngineSet
 from pipeline.errors import PipelineError
 from pipeline.registry import VERIFICATION
+from pipeline.status import Status
 
 
 def rows(sets: list[EngineSet]) -> list[dict]:
@@ -87,9 +88,9 @@ def cells(sets: list[EngineSet], wanted: list[dict]) -> list[dict]:
                 row["why"] = row["why"] or f"{s.tag} loads by compute capability only (built on another GPU)"
                 continue
             pending = any("verification pending" in w for w in v.warnings)
-            status = "failed" if not v.accepted else "pending" if pending else "passed"
+            status = Status.FAILED if not v.accepted else Status.PENDING if pending else Status.PASSED
             why = "; ".join(v.reasons) if not v.accepted else "; ".join(v.warnings) or "verified on this GPU"
-            ranked.append(({"passed": 0, "pending": 1, "failed": 2}[status], s.tag, status, why))
+            ranked.append(({Status.PASSED: 0, Status.PENDING: 1, Status.FAILED: 2}[status], s.tag, status, why))
         if ranked:
             _, tag, status, why = sorted(ranked)[0]
             row.update(status=status, tag=tag, why=why)

@@ -22,6 +22,7 @@ from pipeline.fsutil import check_writable, sha256_file, sha256_json, write_byte
 from pipeline.hardware import sm_name
 from pipeline.manifest import EngineLevel, EngineRecord, SetManifest
 from pipeline.stages.export import cached_record, onnx_paths
+from pipeline.status import Status
 
 GIB = 1 << 30
 BUILD_VERSION = 1  # bump when the build procedure changes
@@ -50,7 +51,7 @@ def _set_tier(manifest: SetManifest) -> None:
     """The set's portable tier, as resolve and verify read it, derived from its engines: a
     flag holds only when every engine in the set was built with it (a set rebuilt without
     ``version_compatible`` must not keep claiming it)."""
-    built = [e.options for e in manifest.engines.values() if e.status == "ok"]
+    built = [e.options for e in manifest.engines.values() if e.status == Status.OK]
     manifest.extra.pop("compatibility", None)
     manifest.extra.pop("version_compatible", None)
     tiers = {o.get("compatibility") for o in built}
@@ -230,9 +231,9 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                     prev = manifest.engines.get(spec.name)
                     # files_ok covers the ok entries; a re-judged failed one keeps its files too
                     if not force and prev and prev.get("cache_key") == key and files_ok \
-                            and (prev.status == "ok" or es.entry_intact(set_dir, prev)):
+                            and (prev.status == Status.OK or es.entry_intact(set_dir, prev)):
                         same = prev.onnx_level.get("thresholds") == spec.thresholds(spec.precision)
-                        if same and prev.status != "ok":
+                        if same and prev.status != Status.OK:
                             pass  # judged failed under these thresholds: build again (below)
                         elif same:
                             summary["models"][spec.name] = "cached"
@@ -249,7 +250,7 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                     entry.extra["cache_key"] = key
                     _gate_error(errors, spec, entry)
                     staged[spec.name] = (entry, files)
-                    summary["models"][spec.name] = entry.status if entry.status != "ok" else "built"
+                    summary["models"][spec.name] = entry.status if entry.status != Status.OK else "built"
                 except PipelineError as err:
                     errors.append(err)
                     summary["models"][spec.name] = "error"
@@ -262,7 +263,7 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
 
 
 def _gate_error(errors: list, spec: ModelSpec, entry: EngineRecord, rejudged: bool = False) -> None:
-    if entry.status != "ok":
+    if entry.status != Status.OK:
         errors.append(PipelineError(
             "the published engine fails the onnx-level verification under the new verify: thresholds; it is "
             "marked failed, so resolve refuses it" if rejudged else
@@ -339,17 +340,17 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
     installs: dict[str, dict[str, Path]] = {}
     for name, (entry, files) in staged.items():
         prev = manifest.engines.get(name)
-        kept = prev is not None and (prev.status == "ok" or es.entry_intact(set_dir, prev))
-        if entry.status != "ok" and kept and files:
+        kept = prev is not None and (prev.status == Status.OK or es.entry_intact(set_dir, prev))
+        if entry.status != Status.OK and kept and files:
             # a failed rebuild: the previous engine stays with its files and verdict (a good one, or
             # one a re-judgement failed, which `engines verify` may restore), the attempt is recorded
             prev.extra["last_attempt"] = {"status": entry.status, "error": entry.error,
                                           "verification": {"onnx": entry.onnx_level}, "cache_key": entry.get("cache_key")}
             continue
         manifest.engines[name] = entry
-        if entry.status == "ok" and files:      # a failed engine's files are never published
+        if entry.status == Status.OK and files:      # a failed engine's files are never published
             installs[name] = files
-    if not exists and not any(e.status == "ok" for e in manifest.engines.values()):
+    if not exists and not any(e.status == Status.OK for e in manifest.engines.values()):
         return  # nothing passed: no set is created (the errors carry the figures)
     new_passthrough = []
     for p in cfg.passthrough:

@@ -16,6 +16,7 @@ from pipeline.checks.tensors import compare_outputs, merge_stats
 from pipeline.config import ModelSpec
 from pipeline.engine_set import now_iso
 from pipeline.hardware import sm_name
+from pipeline.status import Status
 
 
 def compare_runners(spec: ModelSpec, record: dict, reference: Runner, candidate: Runner,
@@ -35,7 +36,7 @@ def compare_runners(spec: ModelSpec, record: dict, reference: Runner, candidate:
     dets = summarize(det_groups, nkpt, thr)
     # FP16 is judged on detections plus cosine/mean error; see config.DEFAULT_VERIFY.
     reasons = [f"tensors: {r}" for r in tensors["reasons"]] + [f"detections: {r}" for r in dets["reasons"]]
-    return {"status": "passed" if not reasons else "failed", "precision": precision,
+    return {"status": Status.PASSED if not reasons else Status.FAILED, "precision": precision,
             "tensors": tensors["outputs"], "detections": {k: v for k, v in dets.items()
                                                           if k not in ("passed", "reasons")},
             "reasons": reasons, "thresholds": thr, "images": len(feeds) * batch,
@@ -107,17 +108,18 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
             if names and name not in names or name not in specs:
                 continue
             # an engine marked failed by an onnx-level re-judgement keeps its files: judge it again
-            rejudged = entry.status == "failed" and entry.onnx_status == "failed" and es.entry_intact(set_dir, entry)
-            if entry.status != "ok" and not rejudged:
+            rejudged = (entry.status == Status.FAILED and entry.onnx_status == Status.FAILED
+                        and es.entry_intact(set_dir, entry))
+            if entry.status != Status.OK and not rejudged:
                 continue
             try:
                 _verify_entry(specs[name], entry, cfg, set_dir, trt, why, gpus, bench, log)
             except PipelineError as err:
                 errors.append(err)
                 continue
-            failed = [("onnx", entry.onnx_level)] if entry.onnx_status == "failed" else []
-            if entry.engine_level.status == "failed":
-                failed += [("engine", r.extra) for r in entry.engine_level.runs if r.status == "failed"]
+            failed = [("onnx", entry.onnx_level)] if entry.onnx_status == Status.FAILED else []
+            if entry.engine_level.status == Status.FAILED:
+                failed += [("engine", r.extra) for r in entry.engine_level.runs if r.status == Status.FAILED]
             for lvl, figures in failed:
                 errors.append(PipelineError(f"{lvl}-level verification failed", model=name,
                                             file=set_dir / entry.engine, details=figures.get("reasons", []),
@@ -149,7 +151,7 @@ def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -
             io_problems = eng.check_io(record["io"])
             run = compare_runners(spec, record, ref, eng, spec.precision, spec.batch.opt)
         if io_problems:
-            run["status"], run["reasons"] = "failed", run["reasons"] + io_problems
+            run["status"], run["reasons"] = Status.FAILED, run["reasons"] + io_problems
         gpu = gpus[0]
         status, at = run.pop("status"), run.pop("at", None)
         level.record(VerificationRun(status, gpu.name, gpu.compute_cap, gpu.driver, at, extra=run))

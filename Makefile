@@ -12,34 +12,53 @@ export UID := $(shell id -u)
 export GID := $(shell id -g)
 
 .DEFAULT_GOAL := help
-.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy resolve clean FORCE
+.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy resolve clean \
+	docker-up docker-down FORCE
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
+# pip's progress bars are off (noise in CI logs), not its output: a line per package as it is
+# collected and downloaded (with its size), so the long step is never silent.
+PIP_INSTALL = $(PY) -m pip install --progress-bar off
 $(STAMP): pyproject.toml
+	@echo ".venv: creating it and installing the pipeline with PyTorch, Ultralytics, ONNX and TensorRT for RTX:" \
+	  "about 6.7 GB on disk (several GB to download); takes a few minutes on a fresh machine"
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[rtx,test,lint]'
+	$(PIP_INSTALL) -q --upgrade pip
+	@echo ".venv: step 1/2: the pipeline and its dependencies (the large step: PyTorch alone is about 4 GB)"
+	$(PIP_INSTALL) -e '.[rtx,test,lint]'
+	@echo ".venv: step 2/2: TensorRT API stubs for the API-compatibility test"
 	# stubs of the full TensorRT API (10.13) for the API-compatibility test; --no-deps
 	# because they depend on `tensorrt`, which PyPI cannot install here.
-	$(PY) -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
+	$(PIP_INSTALL) -q --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)
+	@echo ".venv: ready ($$(du -sh $(VENV) 2>/dev/null | cut -f1)). Run the CLI as $(VENV)/bin/engines, or \`source $(VENV)/bin/activate\` first"
 
 install: $(STAMP) ## Create .venv and install the pipeline with its test tools
 
 engines: $(STAMP) ## Export, build, verify and publish the engine set (demo weights if no checkpoints)
 	$(ENGINES) --config $(CONFIG) run $(ARGS)
+	@echo "make: the \`engines\` CLI is $(ENGINES) (not on PATH): run it as $(ENGINES) --help, or \`source $(VENV)/bin/activate\` and then \`engines --help\`"
 
-test: $(STAMP) ## Lint, then the test suite (Docker tests need a daemon: see README "Tests")
+# make test starts what the suite needs and stops what it started (.ci/with-test-services.sh):
+# this checkout's private Docker Engine (reused if `make docker-up` already runs it) and
+# Debian's docker-registry. Without root or apt the suite still runs; those tests skip, saying why.
+test: $(STAMP) ## Lint, then the whole test suite (starts and stops a private Docker Engine as root)
 	$(VENV)/bin/ruff check pipeline tests benchmarks
-	$(PY) -m pytest -q -rs $(ARGS)
+	@bash .ci/with-test-services.sh $(VENV) $(PY) -m pytest -q -rs $(ARGS)
 
 test-fast: $(STAMP) ## Tests without the slow exports/builds
 	$(PY) -m pytest -q -rs -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff over the package and tests
 	$(VENV)/bin/ruff check pipeline tests benchmarks
+
+docker-up: $(STAMP) ## Start this checkout's private Docker Engine for the tests (prints the DOCKER_HOST to export)
+	@bash .ci/start-dockerd.sh $(VENV) | grep DOCKER_HOST=
+
+docker-down: ## Stop this checkout's private Docker Engine (only that one)
+	@bash .ci/stop-dockerd.sh
 
 bench: $(STAMP) ## Benchmarks: export, build, cached rerun, resolve start-up (prints tables)
 	$(PY) -m benchmarks

@@ -1,6 +1,10 @@
 """The pipeline as a library: what the `engines` commands do, callable from tests and
 other programs. Functions return results and raise ``PipelineError``; they print
-nothing (progress goes to ``log``). The click layer (``commands``) only parses and prints.
+nothing (progress goes to ``log``). The click layer (``pipeline.cli``) only parses and prints.
+
+run, export, build (stages), verify (``pipeline.stages.verify.verify_set``), resolve and
+pull (``pipeline.deploy.pick``, with ``HostQuery`` and ``Policy``), push, list_report,
+select_set, plan_clean and clean.
 """
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import registry
 from pipeline.config import Config
+from pipeline.deploy.pick import HostQuery, Pick, Policy, pull, resolve  # the library face of deploy
 from pipeline.engine_set import BrokenSet, EngineSet, scan_sets
 from pipeline.errors import ConfigError, PipelineError, UsageProblem
 from pipeline.status import Status
@@ -43,19 +49,38 @@ def choose_backend(name: str = "auto", targets: list[str] | None = None, gpu_fac
 
 
 def export(cfg: Config, names=(), keep_going: bool = False, force: bool = False,
-           log: Log = _quiet, trust: bool = False) -> tuple[list[dict], list[PipelineError]]:
-    """Checkpoints -> ONNX; ``trust`` allows checkpoints that need unsafe (pickle) loading."""
+           log: Log = _quiet, trust: bool = False, precision: str | None = None) -> tuple[list[dict], list[PipelineError]]:
+    """Checkpoints -> ONNX (FP32 and its FP16 twin), and the INT8 twin for models at precision
+    int8 (``precision`` overrides models.yaml); ``trust`` allows checkpoints that need unsafe
+    (pickle) loading."""
+    from pipeline.stages import quantize
     from pipeline.stages.export import export_all
-    return export_all(cfg, select(cfg, names), keep_going=keep_going, force=force, log=log, trust=trust)
+    specs = _with_precision(select(cfg, names), precision)
+    records, errors = export_all(cfg, specs, keep_going=keep_going, force=force, log=log, trust=trust)
+    by_name = {s.name: s for s in specs}
+    for rec in records:
+        spec = by_name[rec["model"]]
+        if spec.precision != "int8" or (errors and not keep_going):
+            continue
+        try:
+            rec["int8"] = quantize.ensure_twin(cfg, spec, rec, force=force, log=log)
+            rec.setdefault("files", {})["int8"] = rec["int8"]["file"]
+        except PipelineError as err:
+            errors.append(err)
+            if not keep_going:
+                break
+    return records, errors
+
+
+def _with_precision(specs: list, precision: str | None) -> list:
+    return [dataclasses.replace(s, precision=precision) for s in specs] if precision else specs
 
 
 def build(cfg: Config, names, backend, gpus: list, *, workspace: float | None = None, precision: str | None = None,
           keep_going: bool = False, force: bool = False, lock_timeout: float | None = None,
           log: Log = _quiet) -> tuple[dict, list[PipelineError]]:
     from pipeline.stages.build import build_all
-    specs = select(cfg, names)
-    if precision:
-        specs = [dataclasses.replace(s, precision=precision) for s in specs]
+    specs = _with_precision(select(cfg, names), precision)
     try:
         return build_all(cfg, specs, backend, gpus, workspace=workspace, keep_going=keep_going, force=force,
                          log=log, lock_timeout=lock_timeout)
@@ -92,7 +117,7 @@ def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | No
         from pipeline.stages.demo import demo_models
         demo_models(cfg, log=log)
     res = RunResult()
-    res.exports, res.errors = export(cfg, names, keep_going, force, log, trust)
+    res.exports, res.errors = export(cfg, names, keep_going, force, log, trust, precision)
     exported = [r["model"] for r in res.exports]
     if not exported:
         return res
@@ -168,6 +193,13 @@ def select_set(engines_dir: Path, set_tag: str | None, gpus: list | None = None)
     return by_tag[set_tag]
 
 
+def push(engines_dir: Path, ref: str, tag: str | None = None, *, plain_http: bool = False, insecure: bool = False,
+         log: Log = _quiet) -> dict:
+    """`engines push`: the set ``tag`` (default: as ``select_set``) to the registry repository ``ref``."""
+    remote = registry.Remote(ref, plain_http=plain_http, insecure=insecure)
+    return registry.push(select_set(engines_dir, tag), remote, on_line=log)
+
+
 # -- clean ----------------------------------------------------------------------------------
 @dataclass
 class CleanPlan:
@@ -203,5 +235,6 @@ def clean(cfg: Config, plan: CleanPlan, log: Log = _quiet) -> None:
         current.unlink()
 
 
-__all__ = ["BrokenSet", "CleanPlan", "RunResult", "build", "choose_backend", "clean", "export", "list_report",
-           "plan_clean", "run", "select", "select_set", "to_verify_here"]
+__all__ = ["BrokenSet", "CleanPlan", "HostQuery", "Pick", "Policy", "RunResult", "build", "choose_backend", "clean",
+           "export", "list_report", "plan_clean", "pull", "push", "resolve", "run", "select", "select_set",
+           "to_verify_here"]

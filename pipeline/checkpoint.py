@@ -21,6 +21,7 @@ import os
 import pkgutil
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import PipelineError
@@ -143,12 +144,20 @@ def referenced_globals(path: Path) -> list[str]:
     return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
 
 
+UNSCANNABLE = "(a pickle the scan cannot read: {why})"   # an entry of scan()'s refused list, not a global
+
+
 def scan(name: str, path: Path) -> tuple[list[str], list[str]]:
-    """(globals the checkpoint needs, those outside the allow-list)."""
+    """(globals the checkpoint needs, those outside the allow-list). A pickle the scan cannot
+    read (the legacy format, or opcodes outside torch's safe subset, as in a hand-written
+    protocol-0 ``data.pkl``) cannot be proven safe: it needs unsafe loading like a refused global."""
+    import pickle
     try:
         needed = referenced_globals(path)
     except ValueError:
         return [], ["(legacy pickle format: cannot be scanned)"]
+    except pickle.UnpicklingError as exc:
+        return [], [UNSCANNABLE.format(why=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)]
     allowed = allowed_globals()
     stand_ins = _ultralytics_stand_ins()
     return needed, [g for g in needed if g not in allowed and g not in stand_ins]
@@ -159,6 +168,13 @@ def check_loadable(name: str, path: Path, trusted: bool) -> dict:
     record keeps. Refuses (PipelineError) a checkpoint needing unsafe loading unless trusted."""
     needed, refused = scan(name, path)
     if refused and not trusted:
+        unreadable = [r for r in refused if r.startswith("(")]
+        if unreadable:
+            raise PipelineError(
+                "checkpoint needs unsafe loading: the safe-load scan cannot read its pickle (written by an old "
+                "torch, by hand, or with a pickle protocol torch.save does not use), so nothing proves it refers "
+                "only to layer, model and data classes; it was not loaded",
+                model=name, file=path, details=[r.strip("()") for r in unreadable], fix=TRUST_FIX)
         raise PipelineError(
             f"checkpoint needs unsafe loading: its pickle refers to {', '.join(refused)}, which is not on the "
             "safe-load allow-list (layer, model and data classes only); it was not loaded",
@@ -213,3 +229,86 @@ def refused_by_loader(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+# --- the gate every checkpoint load goes through ------------------------------------------------
+
+@dataclass(frozen=True)
+class TrustDecision:
+    """What ``gate`` decided for one checkpoint: the file to load (``path``, a private copy
+    whose bytes are the ones hashed and scanned), its sha256, and the trust for that digest."""
+    name: str
+    source: Path          # the file the user named
+    path: Path            # what to load: the private copy (never the source, which may change again)
+    sha256: str
+    trusted: bool
+    globals: list[str]
+    unsafe_globals: list[str]
+
+    def record(self) -> dict:
+        """What an export record keeps of the decision."""
+        return {"trusted": self.trusted, "unsafe_globals": self.unsafe_globals, "globals": self.globals}
+
+
+def _copy_hashing(src: Path, dst: Path) -> str:
+    """Copy ``src`` to ``dst`` and return the sha256 of exactly the bytes written."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        for block in iter(lambda: fin.read(1 << 20), b""):
+            h.update(block)
+            fout.write(block)
+    return h.hexdigest()
+
+
+def changed_since_export(name: str, path: Path, expected: str, actual: str) -> PipelineError:
+    return PipelineError(
+        f"checkpoint changed since it was exported: the export record has sha256 {expected}, the file now has "
+        f"{actual}; it was not loaded (the trust and checks of the export belong to the old file)",
+        model=name, file=path,
+        fix="rerun `engines run` to re-export the model from this file (it is scanned again; "
+            "--trust-checkpoint only if you trust the new file), or put the exported file back")
+
+
+@contextlib.contextmanager
+def gate(name: str, path: Path, *, expected_sha256: str | None, trusted: bool,
+         log=None) -> Iterator[TrustDecision]:
+    """The one way to load a checkpoint: inside the block, load ``decision.path`` (safe mode
+    unless ``decision.trusted``; auto-install off).
+
+    1. the file is copied to a private folder and hashed as it is copied, so what is checked
+       is what is loaded (a file swapped after the check is never read);
+    2. digest: with ``expected_sha256`` (the export record's), a different file is refused,
+       naming both digests, and never loaded on the old record's trust;
+    3. scan: the globals its pickle names against the allow-list (``check_loadable``);
+    4. trust: ``trusted`` (the user's flag, or the record's for exactly that digest) admits
+       what the scan refused; otherwise it is refused before loading."""
+    import tempfile
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="engines-checkpoint-") as tmp:
+        private = Path(tmp) / path.name
+        try:
+            actual = _copy_hashing(path, private)
+        except OSError as exc:
+            raise PipelineError(f"cannot read the checkpoint ({exc.strerror or exc})", model=name, file=path,
+                                fix="check that the file exists and this user may read it") from None
+        if expected_sha256 is not None and actual != expected_sha256:
+            raise changed_since_export(name, path, expected_sha256, actual)
+        info = check_loadable(name, private, trusted)
+        decision = TrustDecision(name, path, private, actual, bool(trusted), info["globals"], info["unsafe_globals"])
+        if decision.trusted and log is not None:
+            log(f"{name}: loading {path.name} (sha256 {actual[:12]}…) as trusted (unsafe pickle loading"
+                + (f"; it refers to {', '.join(decision.unsafe_globals)})" if decision.unsafe_globals else ")"))
+        with loading(decision.trusted, decision.globals):
+            yield decision
+
+
+def load_error(name: str, path: Path, exc: BaseException, trusted: bool) -> PipelineError:
+    """A failure of a gated load as an error for people (never a raw TypeError / UnpicklingError)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if not trusted and refused_by_loader(exc):
+        return PipelineError(f"checkpoint needs unsafe loading: the safe loader refused it ({text})",
+                             model=name, file=path, fix=TRUST_FIX)
+    return PipelineError(f"checkpoint could not be loaded: {type(exc).__name__}: {text}", model=name, file=path,
+                         fix="check that the checkpoint loads with `yolo predict model=...`; if it is the file "
+                             "you exported, rerun `engines run` to export it again")

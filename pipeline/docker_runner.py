@@ -176,13 +176,32 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
         yield buf.decode("utf-8", "replace").rstrip("\r")
 
 
+def _demuxed_lines(frames: Iterable[tuple[bytes | None, bytes | None]]) -> Iterator[tuple[bool, str]]:
+    """(is_stdout, line) from a demultiplexed attach stream: whole lines, order kept per stream."""
+    bufs = {True: b"", False: b""}
+    for out, err in frames:
+        for is_out, chunk in ((True, out), (False, err)):
+            if not chunk:
+                continue
+            bufs[is_out] += chunk
+            *done, bufs[is_out] = bufs[is_out].split(b"\n")
+            for raw in done:
+                yield is_out, raw.decode("utf-8", "replace").rstrip("\r")
+    for is_out, rest in bufs.items():
+        if rest:
+            yield is_out, rest.decode("utf-8", "replace").rstrip("\r")
+
+
 TIMING_CACHE_VOLUME = "engines_timing-cache"  # compose project `engines`, volume `timing-cache`
 
 
 def run_builder(models_dir: Path, image: str, args: list[str], gpu: bool = True,
                 on_line: Callable[[str], None] = print, client=None, user: str | None = None,
-                environment: dict | None = None) -> int:
+                environment: dict | None = None, on_stdout: Callable[[str], None] | None = None) -> int:
     """Run `image` with `args` and return its exit code; the container never outlives the call.
+
+    Log lines go to `on_line`; with `on_stdout`, the container's stdout lines go there instead
+    (and only its stderr to `on_line`), so the inner command's stdout (`--json`) stays apart.
 
     The container is removed after success, failure, a daemon error and KeyboardInterrupt
     (including one raised by `on_line`), so Ctrl-C leaves nothing running on the GPU.
@@ -211,8 +230,13 @@ def run_builder(models_dir: Path, image: str, args: list[str], gpu: bool = True,
     try:
         container = client.containers.create(image, **kwargs)
         container.start()
-        for line in _lines(container.logs(stream=True, follow=True, stdout=True, stderr=True)):
-            on_line(line)
+        if on_stdout is None:
+            for line in _lines(container.logs(stream=True, follow=True, stdout=True, stderr=True)):
+                on_line(line)
+        else:
+            frames = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
+            for is_out, line in _demuxed_lines(frames):
+                (on_stdout if is_out else on_line)(line)
         return int(container.wait().get("StatusCode", 1))
     except docker.errors.ImageNotFound as exc:
         raise PipelineError(f"image {image} is not on this host",

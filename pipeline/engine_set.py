@@ -155,6 +155,11 @@ def list_sets(engines_dir: Path) -> list[EngineSet]:
     return scan_sets(engines_dir)[0]
 
 
+class LockTimeout(PipelineError):
+    """Another process held a set's lock for longer than the timeout: ``resolve --from`` may
+    fall back on the sets already on disk, as on a registry outage."""
+
+
 def set_lock(set_dir: Path, timeout: float | None = None, log: Callable[[str], None] | None = None):
     """Serialises two builders (or a builder and verify) on the same set. Waiting on
     another process says so (with its pid); ``timeout`` seconds (None: forever) bound it."""
@@ -176,14 +181,15 @@ def set_lock(set_dir: Path, timeout: float | None = None, log: Callable[[str], N
             except OSError:
                 pid = "?"
             if log:
-                log(f"waiting for the lock on {set_dir.name}: process {pid} is building or verifying it"
+                log(f"waiting for the lock on {set_dir.name}: process {pid} is building, verifying or pulling it"
                     + (f" (at most {timeout:g}s)" if timeout is not None else ""))
             try:
                 lock.acquire(timeout=-1 if timeout is None else max(timeout - (time.monotonic() - t0), 0))
             except Timeout:
-                raise PipelineError(f"another process (pid {pid}) holds the lock on engine set {set_dir.name} "
-                                    f"for more than {timeout:g}s", file=lock.lock_file,
-                                    fix=f"wait for it to finish (`ps -p {pid}`), or raise --lock-timeout") from None
+                raise LockTimeout(f"another process (pid {pid}) holds the lock on engine set {set_dir.name} "
+                                  f"for more than {timeout:g}s", file=lock.lock_file,
+                                  fix=f"wait for it to finish (`ps -p {pid}`), or raise --lock-timeout "
+                                      "(ENGINES_LOCK_TIMEOUT)") from None
         try:   # atomic: a waiter reads the old pid or ours, never an empty file
             tmp = holder.with_name(f"{holder.name}.{os.getpid()}.tmp")
             tmp.write_text(str(os.getpid()))

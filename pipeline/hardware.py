@@ -296,6 +296,13 @@ def has_fast_fp16(compute_cap: str) -> bool:
     return cc >= (7, 0) or cc in {(5, 3), (6, 0), (6, 2)}
 
 
+def has_int8(compute_cap: str) -> bool:
+    """True where INT8 math exists: the dp4a instruction from compute capability 6.1 (CUDA C++
+    Programming Guide, "Arithmetic Instructions"), INT8 tensor cores from 7.2/7.5. TensorRT's
+    support matrix lists INT8 for compute capability 6.1 and newer."""
+    return cc_tuple(compute_cap) >= (6, 1)
+
+
 def free_memory_gib(gpu: GpuFacts) -> float | None:
     """Free device memory in GiB, or None where the facts do not say (Jetson, N/A)."""
     return None if gpu.memory_free_mib is None else gpu.memory_free_mib / 1024.0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,14 +68,29 @@ class RegistryUnreachable(PipelineError):
     ``resolve --from`` may fall back on the sets already on disk."""
 
 
+TIMEOUT_ENV = "ENGINES_REGISTRY_TIMEOUT"
+TIMEOUT_RULE = (f"{TIMEOUT_ENV} is the number of seconds a registry may stay silent before the command gives up: "
+                "a number greater than 0 (below 1 counts as 1 s), default 60")
+
+
 def request_timeout() -> tuple[float, float]:
     """(connect, read) seconds for every registry request: a registry that stops answering
-    fails the command instead of hanging the deploy step (ENGINES_REGISTRY_TIMEOUT: read)."""
-    try:
-        read = float(os.environ.get("ENGINES_REGISTRY_TIMEOUT", "60"))
-    except ValueError:
+    fails the command instead of hanging the deploy step (ENGINES_REGISTRY_TIMEOUT: read).
+    A value that is no positive number of seconds is an error naming the variable."""
+    import math
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is None or not raw.strip():
         read = 60.0
-    read = max(read, 1.0) if read == read else 60.0   # NaN, 0 or negative: never "no time at all"
+    else:
+        try:
+            read = float(raw)
+        except ValueError:
+            read = math.nan
+        if not math.isfinite(read) or read <= 0:   # abc, nan, inf, 0, -5: never a silent default or "no time"
+            raise PipelineError(f"{TIMEOUT_ENV}={raw!r} is not a usable timeout: {TIMEOUT_RULE}",
+                                fix=f"set {TIMEOUT_ENV} to a number of seconds, e.g. `export {TIMEOUT_ENV}=60`, "
+                                    f"or unset it for the default")
+        read = max(read, 1.0)
     return min(15.0, read), read
 
 
@@ -93,18 +109,51 @@ def _unavailable(what: str) -> RegistryUnreachable:
     return RegistryUnreachable(what, fix="run the same command again once the registry answers")
 
 
+# OCI distribution spec: a repository name is path components of lower-case letters and digits
+# separated by '.', '_', '__' or dashes; the registry host a DNS name or IPv4 address with an optional port
+REPO_NAME = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*")
+REGISTRY_HOST = re.compile(r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*"
+                           r"[a-zA-Z0-9])?))*(?::[0-9]{1,5})?")
+REFERENCE_EXAMPLE = "registry.example.com/engines/yolo or 127.0.0.1:5000/engines"
+
+
+def reference_problem(ref: str) -> str | None:
+    """Why ``ref`` is no OCI repository reference ``host[:port]/path`` (no tag, no digest), or None."""
+    if not isinstance(ref, str) or not ref:
+        return "it is empty"
+    host, _, repo = ref.partition("/")
+    if "@" in ref:
+        return "a digest (@sha256:…) does not belong in it: the set tag is chosen by the command"
+    if not repo:
+        return "it names no repository after the registry host"
+    if not REGISTRY_HOST.fullmatch(host) or not ("." in host or ":" in host or host == "localhost"):
+        return (f"{host!r} is not a registry host (a DNS name with a dot, an IP address, or localhost, "
+                "with an optional :PORT)")
+    if ":" in repo:
+        return "a tag (:TAG) does not belong in it: the set tag is chosen by the command"
+    if len(ref) > 255:
+        return f"it is {len(ref)} characters long (at most 255)"
+    if not REPO_NAME.fullmatch(repo):
+        bad = next((c for c in repo.split("/") if not REPO_NAME.fullmatch(c)), repo)
+        return (f"the path component {bad!r} is not allowed (lower-case letters and digits, separated by '.', "
+                "'_', '__' or '-')")
+    return None
+
+
 class Remote:
     """One repository of one registry: ``host[:port]/path/repo``."""
 
     def __init__(self, ref: str, *, plain_http: bool = False, insecure: bool = False):
         host, _, repo = ref.partition("/")
-        if not repo or ":" in repo or "@" in repo or not ("." in host or ":" in host or host == "localhost"):
-            raise PipelineError(f"cannot read the registry reference {ref!r}",
+        problem = reference_problem(ref)
+        if problem:
+            raise PipelineError(f"cannot read the registry reference {ref!r}: {problem}",
                                 fix="write it as REGISTRY/REPO, e.g. 127.0.0.1:5000/engines or ghcr.io/acme/engines "
                                     "(no tag: pick the set with --set TAG)")
         self.ref, self.host, self.repo = ref, host, repo
         self.plain_http, self.insecure = plain_http, insecure
         self.uploads = 0          # blobs actually uploaded (a no-op push leaves it at 0)
+        self.timeout = request_timeout()   # a bad ENGINES_REGISTRY_TIMEOUT fails before any request
         self._reg = None
 
     # -------------------------------------------------------------- connection
@@ -136,12 +185,13 @@ class Remote:
             # oras passes no timeout: without one a registry that accepts and then stalls hangs us
             def send(self, request, **kw):
                 if kw.get("timeout") is None:
-                    kw["timeout"] = request_timeout()
+                    kw["timeout"] = timeout
                 return super().send(request, **kw)
 
+        timeout = self.timeout
         scheme = "http" if self.plain_http else "https"
         try:
-            probe = requests.get(f"{scheme}://{self.host}/v2/", timeout=request_timeout(), verify=not self.insecure)
+            probe = requests.get(f"{scheme}://{self.host}/v2/", timeout=timeout, verify=not self.insecure)
         except requests.exceptions.SSLError as exc:
             raise PipelineError(f"TLS with the registry {self.host} failed ({_short(exc)})",
                                 fix="for a registry without TLS pass --plain-http; for a self-signed certificate "
@@ -158,7 +208,18 @@ class Remote:
         for prefix in ("http://", "https://"):
             reg.session.mount(prefix, _TimeoutAdapter())
         config = self.docker_config()
-        reg.auth.load_configs(self.container(), configs=[config] if os.path.exists(config) else None)
+        # our own reading of the one Docker config docker would use (oras' reader raises bare
+        # JSONDecodeErrors and also reads ~/.docker/config.json when $DOCKER_CONFIG names another)
+        reg.auth._auth_config = self.auth_config()
+        if probe.status_code == 401:
+            self._check_helper(reg.auth._auth_config)
+        try:
+            reg.auth.load_configs(self.container())
+        except (ValueError, KeyError, TypeError) as exc:   # a helper that answered, but not with credentials
+            raise PipelineError(f"the Docker credential helper for {self.host} named in {config} did not answer "
+                                f"with credentials ({type(exc).__name__}: {_short(exc)})", file=config,
+                                fix=f"check it with `echo {self.host} | docker-credential-HELPER get`, or log in "
+                                    f"again with `docker login {self.host}`") from None
         if basic:  # credentials from the Docker config, sent up front (no 401 round trip per request)
             creds = getattr(reg.auth, "_basic_auth", None)
             if not creds:
@@ -172,6 +233,54 @@ class Remote:
             raise PipelineError(f"{self.host} does not answer as an OCI registry (GET /v2/: HTTP {probe.status_code})",
                                 fix=_fix_access(self.ref))
         return reg
+
+    def auth_config(self) -> dict:
+        """auths, credsStore and credHelpers of the Docker config; a file that is not a Docker
+        config (not JSON, not UTF-8, the wrong shape) is an error naming it."""
+        path = self.docker_config()
+        empty = {"auths": {}, "credsStore": None, "credHelpers": {}}
+        fix = (f"fix {path} (it must be JSON like {{\"auths\": {{\"{self.host}\": {{\"auth\": \"...\"}}}}}}), or move "
+               f"it away and log in again with `docker login {self.host}`, which writes a new one")
+        try:
+            raw = Path(path).read_bytes()
+        except FileNotFoundError:
+            return empty
+        except OSError as exc:
+            raise PipelineError(f"cannot read the Docker config ({exc.strerror or exc})", file=path,
+                                fix="make it readable by this user, or point $DOCKER_CONFIG at another folder") from None
+        if not raw.strip():
+            return empty
+        try:
+            cfg = json.loads(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise PipelineError(f"the Docker config is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                                f"{exc.start})", file=path, fix=fix) from None
+        except ValueError as exc:
+            raise PipelineError(f"the Docker config is not valid JSON ({getattr(exc, 'msg', exc)} at line "
+                                f"{getattr(exc, 'lineno', '?')}, column {getattr(exc, 'colno', '?')})", file=path,
+                                fix=fix) from None
+        auths, store, helpers = ((cfg.get("auths") or {}, cfg.get("credsStore"), cfg.get("credHelpers") or {})
+                                 if isinstance(cfg, dict) else (None, None, None))
+        if not isinstance(auths, dict) or not all(isinstance(v, dict) for v in auths.values()) \
+                or not isinstance(helpers, dict) or not all(isinstance(v, str) for v in helpers.values()) \
+                or not isinstance(store, (str, type(None))):
+            raise PipelineError("the Docker config is not one: `auths` must map hosts to {\"auth\": ...}, "
+                                "`credHelpers` hosts to helper names and `credsStore` be a helper name", file=path,
+                                fix=fix)
+        return {"auths": dict(auths), "credsStore": store or None, "credHelpers": dict(helpers)}
+
+    def _check_helper(self, cfg: dict) -> None:
+        """The registry asks for a login: a credential helper the config names must exist here."""
+        inline = any((cfg["auths"].get(h) or {}).get("auth") for h in _host_spellings(self.host))
+        key, helper = next(((f'credHelpers["{h}"]', cfg["credHelpers"][h]) for h in _host_spellings(self.host)
+                            if cfg["credHelpers"].get(h)), ("credsStore", cfg["credsStore"]))
+        if helper and not (inline and key == "credsStore") and shutil.which(f"docker-credential-{helper}") is None:
+            raise PipelineError(f"the Docker config names the credential helper {helper!r} ({key}) for "
+                                f"{self.host}, but docker-credential-{helper} is not installed here (not on PATH)",
+                                file=self.docker_config(),
+                                fix=f"install docker-credential-{helper} (or add its folder to PATH), or remove "
+                                    f"{key} from the config and log in with `docker login {self.host}` so the "
+                                    "credentials are stored in the file itself")
 
     def unauthorised(self, what: str) -> PipelineError:
         return PipelineError(what, file=self.docker_config(),
@@ -205,7 +314,7 @@ class Remote:
             raise (RegistryUnreachable if is_outage(exc) else PipelineError)(
                 f"{what} failed: lost the connection to {self.host} ({_short(exc)})",
                 fix="run the same command again once the registry answers (a registry that stalls is given up "
-                    f"after ENGINES_REGISTRY_TIMEOUT seconds, now {request_timeout()[1]:g})") from None
+                    f"after ENGINES_REGISTRY_TIMEOUT seconds, now {self.timeout[1]:g})") from None
 
     # -------------------------------------------------------------- reading
     def tags(self) -> list[str]:
@@ -254,6 +363,11 @@ class Remote:
                 continue
             found.append(RemoteSet(Path(self.ref) / tag, manifest, oci=oci, config_digest=cfg["digest"]))
         return found, others
+
+
+def _host_spellings(host: str) -> list[str]:
+    """The keys a Docker config may file ``host`` under."""
+    return [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"]
 
 
 class _HTTPError(Exception):
@@ -386,12 +500,15 @@ def _safe_rel(rel: str) -> bool:
     return bool(parts) and not Path(rel).is_absolute() and ".." not in parts and not parts[0].startswith(".")
 
 
-def fetch(remote: Remote, rs: RemoteSet, engines_dir: Path, on_line=lambda _m: None) -> tuple[Path, bool]:
+def fetch(remote: Remote, rs: RemoteSet, engines_dir: Path, on_line=lambda _m: None, *,
+          lock_timeout: float | None = None, on_wait=None) -> tuple[Path, bool]:
     """Download ``rs`` into ``engines_dir/<tag>`` atomically, every digest and sha256 checked;
-    (path, downloaded) where downloaded is False when an identical copy was already here."""
+    (path, downloaded) where downloaded is False when an identical copy was already here.
+    While another process holds the set's lock the wait is announced (``on_wait``, default
+    ``on_line``) with its pid; after ``lock_timeout`` seconds (None: no limit) LockTimeout."""
     final = engines_dir / rs.tag
     staging_root = engines_dir / ".staging"
-    with set_lock(final):
+    with set_lock(final, timeout=lock_timeout, log=on_wait or on_line):
         here = final / MANIFEST
         if here.is_file() and "sha256:" + sha256_file(here) == rs.config_digest:
             local = load_set(final)
@@ -410,17 +527,65 @@ def fetch(remote: Remote, rs: RemoteSet, engines_dir: Path, on_line=lambda _m: N
     return final, True
 
 
+def expected_layers(remote: Remote, rs: RemoteSet) -> list[tuple[str, str, int]]:
+    """(title, digest, size) of every layer, checked before anything is downloaded: the titles
+    are exactly the set's files as its manifest.json lists them (report.md may be among
+    them), each once. An artifact with more layers, a repeated title or a title that is no
+    file of the set (``yolo/evil.sh``, the folder ``yolo``) is refused, naming the title."""
+    where = f"{remote.ref}:{rs.tag}"
+    fix = (f"push {rs.tag} again from a host that holds an intact copy (`engines push --set {rs.tag} {remote.ref}`); "
+           "an artifact carries exactly the files its manifest.json lists, never more")
+    wanted = {rel for rel, _ in set_files(rs) if rel != REPORT}
+    optional = {REPORT}   # the verification report travels when the pushing host had one
+    folders = {str(parent) for rel in wanted for parent in Path(rel).parents if str(parent) != "."}
+    layers = rs.oci.get("layers")
+    if layers is None:
+        layers = []
+    if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
+        raise PipelineError(f"{where} has a malformed OCI manifest (its layers are not a list of descriptors); "
+                            "nothing was changed in models/engines", fix=fix)
+    if len(layers) > len(wanted) + len(optional):
+        raise PipelineError(f"{where} has {len(layers)} layers, but its manifest.json lists {len(wanted)} files "
+                            f"(and {REPORT} may come with them): the artifact carries files that are not the set's; "
+                            "nothing was downloaded and nothing was changed in models/engines", fix=fix)
+    out, seen, bad = [], set(), []
+    for layer in layers:
+        annotations = layer.get("annotations")
+        rel = annotations.get(TITLE) if isinstance(annotations, dict) else None
+        digest, size = layer.get("digest"), layer.get("size", 0)
+        if not isinstance(rel, str) or not rel:
+            bad.append(f"a layer without a title ({TITLE}), digest {str(digest)[:19]}…")
+        elif rel in seen:
+            bad.append(f"{rel!r}: the title comes twice")
+        elif rel in folders:
+            bad.append(f"{rel!r}: titled like the folder {rel}/ of the set, not a file of it (a malformed "
+                       "artifact: the registry's copy is at fault, not this disk)")
+        elif rel not in wanted and rel not in optional:
+            bad.append(f"{rel!r}: not a file of the set (its manifest.json does not list it)")
+        elif not isinstance(digest, str) or not digest.startswith("sha256:"):
+            bad.append(f"{rel!r}: the layer has no sha256 digest")
+        if isinstance(rel, str):
+            seen.add(rel)
+        out.append((rel, digest, size if isinstance(size, int) and not isinstance(size, bool) else 0))
+    if bad:
+        raise PipelineError(f"{where} holds layers that are not the files of the set; the artifact is refused, nothing "
+                            f"was downloaded and nothing was changed in models/engines (first: {bad[0]})",
+                            details=bad[:20] + ([f"… and {len(bad) - 20} more"] if len(bad) > 20 else []), fix=fix)
+    missing = sorted(wanted - seen)
+    if missing:
+        raise PipelineError(f"{where} lacks files its manifest lists; nothing was changed in models/engines",
+                            details=missing, fix=f"push {rs.tag} again with `engines push`")
+    return out
+
+
 def _download(remote: Remote, rs: RemoteSet, stage: Path, on_line) -> None:
     import requests
     container = remote.container(rs.tag)
-    titles = set()
-    for layer in rs.oci.get("layers") or []:
-        rel, digest = (layer.get("annotations") or {}).get(TITLE, ""), layer.get("digest", "")
-        if not _safe_rel(rel):
+    for rel, digest, size in expected_layers(remote, rs):   # nothing moves before every title is checked
+        if not _safe_rel(rel):   # the manifest's own paths are checked on reading it: a second guard
             raise PipelineError(f"{remote.ref}:{rs.tag} holds a layer with an unsafe path {rel!r}; nothing was "
                                 "changed in models/engines", fix="push the set again with `engines push`")
-        titles.add(rel)
-        on_line(f"downloading {rel} ({layer.get('size', 0) / 2**20:.1f} MiB)")
+        on_line(f"downloading {rel} ({size / 2**20:.1f} MiB)")
         out = stage / rel
         try:
             remote.reg.download_blob(container, digest, str(out))
@@ -435,10 +600,6 @@ def _download(remote: Remote, rs: RemoteSet, stage: Path, on_line) -> None:
                             "a host that holds it") from None
         if "sha256:" + sha256_file(out) != digest:
             raise tampered(remote, rel, digest, rs.tag)
-    missing = sorted(set(rel for rel, _ in set_files(rs) if rel != "report.md") - titles)
-    if missing:
-        raise PipelineError(f"{remote.ref}:{rs.tag} lacks files its manifest lists; nothing was changed in "
-                            "models/engines", details=missing, fix=f"push {rs.tag} again with `engines push`")
     write_bytes_atomic(stage / MANIFEST, remote.blob(rs.config_digest, f"the manifest.json of {rs.tag}"))
     problems = EngineSet(stage, rs.manifest).check_files()
     if problems:

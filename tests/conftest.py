@@ -87,3 +87,71 @@ def build_full_trt_human(workspace: Path):
     summary, errors = build_all(cfg, cfg.models[:1], backend, gpus)
     assert not errors, [e.render() for e in errors]
     return backend, Path(summary["set"]) / "yolo/yolov8n.engine"
+
+
+# --------------------------------------------------------------------------- Docker clean-up
+
+DOCKER_TEST_LABEL = "org.engines.test"  # value: the session id; on every image the tests make
+
+
+class DockerLeftovers:
+    """What this session makes on a Docker daemon, removed when the session ends (issue 18).
+
+    The Docker tests import one base image labelled ``org.engines.test=<session>``; every image
+    built FROM it, every build's intermediate container and every container run from them
+    inherits the label, so the session removes them by label. Volumes carry no inherited label:
+    those that appeared during the session and no container uses any more are removed too."""
+
+    def __init__(self) -> None:
+        import uuid
+        self.session = uuid.uuid4().hex[:12]
+        self.label = f"{DOCKER_TEST_LABEL}={self.session}"
+        self.client = None
+        self.volumes_before: set[str] = set()
+
+    def attach(self, client) -> None:
+        if self.client is None:
+            self.client = client
+            self.volumes_before = {v["Name"] for v in client.api.volumes().get("Volumes") or []}
+
+    def left(self) -> tuple[list, list]:
+        f = {"label": self.label}
+        return self.client.api.containers(all=True, filters=f), self.client.api.images(all=True, filters=f)
+
+    def clean(self) -> None:
+        import docker
+        api = self.client.api
+        for c in api.containers(all=True, filters={"label": self.label}):
+            try:
+                api.remove_container(c["Id"], force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+        for _ in range(5):  # children before parents: repeat until nothing more goes
+            images = api.images(all=True, filters={"label": self.label})
+            if not images:
+                break
+            for img in sorted(images, key=lambda i: i.get("Created", 0), reverse=True):
+                try:
+                    api.remove_image(img["Id"], force=True)
+                except docker.errors.APIError:
+                    pass
+        for v in api.volumes().get("Volumes") or []:
+            if v["Name"] not in self.volumes_before:
+                try:
+                    api.remove_volume(v["Name"])
+                except docker.errors.APIError:
+                    pass  # still in use (then not ours to remove)
+
+
+@pytest.fixture(scope="session")
+def docker_leftovers():
+    """Session-wide: remove what the Docker tests made, then fail loudly if anything stayed."""
+    tracker = DockerLeftovers()
+    yield tracker
+    if tracker.client is None:
+        return
+    tracker.clean()
+    containers, images = tracker.left()
+    if containers or images:
+        pytest.fail(f"the tests left Docker objects labelled {tracker.label}: containers "
+                    f"{[c['Id'][:12] for c in containers]}, images {[i['Id'][:19] for i in images]}")

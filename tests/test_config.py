@@ -116,9 +116,9 @@ def test_compose_style_env_reaches_the_real_run_command(tmp_path):
     env = {**os.environ, "ENGINES_RUN_MODELS": "nope", "ENGINES_CONFIG": str(path)}
     res = run_cli("run", env=env)
     assert res.returncode == 2 and "unknown model(s) nope" in res.stderr
-    env = {**os.environ, "ENGINES_RUN_PRECISION": "int8", "ENGINES_CONFIG": str(path)}
+    env = {**os.environ, "ENGINES_RUN_PRECISION": "int4", "ENGINES_CONFIG": str(path)}
     res = run_cli("run", env=env)
-    assert res.returncode == 2 and "int8" in res.stderr
+    assert res.returncode == 2 and "int4" in res.stderr
 
 
 # --- issue 9: input validation --------------------------------------------------------------

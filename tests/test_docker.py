@@ -2,8 +2,10 @@
 
 No registry is reachable in CI, so the tests import a busybox rootfs as a base image and
 build tests/data/docker/Dockerfile.test on it: a stand-in for Dockerfile.build with the
-same entry point, label, non-root user and cache folder. Start a private daemon with
-`eval "$(bash .ci/start-dockerd.sh .venv)"`; without one, these tests skip and say why.
+same entry point, label, non-root user and cache folder. `make test` starts this checkout's
+private daemon (.ci/with-test-services.sh); by hand: `eval "$(bash .ci/start-dockerd.sh .venv)"`.
+Without one, these tests skip and say why. Everything they make carries the label
+org.engines.test=<session> and is removed when the session ends (conftest.docker_leftovers).
 """
 from __future__ import annotations
 
@@ -28,21 +30,25 @@ pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "docker"
+ENTRYPOINT = REPO / "docker" / "entrypoint.sh"  # the builder image's entry point, also the stand-in's
 TEST_TRT = "10.99.0.1-test"  # the label in Dockerfile.test
 
 
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="session")
-def client():
+def client(docker_leftovers):
     docker = pytest.importorskip("docker")
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    why = os.environ.get("ENGINES_TEST_DOCKER_UNAVAILABLE")  # set by .ci/with-test-services.sh
     try:
         c = docker.from_env(timeout=60)
         c.ping()
     except docker.errors.DockerException as exc:
-        pytest.skip(f"no Docker Engine answers at {host} ({exc.__class__.__name__}); start one with "
-                    f'`eval "$(bash .ci/start-dockerd.sh .venv)"` (as root) or set DOCKER_HOST')
+        pytest.skip(f"no Docker Engine answers at {host} ({exc.__class__.__name__})"
+                    + (f": {why}" if why else "") + '; `make test` starts one as root, or start one with '
+                    '`eval "$(bash .ci/start-dockerd.sh .venv)"` (as root) or set DOCKER_HOST')
+    docker_leftovers.attach(c)
     return c
 
 
@@ -64,24 +70,31 @@ def _rootfs_tar(busybox: Path, dest: Path) -> Path:
     return tar
 
 
+def _test_context(dest: Path) -> Path:
+    """Build context of the stand-in image: tests/data/docker plus the real docker/entrypoint.sh."""
+    shutil.copytree(DATA, dest)
+    shutil.copy2(ENTRYPOINT, dest / "entrypoint.sh")
+    return dest
+
+
 @pytest.fixture(scope="session")
-def images(client, tmp_path_factory):
-    """(base, image): the imported busybox base and the test builder image, reused by content."""
+def images(client, docker_leftovers, tmp_path_factory):
+    """(base, image): the imported busybox base (labelled for this session, so everything built
+    FROM it is removed at the end) and the test builder image."""
     busybox = shutil.which("busybox")
     if not busybox:
         pytest.skip("busybox not installed: `apt-get install busybox-static` (.ci/start-dockerd.sh does)")
     digest = hashlib.sha256()
-    for part in (Path(busybox), DATA / "Dockerfile.test", DATA / "engines-fake.sh"):
+    for part in (Path(busybox), DATA / "Dockerfile.test", DATA / "engines-fake.sh", ENTRYPOINT):
         digest.update(part.read_bytes())
-    tag = digest.hexdigest()[:12]
+    tag = f"{digest.hexdigest()[:12]}-{docker_leftovers.session}"
     base, image = f"engines-test-base:{tag}", f"engines-test:{tag}"
-    names = {t for img in client.images.list() for t in img.tags}
-    if base not in names:
-        tar = _rootfs_tar(Path(busybox), tmp_path_factory.mktemp("rootfs"))
-        client.api.import_image(src=str(tar), repository="engines-test-base", tag=tag)
-    if image not in names:
-        client.images.build(path=str(DATA), dockerfile="Dockerfile.test", tag=image, rm=True,
-                            buildargs={"BASE": base})
+    tar = _rootfs_tar(Path(busybox), tmp_path_factory.mktemp("rootfs"))
+    client.api.import_image(src=str(tar), repository="engines-test-base", tag=tag,
+                            changes=[f"LABEL {docker_leftovers.label}"])
+    ctx = _test_context(tmp_path_factory.mktemp("ctx") / "docker")
+    client.images.build(path=str(ctx), dockerfile="Dockerfile.test", tag=image, rm=True, forcerm=True,
+                        buildargs={"BASE": base})
     return SimpleNamespace(base=base, image=image)
 
 
@@ -107,11 +120,17 @@ def _our_containers(client, image):
             if image in (c.image.tags or [])]
 
 
+# what the stand-in for NVIDIA's entry point prints before every command (tests/data/docker)
+BANNER = {"", "== TensorRT (stand-in for the NGC banner) ==", "NVIDIA Release 25.08 (stand-in)"}
+
+
 def _run(client, images, models, script, **kw):
+    """run_builder with `sh SCRIPT`; the lines it logged, less the stand-in's banner."""
     from pipeline.docker_runner import run_builder
     lines: list[str] = []
-    kw.setdefault("on_line", lines.append)
-    code = run_builder(models, images.image, ["sh", script], gpu=kw.pop("gpu", False), client=client, **kw)
+    sink = kw.pop("on_line", lines.append)
+    code = run_builder(models, images.image, ["sh", script], gpu=kw.pop("gpu", False), client=client,
+                       on_line=lambda line: None if line in BANNER else sink(line), **kw)
     return code, lines
 
 
@@ -339,18 +358,27 @@ def test_cli_run_exits_with_the_containers_code(client, images, models):
                 "--no-gpu", "--no-build", "sh", 'echo "cfg=$ENGINES_CONFIG run=$ENGINES_RUN_MODELS"; exit 5'],
                ENGINES_RUN_MODELS="human")
     assert res.exit_code == 5, res.output
-    # progress-stamped log line; host ENGINES_* forwarded; config mapped into the container
-    assert "s] cfg=/workspace/models/models.yaml run=human" in res.output
-    assert "container exited with code 5" in res.output
+    # the container's stdout on ours, as it came; host ENGINES_* forwarded; config mapped inside
+    assert "cfg=/workspace/models/models.yaml run=human" in res.stdout.splitlines()
+    assert "container exited with code 5" in res.stderr
+    assert "stand-in for the NGC banner" in res.stderr  # NVIDIA's banner: stderr, stamped
 
 
-def test_cli_run_json_keeps_stdout_machine_readable(client, images, models):
+def test_cli_run_json_is_the_inner_commands_one_document_on_stdout(client, images, models):
+    """`engines --json docker run ...`: stdout is the inner command's JSON alone (issue 18, item 6)."""
     res = _cli(["--json", "--config", str(models / "models.yaml"), "docker", "run", "--image", images.image,
-                "--no-gpu", "--no-build", "sh", "echo hello"])
+                "--no-gpu", "--no-build", "json"])
     assert res.exit_code == 0, res.output
-    doc = json.loads(res.stdout)
-    assert doc["ok"] is True and doc["exit_code"] == 0 and doc["tensorrt"] == TEST_TRT
-    assert "hello" in res.stderr
+    assert json.loads(res.stdout)["ok"] is True          # one document, nothing else
+    assert "progress on stderr" in res.stderr and "NGC banner" in res.stderr
+
+
+def test_cli_run_json_passes_json_mode_into_the_container(client, images, models):
+    res = _cli(["--json", "--config", str(models / "models.yaml"), "docker", "run", "--image", images.image,
+                "--no-gpu", "--no-build", "sh", 'echo "{\\"as_json\\": \\"$ENGINES_AS_JSON\\"}"'])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"as_json": "1"}
+    assert f"TensorRT {TEST_TRT}" not in res.stdout
 
 
 def test_cli_run_with_gpu_on_this_host_fails_with_next_step(client, images, models):
@@ -415,16 +443,57 @@ def test_compose_build_file_is_valid_and_reserves_one_gpu(tmp_path):
 
 
 @needs_compose
-@pytest.mark.parametrize("missing", ["UID", "GID"])
-def test_compose_without_uid_gid_fails_at_once_naming_them(tmp_path, missing):
-    """bash does not export UID: a plain `docker compose ... run` must not fall back to 1000."""
+def test_compose_without_uid_gid_starts_as_root_for_the_entrypoint(tmp_path):
+    """bash does not export UID: a plain `docker compose ... run` starts as root (never a guessed
+    1000), and the image's entry point becomes the owner of ./models (the test below)."""
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    env = {"UID": "1234", "GID": "5678"}
-    env.pop(missing)
-    res = _compose("-f", "docker-compose.build.yml", "--env-file", str(empty), "config", env=env, check=False)
-    assert res.returncode != 0
-    assert missing in res.stderr and "make .env" in res.stderr, res.stderr
+    cfg = json.loads(_compose("-f", "docker-compose.build.yml", "--env-file", str(empty), "config", "--format",
+                              "json").stdout)
+    assert cfg["services"]["builder"]["user"] == "0:0"
+
+
+def _owned_models(models: Path) -> int:
+    """The uid that owns the models folder: 4321 when root can hand it over, else ours."""
+    if os.geteuid() == 0:
+        os.chown(models, 4321, 4321)
+        return 4321
+    return os.getuid()
+
+
+@needs_compose
+def test_plain_compose_run_builder_on_a_fresh_clone_runs_as_the_owner_of_models(client, images, models):
+    """The mission's command as typed, `docker compose -f docker-compose.build.yml run builder`: no .env,
+    no UID/GID, no --rm. It runs, as the owner of ./models; an explicit --user keeps its own."""
+    owner = _owned_models(models)
+    project = f"engines-test-{uuid.uuid4().hex[:8]}"
+    base = ["-p", project, "-f", "docker-compose.build.yml", "-f", str(DATA / "compose.test.yml")]
+    env = {"ENGINES_TEST_IMAGE": images.image, "ENGINES_TEST_MODELS": str(models)}
+    out = models / "engines" / "fake-run.txt"
+    try:
+        res = _compose(*base, "run", "builder", env=env)               # no UID/GID anywhere
+        assert "fake run done" in res.stdout, res.stderr
+        assert out.read_text().split() == [f"{owner}:{owner}", "run"]
+        assert out.stat().st_uid == owner and (models / "engines").stat().st_uid == owner
+        other = "5555:5555" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+        _compose(*base, "run", "--rm", "--user", other, "builder", env=env)
+        assert out.read_text().split() == [other, "run"]
+    finally:
+        _compose(*base, "down", "--volumes", env=env, check=False)
+
+
+@needs_compose
+def test_json_through_compose_is_one_document_on_stdout(client, images, models):
+    """NVIDIA's entry point prints its banner on stdout; the image's entry point sends it to stderr."""
+    project = f"engines-test-{uuid.uuid4().hex[:8]}"
+    base = ["-p", project, "-f", "docker-compose.build.yml", "-f", str(DATA / "compose.test.yml")]
+    env = {"ENGINES_TEST_IMAGE": images.image, "ENGINES_TEST_MODELS": str(models)}
+    try:
+        res = _compose(*base, "run", "--rm", "-T", "builder", "json", env=env)
+    finally:
+        _compose(*base, "down", "--volumes", env=env, check=False)
+    assert json.loads(res.stdout)["ok"] is True, res.stdout
+    assert "NGC banner" in res.stderr and "progress on stderr" in res.stderr
 
 
 @needs_compose
@@ -542,7 +611,9 @@ def test_dockerfile_build_passes_hadolint_and_orders_layers_for_caching():
     assert text.index("COPY pyproject.toml") < text.index("pip install --no-cache-dir -r") \
         < text.index("COPY pipeline")                        # deps cached across source edits
     assert 'LABEL org.engines.tensorrt.version="${EXPECTED_TRT_VERSION}"' in text
-    assert 'ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "engines"]' in text and 'CMD ["run"]' in text
+    assert 'ENTRYPOINT ["/usr/local/bin/engines-entrypoint"]' in text and 'CMD ["run"]' in text
+    assert "COPY docker/entrypoint.sh /usr/local/bin/engines-entrypoint" in text
+    assert "/opt/nvidia/nvidia_entrypoint.sh" in ENTRYPOINT.read_text()  # NVIDIA's, still run
     assert "R580" in text                                   # the host driver CUDA 13.0 needs
 
 

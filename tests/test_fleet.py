@@ -167,26 +167,26 @@ def test_job_names_are_dns1123_at_most_63_deterministic_and_distinct(tmp_path):
 
 
 @pytest.mark.parametrize("text, expect", [
-    ("registry: r/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1}\n  - {gpu: NVIDIA-L4}\n",
+    ("registry: r.example/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1}\n  - {gpu: NVIDIA-L4}\n",
      r"cells\[1\] \(line 5\): missing `image`"),
-    ("registry: r/x\nmodels: {pvc: m}\ncells:\n  - {image: b:1}\n", r"cells\[0\] \(line 4\): names no GPU"),
-    ("registry: r/x\nmodels: {pvc: m}\ncells:\n  - {compute_cap: sm90, image: b:1}\n",
+    ("registry: r.example/x\nmodels: {pvc: m}\ncells:\n  - {image: b:1}\n", r"cells\[0\] \(line 4\): names no GPU"),
+    ("registry: r.example/x\nmodels: {pvc: m}\ncells:\n  - {compute_cap: sm90, image: b:1}\n",
      r"cells\[0\] \(line 4\): `compute_cap: sm90` is not a compute capability"),
-    ("registry: r/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1}\n  - {gpu: Tesla T4, image: b:1}\n",
+    ("registry: r.example/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1}\n  - {gpu: Tesla T4, image: b:1}\n",
      r"cells\[1\] \(line 5\) repeats cells\[0\] \(line 4\)"),
-    ("registry: r/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1, gpus: 2}\n",
+    ("registry: r.example/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1, gpus: 2}\n",
      r"cells\[0\] \(line 4\): unknown key\(s\) gpus"),
-    ("registry: r/x\nmodels: {pvc: m, image: i}\ncells:\n  - {gpu: Tesla-T4, image: b:1}\n",
+    ("registry: r.example/x\nmodels: {pvc: m, image: i}\ncells:\n  - {gpu: Tesla-T4, image: b:1}\n",
      r"`models:` must name either"),
     ("models: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1}\n", r"missing `registry`"),
-    ("registry: r/x\nmodels: {pvc: Models_1}\ncells:\n  - {gpu: Tesla-T4, image: b:1}\n",
+    ("registry: r.example/x\nmodels: {pvc: Models_1}\ncells:\n  - {gpu: Tesla-T4, image: b:1}\n",
      r"not a valid Kubernetes object name"),
-    ("registry: r/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1, trt: latest}\n",
+    ("registry: r.example/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1, trt: latest}\n",
      r"`trt: latest` is not a TensorRT version"),
-    ("registry: r/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1, runtime: tensorrt-rtx==1.7}\n",
+    ("registry: r.example/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1, runtime: tensorrt-rtx==1.7}\n",
      r"not a full-TensorRT runtime"),
-    ("registry: r/x\nmodels: {pvc: m}\ncells: []\n", r"`cells:` must be a non-empty list"),
-    ("registry: r/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1\n", r"not valid YAML"),
+    ("registry: r.example/x\nmodels: {pvc: m}\ncells: []\n", r"`cells:` must be a non-empty list"),
+    ("registry: r.example/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4, image: b:1\n", r"not valid YAML"),
 ])
 def test_gpu_list_errors_name_the_entry_the_line_and_the_next_step(tmp_path, text, expect):
     from pipeline.fleet import plan as fleet
@@ -234,7 +234,7 @@ def test_cli_plan_to_stdout_a_file_and_a_folder(tmp_path):
 
 
 def test_cli_plan_bad_file_exits_2_with_the_next_step(tmp_path):
-    gpus = _file(tmp_path, "registry: r/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4}\n")
+    gpus = _file(tmp_path, "registry: r.example/x\nmodels: {pvc: m}\ncells:\n  - {gpu: Tesla-T4}\n")
     r = _engines("fleet", "plan", "--gpus", str(gpus))
     assert r.exit_code == 2
     assert "cells[0] (line 4): missing `image`" in r.output and "Next step:" in r.output
@@ -337,3 +337,83 @@ def test_cli_start_does_not_import_kubernetes():
     lines = fresh_python("import sys; import pipeline.cli; "
                          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes', 'yaml_k8s')))")
     assert lines == ["[]"]
+
+
+# -- registry: is an OCI reference; hostile GPU lists are one-paragraph errors (issue 17) ----------
+
+@pytest.mark.parametrize("value, words", [
+    ("r.example.com/x;id", "'x;id' is not allowed"),
+    ("r.example.com/Engines/yolo", "'Engines' is not allowed"),
+    ("r.example.com/engines:latest", "a tag (:TAG) does not belong"),
+    ("r.example.com/engines//yolo", "'' is not allowed"),
+    ("engines", "names no repository"),
+    ("r/x", "'r' is not a registry host"),
+    ("r.example.com/a@sha256:00", "a digest"),
+])
+def test_registry_must_be_an_oci_reference(tmp_path, value, words):
+    gpus = _file(tmp_path, GPUS.replace("registry.example.com/engines/yolo", value, 1))
+    r = _engines("--json", "fleet", "plan", "--gpus", str(gpus))
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    err = json.loads(r.stdout)["errors"][0]
+    assert f"`registry: {value}` is not an OCI repository reference" in err["error"] and words in err["error"]
+    assert err["file"] == str(gpus) and "HOST[:PORT]/PATH" in err["fix"]
+
+
+@pytest.mark.parametrize("value", ["registry.example.com/engines/yolo", "127.0.0.1:5000/engines",
+                                   "localhost:5000/a/b_c-d.e__f", "ghcr.io/acme/engines"])
+def test_registry_accepts_oci_references(tmp_path, value):
+    ff, _ = _plan(tmp_path, GPUS.replace("registry.example.com/engines/yolo", value, 1))
+    assert ff.registry == value
+
+
+def _hostile(tmp_path: Path, kind: str) -> Path:
+    p = tmp_path / f"{kind}.yaml"
+    if kind == "lists":
+        p.write_text("[" * 50_000 + "]" * 50_000)
+    elif kind == "mappings":
+        p.write_text("{a: " * 5_000 + "1" + "}" * 5_000)
+    elif kind == "block-mappings":
+        p.write_text("".join(" " * i + "a:\n" for i in range(1_200)))   # deeper than the recursion limit
+    elif kind == "binary":
+        p.write_bytes(bytes(range(256)) * 4)
+    elif kind == "latin-1":
+        p.write_bytes("registry: r.example.com/x\n# caf\u00e9 GPUs\ncells: []\n".encode("latin-1"))
+    elif kind == "duplicate":
+        p.write_text("registry: r.example.com/x\nregistry: r.example.com/y\nmodels: {pvc: m}\n"
+                     "cells:\n  - {gpu: Tesla-T4, image: b:1}\n")
+    return p
+
+
+HOSTILE = [("lists", "nests lists or mappings more than 32 deep"),
+           ("mappings", "nests lists or mappings more than 32 deep"),
+           ("block-mappings", "nests lists or mappings more than 32 deep"),
+           ("binary", "is not UTF-8 text: byte 0x80 on line 2"),
+           ("latin-1", "is not UTF-8 text: byte 0xe9 on line 2"),
+           ("duplicate", "key 'registry' appears twice")]
+
+
+@pytest.mark.parametrize("kind, words", HOSTILE)
+@pytest.mark.parametrize("command", ["plan", "status"])
+def test_a_hostile_gpu_list_is_one_paragraph_with_a_next_step(tmp_path, command, kind, words):
+    """`fleet plan` and `fleet status` share one reader (pipeline.fleet.cells): the same checks, the same words."""
+    gpus = _hostile(tmp_path, kind)
+    args = ["fleet", "plan", "--gpus", str(gpus)] if command == "plan" else \
+        ["fleet", "status", "--gpus", str(gpus), "127.0.0.1:9/engines"]   # the list is read before the registry
+    for as_json in (True, False):
+        r = _engines(*(["--json"] if as_json else []), *args)
+        assert r.exit_code in (1, 2) and isinstance(r.exception, SystemExit), r.output
+        assert "Traceback" not in r.output and "RecursionError" not in r.output
+        if as_json:
+            err = json.loads(r.stdout)["errors"][0]
+            assert words in err["error"] and err["file"] == str(gpus) and err["fix"], err
+        else:
+            assert words in r.output and "Next step:" in r.output, r.output
+
+
+def test_plan_and_status_read_the_gpu_list_through_one_reader():
+    import inspect
+
+    from pipeline.fleet import plan, status
+    for fn in (plan.load_fleet, status.read_cells):
+        src = inspect.getsource(fn)
+        assert "read_gpu_list" in src and "safe_load" not in src and "read_text" not in src

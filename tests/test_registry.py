@@ -521,7 +521,7 @@ class StallingRegistry:
             c.close()
 
 
-@pytest.mark.parametrize("setting", ["1", "0"])   # 0 (or less) is clamped to 1 s, never "no time at all"
+@pytest.mark.parametrize("setting", ["1", "0.2"])   # below 1 s counts as 1 s, never "no time at all"
 def test_a_stalling_registry_fails_after_the_timeout(tmp_path, setting):
     from tests.conftest import run_cli
     stall = StallingRegistry()
@@ -537,6 +537,24 @@ def test_a_stalling_registry_fails_after_the_timeout(tmp_path, setting):
         assert "ENGINES_REGISTRY_TIMEOUT" in err["fix"] and "Traceback" not in r.stderr
     finally:
         stall.close()
+
+
+@pytest.mark.parametrize("setting", ["abc", "nan", "inf", "0", "-5", "60s"])
+@pytest.mark.parametrize("command", ["pull", "push", "resolve"])
+def test_a_bad_registry_timeout_is_an_error_naming_the_variable(tmp_path, monkeypatch, setting, command):
+    monkeypatch.setenv("ENGINES_REGISTRY_TIMEOUT", setting)
+    dst = models_dir(tmp_path, "dst")
+    make_set(dst / "engines")
+    ref = f"127.0.0.1:{_free_port()}/engines"       # never contacted: the setting fails first
+    args = {"pull": ["pull", "--plain-http", ref, "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}"],
+            "push": ["push", "--plain-http", ref],
+            "resolve": ["resolve", "--from", ref, "--plain-http", "--gpu-facts", H100_FACTS,
+                        "--runtime", f"tensorrt=={TRT}", "--no-link"]}[command]
+    r, out = engines(dst, *args)
+    assert r.exit_code == 1, r.output                # never a silent 60 s, never a fallback on local sets
+    err = out["errors"][0]
+    assert f"ENGINES_REGISTRY_TIMEOUT={setting!r}" in err["error"] and "greater than 0" in err["error"]
+    assert "export ENGINES_REGISTRY_TIMEOUT=60" in err["fix"] and "cannot reach" not in err["error"]
 
 
 def test_resolve_from_an_unreachable_registry_uses_the_set_already_here(tmp_path):
@@ -598,3 +616,176 @@ def test_push_refuses_a_folder_copied_under_another_name(tmp_path, registry, rep
     r, _ = engines(src, "push", "--plain-http", "--set", "my-copy", repo, json_out=False)
     assert r.exit_code != 0 and f"its manifest.json is for set {d.name}" in r.output, r.output
     assert f"remove this folder: {d.name}/ is here already" in r.output
+
+
+# ------------------------------------------------------------------ an artifact may carry only the set's files
+
+def _plant_layers(tmp_path: Path, repo: str, tag: str, extra: list[tuple[str, bytes]]) -> None:
+    """Rewrite the pushed artifact ``tag`` with ``extra`` (title, bytes) layers appended, by
+    raw OCI uploads (what a hostile or careless registry user can do without `engines push`)."""
+    import oras.oci
+
+    from pipeline.registry import TITLE, Remote, _upload_streaming
+    remote = Remote(repo, plain_http=True)
+    oci, container = remote.oci_manifest(tag), remote.container(tag)
+    blobs: dict[bytes, dict] = {}
+    for i, (title, data) in enumerate(extra):
+        if data not in blobs:
+            f = tmp_path / f"planted-{i}"
+            f.write_bytes(data)
+            layer = oras.oci.NewLayer(str(f), media_type="application/octet-stream")
+            if not remote.reg.blob_exists(layer, container):
+                assert _upload_streaming(remote.reg, f, container, layer).status_code == 201
+            blobs[data] = layer
+        oci["layers"].append({**blobs[data], "annotations": {TITLE: title}})
+    r = remote.reg.upload_manifest(oci, container)
+    assert r.status_code == 201, r.text
+
+
+def _layer_gets(registry, oci: dict) -> int:
+    return sum(len(registry.requests("GET", f"/blobs/{x['digest']}")) for x in oci["layers"])
+
+
+@pytest.mark.parametrize("planted, words", [
+    ([("yolo/evil.sh", b"#!/bin/sh\necho owned\n")], ["'yolo/evil.sh'", "not a file of the set"]),
+    ([("yolo/yolov8n.engine", b"a second copy")], ["'yolo/yolov8n.engine'", "comes twice"]),
+    ([("yolo", b"a file where the set has a folder")], ["'yolo'", "titled like the folder yolo/",
+                                                        "the registry's copy is at fault, not this disk"]),
+])
+def test_a_layer_that_is_not_a_file_of_the_set_is_refused_before_any_download(tmp_path, own_registry, planted,
+                                                                              words):
+    registry, repo = own_registry, f"{own_registry.host}/engines"
+    d, dst, _ = _pushed(tmp_path, repo)
+    _plant_layers(tmp_path, repo, d.name, planted)
+    from pipeline.registry import Remote
+    oci = Remote(repo, plain_http=True).oci_manifest(d.name)
+    _pull_fails(dst, repo, *words, f"engines push --set {d.name}")
+    assert _layer_gets(registry, oci) == 0                       # refused from the manifest alone
+    assert not (dst / "engines" / d.name).exists()
+
+
+def test_thousands_of_extra_layers_are_refused_by_their_count(tmp_path, registry, repo):
+    d, dst, _ = _pushed(tmp_path, repo)
+    _plant_layers(tmp_path, repo, d.name, [(f"junk/{i}.bin", b"x") for i in range(2000)])
+    t0 = time.perf_counter()
+    _pull_fails(dst, repo, "has 2007 layers", "lists 7 files", "report.md")
+    assert time.perf_counter() - t0 < 10 and not (dst / "engines" / d.name).exists()
+
+
+def test_a_pulled_report_is_still_accepted_with_the_set(tmp_path, registry, repo):
+    src = models_dir(tmp_path, "src")
+    d = make_set(src / "engines")
+    (d / "report.md").write_text("# verification report\n")
+    assert engines(src, "push", "--plain-http", repo)[0].exit_code == 0
+    dst = models_dir(tmp_path, "dst")
+    r, out = engines(dst, "pull", "--plain-http", repo, "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}")
+    assert r.exit_code == 0 and (dst / "engines" / d.name / "report.md").is_file(), r.output
+
+
+# ------------------------------------------------------------------ the Docker config, read for people
+
+@pytest.mark.parametrize("text, words", [
+    ("{not json", "is not valid JSON"),
+    ('{"auths": ["a list"]}', "the Docker config is not one"),
+    ("\xff\xfe{}", "is not UTF-8 text"),
+])
+def test_a_docker_config_that_is_not_json_is_one_paragraph(tmp_path, registry, repo, docker_config, text, words):
+    (docker_config / "config.json").write_bytes(text.encode("latin-1"))
+    src = models_dir(tmp_path, "src")
+    make_set(src / "engines")
+    r, out = engines(src, "push", "--plain-http", repo)
+    assert r.exit_code == 1, r.output
+    err = out["errors"][0]
+    assert words in err["error"] and err["file"] == str(docker_config / "config.json")
+    assert f"docker login {registry.host}" in err["fix"]
+
+
+@pytest.mark.parametrize("key", ["credsStore", "credHelpers"])
+def test_a_missing_credential_helper_is_named(tmp_path, auth_registry, docker_config, key):
+    helper = "engines-test-nosuch"
+    cfg = {"credsStore": helper} if key == "credsStore" else {"credHelpers": {auth_registry.host: helper}}
+    (docker_config / "config.json").write_text(json.dumps(cfg))
+    src = models_dir(tmp_path, "src")
+    make_set(src / "engines")
+    r, out = engines(src, "push", "--plain-http", f"{auth_registry.host}/engines")
+    assert r.exit_code == 1, r.output
+    err = out["errors"][0]
+    assert f"credential helper '{helper}' ({key}" in err["error"] and f"docker-credential-{helper}" in err["error"]
+    assert "not on PATH" in err["error"] and f"install docker-credential-{helper}" in err["fix"]
+    r, _ = engines(src, "push", "--plain-http", f"{auth_registry.host}/engines", json_out=False)
+    assert "Traceback" not in r.output and "Next step:" in r.output
+
+
+# ------------------------------------------------------------------ no silent wait on a set's lock
+
+class _LockHolder:
+    """Another process holding the lock of one engine set (as a build, verify or pull would)."""
+
+    def __init__(self, set_dir: Path):
+        import sys
+        self.proc = subprocess.Popen([sys.executable, "-c", (
+            "import time; from pathlib import Path; from pipeline.engine_set import set_lock\n"
+            f"with set_lock(Path({str(set_dir)!r})):\n    print('held', flush=True); time.sleep(60)")],
+            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "held"
+        self.pid = self.proc.pid
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _stdout_json(r) -> dict:
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_pull_announces_the_lock_holder_and_honours_the_lock_timeout(tmp_path, registry, repo, monkeypatch, how):
+    d, dst, _ = _pushed(tmp_path, repo)
+    args = ["pull", "--plain-http", repo, "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}"]
+    if how == "option":
+        args += ["--lock-timeout", "1"]
+    else:
+        monkeypatch.setenv("ENGINES_LOCK_TIMEOUT", "1")
+    with _LockHolder(dst / "engines" / d.name) as holder:
+        t0 = time.monotonic()
+        r, out = engines(dst, *args)
+        assert time.monotonic() - t0 < 20
+    assert r.exit_code == 1, r.output
+    err = out["errors"][0]                                        # stdout: valid JSON
+    assert f"pid {holder.pid}" in err["error"] and "more than 1s" in err["error"]
+    assert "--lock-timeout" in err["fix"] and "ENGINES_LOCK_TIMEOUT" in err["fix"]
+    assert f"waiting for the lock on {d.name}: process {holder.pid}" in r.stderr   # announced even with --json
+    assert not (dst / "engines" / d.name).exists()
+    r, out = engines(dst, *args)                                  # the holder is gone: the pull completes
+    assert r.exit_code == 0 and out["downloaded"] is True, r.output
+
+
+def test_a_bad_lock_timeout_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENGINES_LOCK_TIMEOUT", "soon")
+    dst = models_dir(tmp_path, "dst")
+    r, _ = engines(dst, "pull", "--plain-http", f"127.0.0.1:{_free_port()}/engines", json_out=False)
+    assert r.exit_code == 2 and "ENGINES_LOCK_TIMEOUT" in r.output and "'soon'" in r.output, r.output
+
+
+def test_resolve_from_falls_back_on_the_local_set_while_another_process_holds_the_lock(tmp_path, registry, repo):
+    d, dst, _ = _pushed(tmp_path, repo)                          # dst holds only an older set, which does not fit
+    here = dst / "engines" / d.name
+    args = ["resolve", "--from", repo, "--plain-http", "--gpu-facts", H100_FACTS, "--runtime", f"tensorrt=={TRT}",
+            "--no-link", "--lock-timeout", "1"]
+    with _LockHolder(here) as holder:
+        # nothing here fits: the lock is the error reported, with why the local sets do not fit
+        r, out = engines(dst, *args)
+        assert r.exit_code == 1, r.output
+        err = out["errors"][0]
+        assert f"pid {holder.pid}" in err["error"] and any("no set already in" in x for x in err["details"])
+        assert "--lock-timeout" in err["fix"]
+        shutil.copytree(d, here)                                  # an earlier pull left the same set here
+        r, out = engines(dst, *args)
+        assert r.exit_code == 0, r.output
+        assert out["chosen"] == d.name
+        assert any(f"pid {holder.pid}" in w and "may be older" in w for w in out["warnings"]), out["warnings"]
+        assert f"waiting for the lock on {d.name}: process {holder.pid}" in r.stderr

@@ -248,3 +248,106 @@ def test_sigkilled_export_leaves_a_folder_that_clean_removes(workspace):
     assert res.returncode == 0, res.stderr
     assert not found[0].exists()
     assert (workspace / "yolo" / "yolov8n.pt").is_file(), "the checkpoint itself is never removed"
+
+
+# -- issue 17: a pickle the scan cannot read needs unsafe loading ------------------------------------
+
+def _hand_written_checkpoint(path: Path) -> Path:
+    """A torch-style zip whose data.pkl is a protocol-0 pickle written by hand (opcodes outside
+    torch's weights-only subset: the scan cannot read it, so cannot prove it safe)."""
+    import pickle
+    import zipfile
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"model": "yolov8n", "epoch": 1}, protocol=0))
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/version", "3\n")
+    return path
+
+
+def test_an_unscannable_pickle_needs_unsafe_loading(tmp_path):
+    from pipeline.checkpoint import TRUST_FIX, check_loadable
+    from pipeline.errors import PipelineError
+    ckpt = _hand_written_checkpoint(tmp_path / "hand.pt")
+    with pytest.raises(PipelineError) as info:
+        check_loadable("human", ckpt, trusted=False)
+    err = info.value
+    assert err.what.startswith("checkpoint needs unsafe loading: the safe-load scan cannot read its pickle")
+    assert err.fix == TRUST_FIX and err.model == "human" and err.file == str(ckpt)
+    assert any("Unsupported operand" in d for d in err.details)       # the reason, as a detail
+    rec = check_loadable("human", ckpt, trusted=True)                   # trust is the user's call, and recorded
+    assert rec["trusted"] is True and rec["unsafe_globals"][0].startswith("(a pickle the scan cannot read")
+
+
+def test_export_of_an_unscannable_pickle_asks_for_trust_not_a_report(tmp_path):
+    ws = tmp_path / "ws"
+    _hand_written_checkpoint(ws / "yolo" / "yolov8n.pt")
+    write_config(ws, "defaults: {imgsz: 320, opset: 12, precision: fp16, batch: 1}\n"
+                     "models:\n  - {name: human, source: yolo/yolov8n.pt, task: detect}\n")
+    res = run_cli("--config", str(ws / "models.yaml"), "--json", "export", "--model", "human")
+    assert res.returncode == 1, res.stderr
+    err = json.loads(res.stdout)["errors"][0]
+    assert err["model"] == "human" and "checkpoint needs unsafe loading" in err["error"]
+    assert "--trust-checkpoint" in err["fix"] and "trust: true" in err["fix"] and "report" not in err["fix"]
+    assert "UnpicklingError" not in res.stdout + res.stderr and "Traceback" not in res.stderr
+
+
+# -- issue 17: trust is bound to the file's digest, not its path --------------------------------------
+
+def _bench_inputs(ws: Path):
+    cfg = load_config(ws / "models.yaml")
+    spec = next(s for s in cfg.models if s.name == "human")
+    paths = export_stage.onnx_paths(cfg, spec)
+    return spec, json.loads(paths["record"].read_text()), paths["fp32"]
+
+
+def _bench(spec, record, fp32):
+    from pipeline.stages.bench import benchmark_model
+    return benchmark_model(spec, record, spec.source_path, fp32, iterations=2, warmup=1, device="cpu",
+                           views=("engine",), ort=False)
+
+
+def test_benchmark_refuses_a_checkpoint_swapped_after_a_trusted_export(workspace, tmp_path):
+    from pipeline.errors import PipelineError
+    from pipeline.fsutil import sha256_file
+    spec, record, fp32 = _bench_inputs(workspace)
+    assert [r["runtime"] for r in _bench(spec, record, fp32)] == ["torch fp32"]      # the exported file loads
+    record = {**record, "trusted": True}               # the honest file was exported under --trust-checkpoint
+    marker = tmp_path / "payload-ran"
+    _add_to_checkpoint(spec.source_path, extra=_Payload(marker))                      # then swapped for a trojan
+    with pytest.raises(PipelineError) as info:
+        _bench(spec, record, fp32)
+    err = info.value
+    assert not marker.exists(), "the payload ran on the old file's trust"
+    assert err.model == "human" and err.file == str(spec.source_path)
+    assert "changed since it was exported" in err.what
+    assert record["sha256"]["source"] in err.what and sha256_file(spec.source_path) in err.what
+    assert "engines run" in err.fix
+
+
+def test_benchmark_of_a_checkpoint_the_safe_loader_refuses_is_an_error_not_a_traceback(workspace, tmp_path):
+    from pipeline.errors import PipelineError
+    from pipeline.fsutil import sha256_file
+    spec, record, fp32 = _bench_inputs(workspace)
+    marker = tmp_path / "payload-ran"
+    _add_to_checkpoint(spec.source_path, extra=_Payload(marker))
+    record = {**record, "trusted": False, "sha256": {**record["sha256"], "source": sha256_file(spec.source_path)}}
+    with pytest.raises(PipelineError) as info:
+        _bench(spec, record, fp32)
+    assert "checkpoint needs unsafe loading" in info.value.what and "posix.system" in info.value.what
+    assert "--trust-checkpoint" in info.value.fix and not marker.exists()
+
+
+def test_the_gate_loads_the_bytes_it_checked(workspace, tmp_path):
+    """What is hashed and scanned is a private copy, and that copy is what loads: a file swapped
+    after the check is never read."""
+    from pipeline.checkpoint import gate
+    from pipeline.fsutil import sha256_file
+    spec, record, _ = _bench_inputs(workspace)
+    marker = tmp_path / "payload-ran"
+    with gate("human", spec.source_path, expected_sha256=record["sha256"]["source"], trusted=False) as decision:
+        assert decision.path != spec.source_path and sha256_file(decision.path) == record["sha256"]["source"]
+        _add_to_checkpoint(spec.source_path, extra=_Payload(marker))    # swapped while the gate is open
+        from pipeline.backends.torch import load_yolo
+        assert load_yolo(decision.path).task == "detect" and not marker.exists()
+    assert not decision.path.exists()                                  # the private copy is gone

@@ -7,6 +7,7 @@ does, without needing compose: the models folder beside --config is mounted at
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -80,10 +81,13 @@ def docker_run(ctx: Ctx, image: str, gpu: bool, build: bool, build_context: Path
 
     models_dir = models_dir or ctx.config_path.resolve().parent
     started = time.monotonic()
-    out_err = ctx.json  # with --json, stdout carries only the summary
+    stdout = ctx._out or sys.stdout  # the real stdout (with --json, sys.stdout is stderr meanwhile)
 
-    def show(line: str) -> None:
-        click.echo(f"[{time.monotonic() - started:6.0f}s] {line}", err=out_err)
+    def show(line: str) -> None:  # our progress and the container's stderr: stamped, on stderr
+        click.echo(f"[{time.monotonic() - started:6.0f}s] {line}", err=True)
+
+    def forward(line: str) -> None:  # the container's stdout: ours, as it came
+        click.echo(line, file=stdout)
 
     try:
         client = dr.connect()
@@ -94,17 +98,19 @@ def docker_run(ctx: Ctx, image: str, gpu: bool, build: bool, build_context: Path
         trt = dr.image_trt_version(client, image)
         ctx.echo(f"image {image} (TensorRT {trt or 'unknown'}), models {models_dir}, "
                  f"gpu {'on' if gpu else 'off'}", err=True)
+        env = _forwarded_env(ctx.config_path.name)
+        if ctx.json:
+            env["ENGINES_AS_JSON"] = "1"  # `engines --json docker run ...`: the inner command's JSON
         code = dr.run_builder(models_dir, image, list(args), gpu=gpu, on_line=show, client=client,
-                              user=user, environment=_forwarded_env(ctx.config_path.name))
+                              user=user, environment=env, on_stdout=forward)
     except PipelineError as err:
         fail(ctx, err)
     except KeyboardInterrupt:
         click.echo("interrupted: the container was stopped and removed", err=True)
         raise click.exceptions.Exit(130) from None
     seconds = round(time.monotonic() - started, 1)
-    ctx.emit({"ok": code == 0, "exit_code": code, "image": image, "tensorrt": trt,
-              "models_dir": str(models_dir), "seconds": seconds})
-    ctx.echo(f"container exited with code {code} after {seconds}s", err=True)
+    # stdout is the inner command's (with --json its one document); ours goes to stderr
+    click.echo(f"container exited with code {code} after {seconds}s", err=True)
     raise click.exceptions.Exit(code)
 
 
@@ -115,7 +121,6 @@ def docker_run(ctx: Ctx, image: str, gpu: bool, build: bool, build_context: Path
 def docker_image_info(ctx: Ctx, image: str) -> None:
     """Show the builder image's TensorRT version (from its label; nothing runs)."""
     import docker
-
     from pipeline import docker_runner as dr
 
     try:

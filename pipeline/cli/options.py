@@ -133,6 +133,33 @@ def remote(ref: str, values: dict):
     return Remote(ref, plain_http=values.pop("plain_http"), insecure=values.pop("insecure"))
 
 
+# -- waiting on another process (pull, resolve --from; build/verify declare theirs in stages.py) ---------
+LOCK_TIMEOUT_ENV = "ENGINES_LOCK_TIMEOUT"
+
+
+def _check_lock_timeout(click_ctx, param, value):
+    if value is None or value == "":
+        return None
+    import math
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        source = click_ctx.get_parameter_source(param.name)
+        where = f" (from {LOCK_TIMEOUT_ENV})" if source is click.core.ParameterSource.ENVIRONMENT else ""
+        raise click.BadParameter(f"{value!r}{where} is not a number of seconds >= 0 (e.g. 120)")
+    return seconds
+
+
+LOCK_TIMEOUT = click.option(
+    "--lock-timeout", "lock_timeout", default=None, metavar="SECONDS", envvar=LOCK_TIMEOUT_ENV,
+    callback=_check_lock_timeout,
+    help="How long to wait when another process holds the engine set's lock (building, verifying or pulling "
+         "it); the wait is announced with that process's pid. Default: as long as it takes. "
+         f"Env {LOCK_TIMEOUT_ENV}.")
+
+
 # -- which engine set ------------------------------------------------------------------------------
 def set_option(role: str, envvar: str | None = None, name: str = "set_tag"):
     """--set TAG: the one engine set a command is about; ``role`` says what this command does with it

@@ -47,10 +47,9 @@ Use `engines resolve --from REGISTRY/REPO` to pull and hand over (env file, --re
 @options.registry_options
 @click.pass_obj
 def push_cmd(ctx: Ctx, ref, tag, **values) -> None:
-    from pipeline.registry import push
     try:
-        s = api.select_set(ctx.config_path.parent / "engines", tag)
-        out = push(s, options.remote(ref, values), on_line=ctx.progress if not ctx.json else (lambda m: None))
+        out = api.push(ctx.config_path.parent / "engines", ref, tag, plain_http=values["plain_http"],
+                       insecure=values["insecure"], log=ctx.progress if not ctx.json else (lambda m: None))
     except PipelineError as err:
         fail(ctx, err)
     if out["uploaded"] or out["tag_changed"]:
@@ -69,13 +68,15 @@ def push_cmd(ctx: Ctx, ref, tag, **values) -> None:
 @options.host_options
 @options.policy_options
 @options.registry_options
+@options.LOCK_TIMEOUT
 @click.pass_obj
-def pull_cmd(ctx: Ctx, ref, tag, no_link, **values) -> None:
+def pull_cmd(ctx: Ctx, ref, tag, no_link, lock_timeout, **values) -> None:
     from pipeline.deploy import pick
     try:
         got = pick.pull(ctx.config_path, options.remote(ref, values), options.host_query(values),
                         options.policy(values), tag=tag, link=not no_link,
-                        on_line=ctx.progress if not ctx.json else (lambda m: None), config_arg=config_arg(ctx))
+                        on_line=ctx.progress if not ctx.json else (lambda m: None), config_arg=config_arg(ctx),
+                        lock_timeout=lock_timeout, on_wait=ctx.progress)   # a wait is shown even with --json
     except PipelineError as err:
         fail(ctx, err)
     res, link = got.resolution, str(got.link) if got.link else None

@@ -94,9 +94,11 @@ def report_sets(ctx: Ctx, res) -> None:
 @click.option("--from", "from_ref", metavar="REGISTRY/REPO",
               help="First pull the set this host gets from an OCI registry (as `engines pull`: chosen by these "
                    "rules from the manifests alone, every sha256 checked), then resolve as usual. If the registry "
-                   "does not answer (ENGINES_REGISTRY_TIMEOUT seconds, default 60), the sets already here are "
-                   "used, with a warning. --plain-http / --insecure apply to it.")
+                   "does not answer (ENGINES_REGISTRY_TIMEOUT seconds, default 60), or another process holds the "
+                   "set's lock past --lock-timeout, the sets already here are used, with a warning. "
+                   "--plain-http / --insecure apply to it.")
 @options.registry_options
+@options.LOCK_TIMEOUT
 @click.pass_obj
 def resolve_cmd(ctx: Ctx, **values) -> None:
     from pipeline.deploy import pick
@@ -108,7 +110,8 @@ def resolve_cmd(ctx: Ctx, **values) -> None:
                               build_missing=values["build_missing"], builder_image=values["builder_image"],
                               write_env=values["write_env"], write_mounts=values["write_mounts"],
                               link=not values["no_link"], image_for_env=host.image,
-                              on_line=lambda line: ctx.echo(str(line), err=True), config_arg=config_arg(ctx))
+                              on_line=lambda line: ctx.echo(str(line), err=True), config_arg=config_arg(ctx),
+                              lock_timeout=values["lock_timeout"], on_wait=ctx.progress)
     except PipelineError as err:
         fail(ctx, err)
     res = chosen.resolution

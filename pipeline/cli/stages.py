@@ -7,6 +7,7 @@ from pipeline import api
 from pipeline.cli import options
 from pipeline.cli.context import Ctx, common_options, fail
 from pipeline.cli.options import IntList, Targets
+from pipeline.config import PRECISIONS
 from pipeline.errors import PipelineError, UsageProblem
 from pipeline.status import Status
 
@@ -66,17 +67,21 @@ def demo_models_cmd(ctx: Ctx) -> None:
 @KEEP_GOING_OPT
 @FORCE_OPT
 @TRUST_OPT
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
+              help="Treat every selected model as this precision, overriding models.yaml: int8 also writes the "
+                   "INT8 twin, calibrated on models.yaml's calibration: images.")
 @click.pass_obj
-def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool, trust: bool) -> None:
+def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool, trust: bool, precision) -> None:
     """Export checkpoints to ONNX (opset from models.yaml), simplified and checked.
 
     Writes models/onnx/<source path>.onnx, an FP16 twin (.fp16.onnx) and a record
-    (.export.json) with I/O, simplification and parity against PyTorch on real images.
-    Skipped when the checkpoint, options and tool versions are unchanged.
+    (.export.json) with I/O, simplification and parity against PyTorch on real images;
+    for precision int8 also the INT8 twin (.int8.onnx, a Q/DQ ONNX) and its calibration
+    record (.int8.json). Skipped when the checkpoint, options and tool versions are unchanged.
     """
     from pipeline.stages.export import check_passthrough
     cfg = _load(ctx)
-    records, errors = _usage(ctx, api.export, cfg, models, keep_going, force, ctx.progress, trust)
+    records, errors = _usage(ctx, api.export, cfg, models, keep_going, force, ctx.progress, trust, precision)
     passthrough, missing = check_passthrough(cfg) if not models else ([], [])
     errors += missing
     for p in passthrough:
@@ -128,8 +133,9 @@ WORKSPACE_OPT = click.option(
     help="Builder workspace limit in GiB, overriding models.yaml; checked against the GPU's free "
          "memory. Default: let TensorRT decide.")
 PRECISION_OPT = click.option(
-    "--precision", type=click.Choice(["fp16", "fp32"]), default=None,
-    help="Build every selected model at this precision, overriding models.yaml.")
+    "--precision", type=click.Choice(list(PRECISIONS)), default=None,
+    help="Build every selected model at this precision, overriding models.yaml. int8 builds the INT8 twin "
+         "(a Q/DQ ONNX calibrated on models.yaml's calibration: images; docs/precision.md).")
 
 def build_options(fn):
     """The options `build` and `run` share (applied in --help order)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline import registry
 from pipeline.deploy import handover, rules
 from pipeline.deploy.compose_mounts import write_override
-from pipeline.engine_set import load_set
+from pipeline.engine_set import LockTimeout, load_set
 from pipeline.errors import PipelineError
 from pipeline.hardware import GpuFacts, detect_gpus, pick_gpu
 from pipeline.runtime import Runtime, installed_runtime, parse_runtime
@@ -80,7 +80,8 @@ class Pick:
     resolution: rules.Resolution
     pulled_from: str | None = None    # registry the set came from (None: it was here)
     downloaded: bool = False
-    offline: PipelineError | None = None   # the registry outage that made resolve use local sets
+    offline: PipelineError | None = None   # the registry outage (or the set lock another process held) that made
+    #                                        resolve use local sets
     built: bool = False
     env_file: Path | None = None
     mounts_file: Path | None = None
@@ -114,20 +115,25 @@ def choose_remote(remote: registry.Remote, engines_dir: Path, gpu: GpuFacts, rt:
 
 def pull(config_path: Path, remote: registry.Remote, host: HostQuery = HostQuery(), policy: Policy = Policy(), *,
          tag: str | None = None, link: bool = True, on_line: Callable[[str], None] = _quiet,
-         config_arg: str = "") -> Pick:
+         config_arg: str = "", lock_timeout: float | None = None,
+         on_wait: Callable[[str], None] | None = None) -> Pick:
     """`engines pull`: choose among the registry's sets by the rules of resolve, download
-    the chosen one (every digest checked), switch `current` unless ``link`` is False."""
+    the chosen one (every digest checked), switch `current` unless ``link`` is False.
+    Waiting for another process's lock on the set is announced through ``on_wait`` (default
+    ``on_line``) and ends after ``lock_timeout`` seconds (None: no limit) with LockTimeout."""
     engines_dir = config_path.parent / "engines"
     gpu, rt = host.facts()
     res = choose_remote(remote, engines_dir, gpu, rt, policy, rules.expected_models(config_path), tag, config_arg)
-    pick = _fetch(remote, res, engines_dir, on_line)
+    pick = _fetch(remote, res, engines_dir, on_line, lock_timeout, on_wait)
     if link:
         pick.link = handover.switch_current(engines_dir, res.chosen.tag)
     return pick
 
 
-def _fetch(remote: registry.Remote, res: rules.Resolution, engines_dir: Path, on_line) -> Pick:
-    path, downloaded = registry.fetch(remote, res.chosen, engines_dir, on_line)
+def _fetch(remote: registry.Remote, res: rules.Resolution, engines_dir: Path, on_line,
+           lock_timeout: float | None = None, on_wait=None) -> Pick:
+    path, downloaded = registry.fetch(remote, res.chosen, engines_dir, on_line, lock_timeout=lock_timeout,
+                                      on_wait=on_wait)
     res.chosen = load_set(path)
     res.files_checked = len(res.chosen.files())
     return Pick(res, pulled_from=remote.ref, downloaded=downloaded)
@@ -137,9 +143,12 @@ def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = P
             from_remote: registry.Remote | None = None, expect_set: str | None = None,
             build_missing: bool = False, builder_image: str | None = None, write_env: Path | None = None,
             write_mounts: Path | None = None, link: bool = True, image_for_env: str | None = None,
-            on_line: Callable[[str], None] = _quiet, config_arg: str = "") -> Pick:
+            on_line: Callable[[str], None] = _quiet, config_arg: str = "", lock_timeout: float | None = None,
+            on_wait: Callable[[str], None] | None = None) -> Pick:
     """`engines resolve`: (pull from ``from_remote``,) choose the set for this host, (build
-    it when missing,) check it is ``expect_set``, and hand it over."""
+    it when missing,) check it is ``expect_set``, and hand it over. A pull that cannot have
+    the set's lock within ``lock_timeout`` seconds falls back on the sets already here, as on
+    a registry outage (the wait announced through ``on_wait``, default ``on_line``)."""
     models_dir = config_path.parent
     engines_dir = models_dir / "engines"
     gpu, rt = host.facts()
@@ -149,21 +158,22 @@ def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = P
     if from_remote is not None:   # the registry fills models/engines; the local rules decide as always
         try:
             res = choose_remote(from_remote, engines_dir, gpu, rt, policy, models, expect_set, config_arg)
-            _fetch(from_remote, res, engines_dir, on_line)
+            _fetch(from_remote, res, engines_dir, on_line, lock_timeout, on_wait)
             pulled_from = from_remote.ref
             on_line(f"pulled {res.chosen.tag} from {from_remote.ref}")
-        except registry.RegistryUnreachable as err:
-            # an outage must not stop a restart whose set is already here (checked by sha256
-            # below, as always); refused below if none fits
+        except (registry.RegistryUnreachable, LockTimeout) as err:
+            # an outage, or another process holding the set's lock past --lock-timeout, must not
+            # stop a restart whose set is already here (checked by sha256 below, as always);
+            # refused below if none fits
             offline = err
-            on_line(f"warning: {err.what}; choosing among the sets already in {engines_dir}")
+            (on_wait or on_line)(f"warning: {err.what}; choosing among the sets already in {engines_dir}")
     res = rules.resolve(engines_dir, gpu, rt, **policy.judge_kwargs(models))
     if offline is not None and res.chosen is None and not build_missing:
         # the outage is the cause to report, with why each set already here was refused
         here = rules.refusal(res, config_arg)
-        raise registry.RegistryUnreachable(
+        raise type(offline)(
             offline.what, details=[f"and no set already in {engines_dir} fits: {here.what}", *here.details],
-            fix=offline.fix) from offline
+            file=offline.file, fix=offline.fix) from offline
     built = False
     if res.chosen is None and build_missing:
         want = rules.missing_tag(gpu, rt)
@@ -175,13 +185,15 @@ def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = P
         res, built = rules.resolve(engines_dir, gpu, rt, **policy.judge_kwargs(models)), True
     if res.chosen is None:
         raise rules.refusal(res, config_arg)
+    locked = isinstance(offline, LockTimeout)
     if offline is not None and not built:
-        res.verdict.warnings.append(f"the registry {from_remote.ref} did not answer ({offline.what}); "
-                                    f"{res.chosen.tag} is the copy on this host, which may be older than the "
+        res.verdict.warnings.append((f"the pull from {from_remote.ref} did not run ({offline.what})" if locked else
+                                     f"the registry {from_remote.ref} did not answer ({offline.what})")
+                                    + f"; {res.chosen.tag} is the copy on this host, which may be older than the "
                                     "registry's")
     if expect_set and res.chosen.tag != expect_set:
-        why = (f"; the registry {from_remote.ref} did not answer, so {expect_set} could not be pulled "
-               f"({offline.what})" if offline is not None else "")
+        why = (f"; {'the set lock could not be had' if locked else f'the registry {from_remote.ref} did not answer'}"
+               f", so {expect_set} could not be pulled ({offline.what})" if offline is not None else "")
         raise PipelineError(f"the rules choose {res.chosen.tag}, but {expect_set} is the set expected "
                             f"(--set / ENGINE_SET){why}", file=engines_dir,
                             fix="run `make deploy` again so the env file names the set this host gets"

@@ -217,15 +217,10 @@ def _cell(i: int, line: int | None, item: Any, path: Path) -> Cell:
 
 def load_fleet(path: Path | str) -> FleetFile:
     """Read and check the GPU list; every error names the entry (and line) and the next step."""
-    import yaml
+    from pipeline.fleet.cells import read_gpu_list
+    from pipeline.registry import REFERENCE_EXAMPLE, reference_problem  # no SDK loads with these
     path = Path(path)
-    try:
-        text = path.read_text()
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise _bad(path, f"cannot read the GPU list ({exc.strerror or exc})", "check the path") from None
-    except yaml.YAMLError as exc:
-        raise _bad(path, f"the GPU list is not valid YAML: {exc}", "fix the YAML syntax at the line named") from None
+    text, data = read_gpu_list(path)   # size, UTF-8, nesting depth, each key once (shared with fleet status)
     if not isinstance(data, dict):
         raise _bad(path, "the GPU list must be a mapping with `registry:`, `models:` and `cells:`",
                    f"write it like:\n{FILE_EXAMPLE}")
@@ -234,6 +229,10 @@ def load_fleet(path: Path | str) -> FleetFile:
         raise _bad(path, f"unknown key(s) {', '.join(map(str, extra))}",
                    f"remove them; the file takes {', '.join(sorted(TOP_KEYS))}")
     registry = _str(data, "registry", path, "(top level)", required=True)
+    problem = reference_problem(registry)
+    if problem:   # caught here, not after hours of building when `engines push` meets it
+        raise _bad(path, f"`registry: {registry}` is not an OCI repository reference ({problem})",
+                   f"write registry: as HOST[:PORT]/PATH with a lower-case path and no tag, e.g. {REFERENCE_EXAMPLE}")
     models = data.get("models")
     if not isinstance(models, dict) or not ({"pvc", "image"} & set(models)) or {"pvc", "image"} <= set(models):
         raise _bad(path, "`models:` must name either a PersistentVolumeClaim or an init-container image",

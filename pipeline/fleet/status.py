@@ -29,13 +29,9 @@ def rows(sets: list[EngineSet]) -> list[dict]:
 def read_cells(path: Path) -> list[dict]:
     """The wanted cells: [{gpu, runtime (BACKEND==VERSION) | tensorrt | trt (version), compute_cap?}];
     `engines fleet plan`'s file serves too, where each cell names its gpu and trt."""
-    import yaml
-
+    from pipeline.fleet.cells import read_gpu_list
     from pipeline.runtime import parse_runtime
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise PipelineError(f"cannot read the GPU list ({exc})", file=path, fix="write it as YAML or JSON") from None
+    _, data = read_gpu_list(path)   # the reader `fleet plan` uses: size, UTF-8, nesting depth, each key once
     data = data.get("cells") if isinstance(data, dict) else data
     if not isinstance(data, list):
         raise PipelineError("the GPU list is not a list of cells", file=path, fix=_CELL_FIX)

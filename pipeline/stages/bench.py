@@ -10,18 +10,26 @@ from pipeline.checks.timing import end_to_end, measure
 from pipeline.config import ModelSpec
 
 
-def _torch_fns(checkpoint: Path, imgsz: int, batch: int, device: str, trusted: bool = False):
-    """(mode, engine-view fn, end-to-end infer) for each PyTorch mode on ``device``."""
+def _torch_fns(decision, imgsz: int, batch: int, device: str):
+    """(mode, engine-view fn, end-to-end infer) for each PyTorch mode on ``device``, loading
+    the checkpoint ``decision`` (checkpoint.gate) let through: its private, hashed copy, in
+    safe mode unless that digest is trusted."""
+    import contextlib
+
     import torch
 
     from pipeline.backends.torch import TorchRunner
-    from pipeline.checkpoint import loading
+    from pipeline.checkpoint import load_error
     modes = ["fp32"] + (["fp16", "fp16+cudagraph"] if device == "cuda" else [])
     for mode in modes:
         # the with block closes each mode's model before the next one loads (also when the
         # consumer stops early: the generator's close() unwinds it)
-        with loading(trusted), TorchRunner(checkpoint, imgsz, batch=batch, device=device,
-                                           half=mode != "fp32") as r:  # safe loading unless trusted at export
+        with contextlib.ExitStack() as stack:
+            try:
+                r = stack.enter_context(TorchRunner(decision.path, imgsz, batch=batch, device=device,
+                                                    half=mode != "fp32"))
+            except Exception as exc:  # noqa: BLE001  (torch/pickle/ultralytics raise many types)
+                raise load_error(decision.name, decision.source, exc, decision.trusted) from exc
             m, dt = r.model, (torch.float16 if mode != "fp32" else torch.float32)
             x = torch.rand(batch, 3, imgsz, imgsz, device=device, dtype=dt)
             with torch.inference_mode():
@@ -59,11 +67,25 @@ def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: 
     """Rows of figures for every runtime x batch x view."""
     import torch
 
-    from pipeline.backends.onnxruntime import OnnxRuntimeRunner
+    from pipeline.checkpoint import gate
     from pipeline.checks.detections import task_shape
+    from pipeline.errors import PipelineError
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     nc, nkpt = task_shape(record)
     images = reference_images(spec.verify_images)
+    expected = (record.get("sha256") or {}).get("source")
+    if not expected:   # trust is bound to a digest: a record without one vouches for no file
+        raise PipelineError("the export record names no sha256 of the checkpoint, so the PyTorch baselines "
+                            "cannot prove they load the exported file; nothing was loaded", model=spec.name,
+                            file=checkpoint, fix="rerun `engines run` to export the model again")
+    with gate(spec.name, checkpoint, expected_sha256=expected, trusted=bool(record.get("trusted"))) as decision:
+        return _benchmark_rows(spec, decision, onnx_fp32, engine_runner, batches_, iterations, warmup, device,
+                               views, ort, max_seconds, images, nc, nkpt)
+
+
+def _benchmark_rows(spec, decision, onnx_fp32, engine_runner, batches_, iterations, warmup, device, views, ort,
+                    max_seconds, images, nc, nkpt) -> list[dict]:
+    from pipeline.backends.onnxruntime import OnnxRuntimeRunner
     rows = []
 
     def add(runtime, view, batch, fn, gpu: bool):
@@ -93,7 +115,7 @@ def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: 
             if "end2end" in views:
                 add(engine_runner.label, "end2end", b, end_to_end(
                     lambda a: engine_runner.infer({"images": a})["output0"], images, spec.imgsz, b, nc, nkpt), True)
-        for label, fn, infer in _torch_fns(checkpoint, spec.imgsz, b, device, record.get("trusted", False)):
+        for label, fn, infer in _torch_fns(decision, spec.imgsz, b, device):
             cuda = device == "cuda"
             if "engine" in views:
                 add(label, "engine", b, fn, cuda)

@@ -21,6 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.fsutil import check_writable, sha256_file, sha256_json, write_bytes_atomic
 from pipeline.hardware import sm_name
 from pipeline.manifest import EngineLevel, EngineRecord, SetManifest
+from pipeline.stages import quantize, verify
 from pipeline.stages.export import cached_record, onnx_paths
 from pipeline.status import Status
 
@@ -28,13 +29,38 @@ GIB = 1 << 30
 BUILD_VERSION = 1  # bump when the build procedure changes
 
 
+# Strongly typed networks take a Q/DQ ONNX as it is; TensorRT 10.12 is the oldest full TensorRT
+# this pipeline builds INT8 with (NVIDIA deprecates the implicit INT8 path from 10.1 on and
+# removes it in 11; issue 15). TensorRT for RTX networks are always strongly typed.
+INT8_MIN_TRT = (10, 12)
+
+
 def build_options(spec: ModelSpec, backend, workspace_gib: float | None) -> dict:
-    strongly = backend.strongly_typed  # may import TensorRT: only called on a cache miss
+    int8 = spec.precision == "int8"
+    strongly = True if int8 else backend.strongly_typed  # may import TensorRT: only called on a cache miss
     fp16 = spec.precision == "fp16"
+    onnx = "int8" if int8 else "fp16" if (fp16 and strongly) else "fp32"
     return {"precision": spec.precision, "imgsz": spec.imgsz, "batch": spec.batch.to_json(),
-            "workspace_gib": workspace_gib,
-            "onnx": "fp16" if (fp16 and strongly) else "fp32",
+            "workspace_gib": workspace_gib, "onnx": onnx,
             "fp16_flag": bool(fp16 and not strongly), "strongly_typed": strongly, **_portable(backend)}
+
+
+def int8_refusal(backend) -> str | None:
+    """Why this backend cannot build a Q/DQ ONNX strongly typed (None: it can)."""
+    if backend.name == "tensorrt-rtx":
+        return None
+    version = backend.version() or "0"
+    try:
+        have = tuple(int(x) for x in version.split(".")[:2])
+    except ValueError:
+        have = (0, 0)
+    if have < INT8_MIN_TRT:
+        return (f"INT8 needs TensorRT {'.'.join(map(str, INT8_MIN_TRT))} or newer (a strongly typed build of the "
+                f"Q/DQ ONNX); this is TensorRT {version}")
+    trt = backend.module()
+    if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        return f"TensorRT {version} has no strongly typed networks (NetworkDefinitionCreationFlag.STRONGLY_TYPED)"
+    return None
 
 
 def _portable(backend) -> dict:
@@ -64,7 +90,9 @@ def _set_tier(manifest: SetManifest) -> None:
 def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backend) -> str:
     """Everything a build depends on, computed without importing TensorRT: both ONNX
     hashes (which one is built follows from the backend version, also in the key)."""
-    return sha256_json({"onnx": [record["sha256"]["fp32"], record["sha256"]["fp16"]],
+    twin = [record["int8"]["sha256"]] if spec.precision == "int8" and record.get("int8") else []
+    return sha256_json({"onnx": [record["sha256"]["fp32"], record["sha256"]["fp16"], *twin],
+                        "accuracy": spec.accuracy.to_json() if spec.accuracy else None,
                         "precision": spec.precision, "imgsz": spec.imgsz, "batch": spec.batch.to_json(),
                         "workspace_gib": workspace_gib, "backend": backend.name,
                         "version": backend.version(), "targets": backend.targets,
@@ -75,7 +103,7 @@ def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backen
 def pre_build_checks(spec: ModelSpec, backend, workspace_gib: float | None, gpus: list,
                      onnx_file: Path, out_dir: Path) -> None:
     """Refuse builds that would fail late: memory, FP16 support, disk room."""
-    from pipeline.hardware import free_memory_gib, has_fast_fp16
+    from pipeline.hardware import free_memory_gib, has_fast_fp16, has_int8
     target_gpu = backend.gpu or (gpus[0] if gpus else None)
     if workspace_gib is not None and target_gpu is not None:
         free = free_memory_gib(target_gpu)
@@ -85,6 +113,19 @@ def pre_build_checks(spec: ModelSpec, backend, workspace_gib: float | None, gpus
                 f"{target_gpu.name} (GPU {target_gpu.index})", model=spec.name, file=spec.root / "models.yaml",
                 fix=f"set workspace: {max(int(free * 0.8), 1)} (or less) in models.yaml or pass "
                     "--workspace, or free GPU memory")
+    if spec.precision == "int8":
+        why = int8_refusal(backend)
+        if why:
+            raise PipelineError(why, model=spec.name, file=onnx_file,
+                                fix="build INT8 in a builder image with TensorRT 10.12 or newer (TRT_IMAGE in "
+                                    "Dockerfile.build), use --backend tensorrt-rtx, or set precision: fp16 for "
+                                    "this model")
+        for cc in backend.targets:
+            if not has_int8(cc):
+                raise PipelineError(f"INT8 requested but compute capability {cc} has no INT8 support",
+                                    model=spec.name, file=onnx_file,
+                                    fix="set precision: fp16 (or fp32) for this model, or build for a GPU of "
+                                        "compute capability 6.1 or newer")
     if spec.precision == "fp16":
         for cc in backend.targets:
             if not has_fast_fp16(cc):
@@ -109,7 +150,7 @@ def pre_build_checks(spec: ModelSpec, backend, workspace_gib: float | None, gpus
 
 def disk_needed(onnx_file: Path, backend) -> int:
     """Bytes a build writes: the .engine and the .plan (the same plan twice), plus 25 %
-    headroom for the timing cache. Measured on the demo set (TensorRT for RTX 1.7, FP16):
+    headroom (the full TensorRT's timing cache). Measured on the demo set (TensorRT for RTX 1.7, FP16):
     an engine is 1.62x its FP16 ONNX for one target (sm86, imgsz 320) and 2.15x for six
     (sm75-sm121, imgsz 640), so about 1.5x plus 0.12x per target."""
     engine = onnx_file.stat().st_size * (1.5 + 0.12 * max(len(backend.targets), 1))
@@ -133,13 +174,17 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
     from pipeline.stages.verify import verify_onnx_level
 
     paths = onnx_paths(cfg, spec)
-    onnx_file = paths["fp16"] if options["onnx"] == "fp16" else paths["fp32"]
+    onnx_file = paths[options["onnx"]]
     pre_build_checks(spec, backend, options["workspace_gib"], gpus, onnx_file, staging)
     trt = backend.module()
     req = BuildRequest(model=spec.name, onnx=onnx_file, use_fp16_flag=options["fp16_flag"],
                        strongly_typed=options["strongly_typed"], imgsz=spec.imgsz, batch=options["batch"],
                        workspace_bytes=int(options["workspace_gib"] * GIB) if options["workspace_gib"] else None,
-                       timing_cache=timing_cache_path(cfg, backend), targets=backend.target_enums(trt),
+                       # TensorRT for RTX ignores the timing cache (deprecated there since 1.2, no effect on the
+                       # engine: NVIDIA's TensorRT for RTX docs, "timing cache migration"); only the full
+                       # TensorRT keeps one
+                       timing_cache=None if backend.name == "tensorrt-rtx" else timing_cache_path(cfg, backend),
+                       targets=backend.target_enums(trt),
                        compatibility=backend.compatibility, version_compatible=backend.version_compatible)
     log(f"{spec.name}: building {onnx_file.name} with {backend.name} {backend.version()} "
         f"for {', '.join(sm_name(t) for t in backend.targets)}")
@@ -165,11 +210,14 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
     onnx_level = verify_onnx_level(spec, record, paths["fp32"], onnx_file, spec.precision)
     entry = EngineRecord(
         task=spec.task, source=spec.source, engine=f"{stem}.engine", plan=f"{stem}.plan",
-        sha256={"source": record["sha256"]["source"], "onnx": record["sha256"][options["onnx"]]},
+        sha256={"source": record["sha256"]["source"],
+                "onnx": record["int8"]["sha256"] if options["onnx"] == "int8" else record["sha256"][options["onnx"]]},
         options=options, demo=record.get("demo", False),
         engine_level=EngineLevel(note="run `engines verify` on a target GPU"),
         extra={"built_from": str(onnx_file.relative_to(cfg.root)), "gpu": _gpu_json(backend),
-               "build_seconds": seconds, "trusted_checkpoint": record.get("trusted", False),
+               "build_seconds": seconds, "engine_bytes": files["engine"].stat().st_size,
+               "trusted_checkpoint": record.get("trusted", False),
+               **({"int8": quantize.provenance(record["int8"])} if options["onnx"] == "int8" else {}),
                "reproduce": f"engines build --model {spec.name} --backend {backend.name}"
                             + (f" --target {','.join(sm_name(t) for t in backend.targets)}"
                                if backend.name == "tensorrt-rtx" else "")})
@@ -226,6 +274,8 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                         raise PipelineError("no current ONNX export for this checkpoint",
                                             model=spec.name, file=onnx_paths(cfg, spec)["fp32"],
                                             fix="run `engines export` first (or `engines run`)")
+                    if spec.precision == "int8":   # calibrated here when `engines export` did not (cached)
+                        record = {**record, "int8": quantize.ensure_twin(cfg, spec, record, log=log)}
                     ws = workspace if workspace is not None else spec.workspace
                     key = cache_key(record, spec, ws, backend)
                     prev = manifest.engines.get(spec.name)
@@ -267,11 +317,9 @@ def _gate_error(errors: list, spec: ModelSpec, entry: EngineRecord, rejudged: bo
         errors.append(PipelineError(
             "the published engine fails the onnx-level verification under the new verify: thresholds; it is "
             "marked failed, so resolve refuses it" if rejudged else
-            "engine failed verification and was not published", model=spec.name,
+            f"{spec.precision.upper()} engine failed verification and was not published", model=spec.name,
             file=entry.get("built_from"), details=(entry.error or "").split("; "),
-            fix="inspect the figures in manifest.json; try precision: fp32 or loosen "
-                "verify: thresholds in models.yaml if the figures are acceptable (the next `engines run` "
-                "judges it again)"))
+            fix=verify.gate_fix(spec.precision, entry.error or "")))
 
 
 def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict) -> EngineRecord:
@@ -322,7 +370,7 @@ def _build_guarded(cfg, spec, backend, record, options, staging, gpus, log) -> d
     except PipelineError:
         raise
     except Exception as exc:  # TensorRT, ONNX Runtime and onnx raise many types
-        onnx_file = onnx_paths(cfg, spec)["fp16" if options["onnx"] == "fp16" else "fp32"]
+        onnx_file = onnx_paths(cfg, spec)[options["onnx"]]
         raise PipelineError(f"build failed: {type(exc).__name__}: {exc}", model=spec.name, file=onnx_file,
                             fix="rerun with --force; if it persists, re-export with `engines export --force` "
                                 "and report the message") from exc

@@ -44,6 +44,7 @@ def tool_versions() -> dict[str, str]:
 def onnx_paths(cfg: Config, spec: ModelSpec) -> dict[str, Path]:
     base = cfg.onnx_dir / spec.stem
     return {"fp32": base.with_suffix(".onnx"), "fp16": Path(f"{base}.fp16.onnx"),
+            "int8": Path(f"{base}.int8.onnx"),    # the Q/DQ twin (stages.quantize), only for precision: int8
             "record": Path(f"{base}.export.json")}
 
 

@@ -6,10 +6,12 @@ against the FP32 reference: always possible, the build gate everywhere) and ``en
 """
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from pipeline.backends.base import Runner
 from pipeline.backends.onnxruntime import OnnxRuntimeRunner
+from pipeline.checks import accuracy
 from pipeline.checks.detections import decode, match, summarize, task_shape
 from pipeline.checks.images import batches, reference_images
 from pipeline.checks.tensors import compare_outputs, merge_stats
@@ -17,6 +19,19 @@ from pipeline.config import ModelSpec
 from pipeline.engine_set import now_iso
 from pipeline.hardware import sm_name
 from pipeline.status import Status
+
+
+def gate_fix(precision: str, reasons: str) -> str:
+    """The next step for an engine its gate refused, by what refused it."""
+    if precision == "int8":
+        return ("give calibration: more (a few hundred) and better images, frames like the cameras' "
+                "(calibration: {images: DIR}), try method: max if you set entropy, or build this model with "
+                "precision: fp16; the figures are in manifest.json (docs/precision.md)")
+    if "accuracy:" in reasons:
+        return ("build this model with precision: fp32, or raise accuracy: max_drop in models.yaml if the drop is "
+                "acceptable; the figures are in manifest.json")
+    return ("inspect the figures in manifest.json; try precision: fp32 or loosen verify: thresholds in "
+            "models.yaml if the figures are acceptable (the next `engines run` judges it again)")
 
 
 def compare_runners(spec: ModelSpec, record: dict, reference: Runner, candidate: Runner,
@@ -47,7 +62,42 @@ def verify_onnx_level(spec: ModelSpec, record: dict, reference_onnx: Path, built
                       precision: str) -> dict:
     batch = spec.batch.opt
     with OnnxRuntimeRunner(reference_onnx) as ref, OnnxRuntimeRunner(built_from) as cand:
-        return compare_runners(spec, record, ref, cand, precision, batch)
+        level = compare_runners(spec, record, ref, cand, precision, batch)
+    if spec.accuracy is not None:
+        add_accuracy(level, spec, record, reference_onnx, built_from, precision)
+    return level
+
+
+def model_names(record: dict) -> tuple[dict, list | None]:
+    """(class names, kpt_shape) from the export record's metadata."""
+    meta = record.get("metadata", {})
+    names = meta.get("names", "{}")
+    names = ast.literal_eval(names) if isinstance(names, str) else names
+    kpt = meta.get("kpt_shape")
+    kpt = ast.literal_eval(kpt) if isinstance(kpt, str) else kpt
+    return dict(names), (list(kpt) if kpt else None)
+
+
+def add_accuracy(level: dict, spec: ModelSpec, record: dict, reference_onnx: Path, candidate: Path,
+                 precision: str, device: str = "cpu") -> None:
+    """mAP of the reference and the candidate on the user's labelled data; a drop above
+    max_drop fails the level. Figures are cached beside the reference ONNX."""
+    import tempfile
+    acc = spec.accuracy
+    names, kpt = model_names(record)
+    cache = reference_onnx.with_suffix(".accuracy.json")
+    with tempfile.TemporaryDirectory(prefix=".accuracy-") as tmp:
+        data_yaml, digest = accuracy.prepare(acc, spec.name, spec.task, names, kpt, Path(tmp))
+        ref = accuracy.cached_measure(cache, reference_onnx, spec.task, data_yaml, digest, spec.imgsz, Path(tmp))
+        cand = ref if candidate == reference_onnx else accuracy.cached_measure(
+            cache, candidate, spec.task, data_yaml, digest, spec.imgsz, Path(tmp), device)
+    max_drop = acc.max_drop.get(precision, 0.0)
+    drop, reasons = accuracy.judge(ref, cand, precision, max_drop)
+    level["accuracy"] = {"data": str(acc.data), "split": acc.split, "digest": digest, "reference": ref,
+                         "candidate": cand, "drop_map50_95": drop, "max_drop": max_drop}
+    if reasons:
+        level["reasons"] = level["reasons"] + reasons
+        level["status"] = Status.FAILED
 
 
 def cannot_run_here(manifest, gpus: list) -> str | None:
@@ -74,7 +124,7 @@ def _built_from(cfg, spec, entry) -> tuple[Path, dict]:
     from pipeline.fsutil import read_json, sha256_file
     from pipeline.stages.export import onnx_paths
     paths = onnx_paths(cfg, spec)
-    built_from = paths["fp16"] if entry.options.get("onnx") == "fp16" else paths["fp32"]
+    built_from = paths[entry.options.get("onnx") or "fp32"]
     record = read_json(paths["record"])
     if record is None or not built_from.is_file() or not paths["fp32"].is_file():
         raise PipelineError("the ONNX files this engine was built from are not here", model=spec.name,
@@ -121,10 +171,10 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
             if entry.engine_level.status == Status.FAILED:
                 failed += [("engine", r.extra) for r in entry.engine_level.runs if r.status == Status.FAILED]
             for lvl, figures in failed:
+                reasons = figures.get("reasons", [])
                 errors.append(PipelineError(f"{lvl}-level verification failed", model=name,
-                                            file=set_dir / entry.engine, details=figures.get("reasons", []),
-                                            fix="rebuild with `engines build --force`, use precision: fp32, or "
-                                                "loosen verify: thresholds in models.yaml and verify again"))
+                                            file=set_dir / entry.engine, details=reasons,
+                                            fix=gate_fix(spec_precision(specs[name], entry), "; ".join(reasons))))
         es.write_manifest(set_dir, s.manifest)
         write_bytes_atomic(set_dir / es.REPORT, render_report(s.manifest).encode())
     return s.manifest, errors
@@ -153,6 +203,8 @@ def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -
         if io_problems:
             run["status"], run["reasons"] = Status.FAILED, run["reasons"] + io_problems
         gpu = gpus[0]
+        if spec.accuracy is not None:   # the engine itself on this GPU (never run here: no full TensorRT)
+            add_accuracy(run, spec, record, fp32, set_dir / entry.engine, spec.precision, device=str(gpu.index))
         status, at = run.pop("status"), run.pop("at", None)
         level.record(VerificationRun(status, gpu.name, gpu.compute_cap, gpu.driver, at, extra=run))
         log(f"{name}: engine level {status} on {gpu.name}")
@@ -170,9 +222,68 @@ def _benchmark(spec, record, onnx_fp32: Path, engine: Path, trt, bench: dict, lo
         rows = benchmark_model(spec, record, spec.source_path, onnx_fp32, engine_runner=runner,
                                batches_=tuple(bench["batches"]), iterations=bench["iterations"],
                                warmup=bench["warmup"])
-    return {"rows": rows, "summary": speedup_summary(rows).get(spec.name, {}),
-            "engine_ran": trt is not None,
-            "at": now_iso()}
+    out = {"rows": rows, "summary": speedup_summary(rows).get(spec.name, {}), "engine_ran": trt is not None,
+           "at": now_iso()}
+    if trt is not None and spec.precision == "int8" and out["summary"].get("engine_fps"):
+        fp16 = _fp16_engine_fps(spec, record, onnx_fp32, trt, out["summary"]["batch"], bench, log)
+        out["int8_vs_fp16"] = int8_advice(out["summary"]["engine_fps"], fp16)
+        log(f"{spec.name}: {out['int8_vs_fp16']['note']}")
+    return out
+
+
+# INT8 is often not faster than FP16 for nano-sized YOLOs (NVIDIA/TensorRT#585, #3762): it is
+# recommended only where it measured at least this much faster on the GPU it was verified on.
+INT8_MIN_SPEEDUP = 1.10
+
+
+def int8_advice(int8_fps: float, fp16_fps: float | None) -> dict:
+    """The verdict on INT8 against FP16 on this GPU, as the report and `verify` say it."""
+    if not fp16_fps:
+        return {"int8_fps": int8_fps, "fp16_fps": None, "ratio": None, "recommend": "int8",
+                "note": "INT8 speed not compared with FP16 (the FP16 engine could not be timed here)"}
+    ratio = int8_fps / fp16_fps
+    if ratio >= INT8_MIN_SPEEDUP:
+        note = f"INT8 is {ratio:.2f}x the speed of FP16 here ({int8_fps:.0f} vs {fp16_fps:.0f} img/s)"
+        rec = "int8"
+    else:
+        note = (f"INT8 is not at least {INT8_MIN_SPEEDUP - 1:.0%} faster than FP16 on this GPU ({int8_fps:.0f} vs "
+                f"{fp16_fps:.0f} img/s, {ratio:.2f}x): use precision: fp16 for this model (same speed class, "
+                "less accuracy risk)")
+        rec = "fp16"
+    return {"int8_fps": int8_fps, "fp16_fps": fp16_fps, "ratio": round(ratio, 3), "recommend": rec, "note": note}
+
+
+def _fp16_engine_fps(spec, record, onnx_fp32: Path, trt, batch: int, bench: dict, log) -> float | None:
+    """Build the model's FP16 twin with the same TensorRT on this GPU and time it, engine view,
+    the way the INT8 engine was timed. Written for the full TensorRT on a GPU; never run on
+    the machines of this project (none runs a TensorRT engine)."""
+    import tempfile
+
+    from pipeline.backends.tensorrt_runner import TensorRTRunner
+    from pipeline.backends.trt_builder import BuildRequest, build_plan
+    from pipeline.checks.timing import measure
+    fp16_onnx = onnx_fp32.with_name(onnx_fp32.stem + ".fp16.onnx")
+    strongly = not hasattr(trt.BuilderFlag, "FP16")
+    req = BuildRequest(model=spec.name, onnx=fp16_onnx if strongly else onnx_fp32, use_fp16_flag=not strongly,
+                       strongly_typed=strongly, imgsz=spec.imgsz, batch=spec.batch.to_json(), workspace_bytes=None,
+                       timing_cache=None)
+    try:
+        plan = build_plan(trt, req)
+    except Exception as exc:   # noqa: BLE001  (a comparison, not a gate: say why and go on)
+        log(f"{spec.name}: could not build the FP16 engine to compare INT8 with ({exc})")
+        return None
+    with tempfile.TemporaryDirectory(prefix=".fp16-bench-") as tmp:
+        plan_file = Path(tmp) / "fp16.plan"
+        plan_file.write_bytes(plan)
+        with TensorRTRunner(plan_file, trt, spec.name) as runner:
+            x = batches(reference_images(spec.verify_images), spec.imgsz, batch)[0]
+            fig = measure(runner.prepare(x), batch=batch, warmup=bench["warmup"], iterations=bench["iterations"],
+                          timer=runner.timer(), gpu_events=True)
+    return fig["images_per_s"]
+
+
+def spec_precision(spec, entry) -> str:
+    return str((entry.options or {}).get("precision") or spec.precision)
 
 
 def render_report(manifest) -> str:
@@ -181,15 +292,37 @@ def render_report(manifest) -> str:
              f"backend {manifest.backend} {manifest.trt_version}, targets "
              f"{', '.join(sm_name(t) for t in manifest.targets)}"
              + ("  \n**DEMO WEIGHTS: not for production**" if manifest.demo else ""), "",
-             "| model | precision | onnx level | match rate | mean IoU | mean score delta | engine level |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | precision | onnx level | match rate | mean IoU | mean score delta | engine MiB | build s "
+             "| engine level |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, e in sorted(manifest.engines.items()):
         o = e.onnx_level
         d = o.get("detections", {})
         status, why = e.engine_level.verdict(None)
+        size = e.get("engine_bytes")
+        size_mib = f"{size / 2**20:.1f}" if size else "-"
         lines.append(f"| {name} | {e.options.get('precision')} | {o.get('status')} | {d.get('match_rate', 0):.3f} | "
-                     f"{d.get('mean_iou', 0):.3f} | {d.get('mean_score_delta', 0):.4f} | "
-                     f"{status}{'' if status == 'pending' else ' (' + why + ')'} |")
+                     f"{d.get('mean_iou', 0):.3f} | {d.get('mean_score_delta', 0):.4f} | {size_mib} | "
+                     f"{e.get('build_seconds', '-')} | {status}{'' if status == 'pending' else ' (' + why + ')'} |")
+    accuracy_rows = [(n, e) for n, e in sorted(manifest.engines.items()) if e.onnx_level.get("accuracy")]
+    if accuracy_rows:
+        lines += ["", "## Accuracy (mAP on the labelled data in models.yaml's accuracy:)", "",
+                  "| model | precision | reference mAP50-95 | mAP50-95 | drop (points) | max drop | mAP50 | "
+                  "precision / recall |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for n, e in accuracy_rows:
+            a = e.onnx_level["accuracy"]
+            c = a["candidate"]
+            lines.append(f"| {n} | {e.options.get('precision')} | {a['reference']['map50_95']:.2f} | "
+                         f"{c['map50_95']:.2f} | {a['drop_map50_95']:.2f} | {a['max_drop']:g} | {c['map50']:.2f} | "
+                         f"{c['precision']:.3f} / {c['recall']:.3f} |")
+    int8 = [n for n, e in sorted(manifest.engines.items()) if e.options.get("precision") == "int8"]
+    if int8:
+        lines += ["", "INT8 (" + ", ".join(int8) + "): Q/DQ ONNX calibrated with "
+                  + "; ".join(f"{n}: {e.get('int8', {}).get('calibration_images', '?')} images, "
+                              f"{e.get('int8', {}).get('method', '?')}" for n, e in sorted(manifest.engines.items())
+                              if n in int8)
+                  + ". INT8 is recommended only where `engines verify --benchmark` measured it at least 10 % "
+                    "faster than FP16 on the GPU."]
     demo_pt = sorted(n for n, p in manifest.passthrough.items() if p.demo)
     if demo_pt:
         lines += ["", f"Passthrough {', '.join(demo_pt)}: **demo stand-in**, not the real model."]
@@ -203,5 +336,8 @@ def render_report(manifest) -> str:
             eng = f"{s['engine_fps']:.0f}" if s.get("engine_fps") else "not run here"
             sp = f"{s['speedup']:.2f}x" if s.get("speedup") else "-"
             lines.append(f"| {n} | {s.get('batch')} | {s.get('torch_fps', 0):.0f} | {eng} | {sp} |")
+        for n, b in benched.items():
+            if b.get("int8_vs_fp16"):
+                lines.append(f"\n{n}: {b['int8_vs_fp16']['note']}")
         lines += ["", table([r for b in benched.values() for r in b["rows"]])]
     return "\n".join(lines) + "\n"

@@ -3,11 +3,13 @@
 #   engines sh 'SCRIPT'   run a shell script: log, exit-code and mount tests
 #   engines sleep N       print "sleeping", then become a process with no signal handler
 #                         (as a busy builder is to SIGTERM): the SIGINT-without-TTY test
+#   engines json          one JSON document on stdout, a progress line on stderr (--json tests)
 #   engines run [ARGS]    what the compose test checks: default command, args, env,
 #                         user, the models bind mount and the timing-cache volume
 case "$1" in
   sh) exec /bin/sh -c "$2" ;;
   sleep) echo sleeping; exec sleep "$2" ;;
+  json) echo "progress on stderr" >&2; echo "{\"ok\": true, \"uid\": $(id -u)}" ;;
   run)
     echo "engines $*"
     echo "config=$ENGINES_CONFIG model=${ENGINES_RUN_MODELS:-}"

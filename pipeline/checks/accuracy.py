@@ -1,0 +1,231 @@
+"""Accuracy on the user's own labelled images: mAP with Ultralytics' validator.
+
+The gate compares a candidate (the FP16 or INT8 ONNX an engine is built from, or on a GPU
+the engine itself) with the FP32 reference on the same data, in mAP50-95 points (0-100),
+and refuses a drop above ``accuracy.max_drop`` for that precision. Ultralytics measures an
+ONNX through ONNX Runtime on the CPU and an engine on its GPU.
+
+The data.yaml is checked and rewritten before Ultralytics sees it: paths are resolved
+against the data.yaml's own folder (Ultralytics resolves a relative ``path:`` against its
+datasets folder instead), the class names must be the model's, labels must be in range,
+and a ``download:`` entry (which Ultralytics would execute when a folder is missing) is
+never passed on.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from pipeline.checks.images import IMAGE_SUFFIXES
+from pipeline.config import Accuracy
+from pipeline.errors import PipelineError
+from pipeline.fsutil import read_json, sha256_file, sha256_json, write_json_atomic
+
+ACCURACY_VERSION = 1   # bump when the measurement changes: every cached figure is measured again
+
+
+def _bad(model: str, file: Path, what: str, fix: str, details: list[str] | None = None) -> PipelineError:
+    return PipelineError(what, model=model, file=file, fix=fix, details=details)
+
+
+FORMAT_FIX = ("write an Ultralytics detection data.yaml: path: (the dataset folder, relative to the data.yaml), "
+              "val: images/val, names: the model's classes (docs/precision.md)")
+
+
+def _read(acc: Accuracy, model: str) -> dict:
+    import yaml
+    f = acc.data
+    if not f.is_file():
+        raise _bad(model, f, "the accuracy data.yaml does not exist", FORMAT_FIX)
+    try:
+        data = yaml.safe_load(f.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _bad(model, f, "the accuracy data.yaml is not UTF-8 text", FORMAT_FIX) from None
+    except yaml.YAMLError as exc:
+        raise _bad(model, f, f"the accuracy data.yaml is not valid YAML ({str(exc).splitlines()[0]})",
+                   FORMAT_FIX) from None
+    except (OSError, RecursionError) as exc:
+        raise _bad(model, f, f"cannot read the accuracy data.yaml ({exc})", FORMAT_FIX) from None
+    if not isinstance(data, dict):
+        raise _bad(model, f, "the accuracy data.yaml is not a mapping", FORMAT_FIX)
+    return data
+
+
+def _names(value) -> dict[int, str] | None:
+    if isinstance(value, list):
+        return {i: str(n) for i, n in enumerate(value)}
+    if isinstance(value, dict) and all(isinstance(k, int) for k in value):
+        return {int(k): str(v) for k, v in sorted(value.items())}
+    return None
+
+
+def _split_images(root: Path, value, model: str, f: Path, split: str) -> list[Path]:
+    entries = value if isinstance(value, list) else [value]
+    images: list[Path] = []
+    for entry in entries:
+        if not isinstance(entry, str) or not entry:
+            raise _bad(model, f, f"{split}: must name an image folder or a .txt list of images, not {entry!r}",
+                       FORMAT_FIX)
+        p = Path(entry) if Path(entry).is_absolute() else root / entry
+        if p.is_dir():
+            images += sorted(x for x in p.rglob("*") if x.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file() and p.suffix == ".txt":
+            for line in p.read_text().splitlines():
+                line = line.strip()
+                if line:
+                    q = Path(line) if Path(line).is_absolute() else p.parent / line
+                    images.append(q)
+        else:
+            raise _bad(model, f, f"the {split} images are not there: {p} is neither a folder nor a .txt list",
+                       f"create {p} (images/{split} with labels/{split} beside it), or fix `{split}:` and "
+                       "`path:` in the data.yaml (relative to the data.yaml's folder)")
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        raise _bad(model, f, f"{len(missing)} image(s) listed for {split} do not exist", FORMAT_FIX, missing[:5])
+    if not images:
+        raise _bad(model, f, f"the {split} split holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})", FORMAT_FIX)
+    return images
+
+
+def label_path(image: Path) -> Path:
+    """Ultralytics' rule: the last /images/ of the path becomes /labels/, the suffix .txt."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _check_labels(images: list[Path], nc: int, kpt_values: int, model: str) -> int:
+    """Every label line is `class x y w h [keypoints]`, class in range, coordinates in 0..1.
+    Returns the number of labelled boxes."""
+    boxes = 0
+    for img in images:
+        lab = label_path(img)
+        if not lab.is_file():
+            continue   # a background image: allowed, as in Ultralytics
+        for n, line in enumerate(lab.read_text(errors="replace").splitlines(), 1):
+            vals = line.split()
+            if not vals:
+                continue
+            where = f"{lab}:{n}"
+            want = 5 + kpt_values
+            if len(vals) != want and not (kpt_values == 0 and len(vals) > 5 and len(vals) % 2 == 1):
+                raise _bad(model, lab, f"label line {n} has {len(vals)} values, expected {want} "
+                           f"(class x y w h{' + keypoints' if kpt_values else ''})",
+                           "write YOLO labels: one `class x_center y_center width height` line per box, "
+                           "normalised to 0..1", [where + ": " + line[:80]])
+            try:
+                cls, coords = int(vals[0]), [float(v) for v in vals[1:]]
+            except ValueError:
+                raise _bad(model, lab, f"label line {n} is not numbers", "fix or remove that line",
+                           [where + ": " + line[:80]]) from None
+            if not 0 <= cls < nc:
+                raise _bad(model, lab, f"label line {n} names class {cls}; the model has classes 0..{nc - 1}",
+                           "fix the class index, or label with the model's own class list",
+                           [where + ": " + line[:80]])
+            box = coords[:4] if kpt_values or len(coords) == 4 else coords
+            if any(not -1e-3 <= v <= 1 + 1e-3 for v in box):
+                raise _bad(model, lab, f"label line {n} has coordinates outside 0..1 (labels are normalised by the "
+                           "image size)", "divide pixel coordinates by the image width and height",
+                           [where + ": " + line[:80]])
+            boxes += 1
+    return boxes
+
+
+def prepare(acc: Accuracy, model: str, task: str, names: dict, kpt_shape, work: Path) -> tuple[Path, str]:
+    """Check the dataset against the model and write the data.yaml Ultralytics reads;
+    returns (that file, a digest of the data that is measured)."""
+    import yaml
+    f = acc.data
+    data = _read(acc, model)
+    if acc.split not in data:
+        raise _bad(model, f, f"the data.yaml has no `{acc.split}:` split",
+                   f"add {acc.split}: images/{acc.split} (or pass accuracy: split: to one it has: "
+                   f"{', '.join(k for k in ('train', 'val', 'test') if k in data) or 'none'})")
+    theirs = _names(data.get("names"))
+    if theirs is None:
+        raise _bad(model, f, "the data.yaml has no readable `names:` (a list or an index -> name mapping)", FORMAT_FIX)
+    ours = {int(k): str(v) for k, v in names.items()}
+    if len(theirs) != len(ours):
+        raise _bad(model, f, f"the data.yaml has {len(theirs)} classes, the model {len(ours)}",
+                   "label the data with the model's classes: " + ", ".join(list(ours.values())[:8])
+                   + (" ..." if len(ours) > 8 else ""))
+    differ = [f"class {k}: data.yaml {theirs[k]!r}, model {ours.get(k)!r}" for k in theirs if theirs[k] != ours.get(k)]
+    if differ:
+        raise _bad(model, f, "the data.yaml's class names are not the model's", "use the model's class names, in "
+                   "its order (they are in the export record: models/onnx/<stem>.export.json)", differ[:5])
+    kpt_values = 0
+    if task == "pose":
+        theirs_k = data.get("kpt_shape")
+        if list(theirs_k or []) != list(kpt_shape or []):
+            raise _bad(model, f, f"the data.yaml's kpt_shape {theirs_k!r} is not the model's {list(kpt_shape or [])}",
+                       f"write kpt_shape: {list(kpt_shape or [])}")
+        kpt_values = int(kpt_shape[0]) * int(kpt_shape[1])
+    root_value = data.get("path")
+    root = f.parent if not root_value else (Path(root_value) if Path(str(root_value)).is_absolute()
+                                            else f.parent / str(root_value))
+    images = _split_images(root, data[acc.split], model, f, acc.split)
+    boxes = _check_labels(images, len(ours), kpt_values, model)
+    if boxes == 0:
+        raise _bad(model, f, f"no image of the {acc.split} split has a label (labels/{acc.split}/*.txt)",
+                   "label the images (one `class x y w h` line per object); mAP on unlabelled images means nothing")
+    listing = work / "images.txt"
+    listing.write_text("".join(f"{p.resolve()}\n" for p in images))
+    norm = {"path": str(root.resolve()), "train": str(listing), "val": str(listing), "names": ours}
+    if task == "pose":
+        norm["kpt_shape"] = list(kpt_shape)
+        if "flip_idx" in data:
+            norm["flip_idx"] = data["flip_idx"]
+    out = work / "data.yaml"
+    out.write_text(yaml.safe_dump(norm, sort_keys=False))
+    digest = sha256_json({"images": [[str(p.name), sha256_file(p)] for p in images],
+                          "labels": [sha256_file(label_path(p)) if label_path(p).is_file() else None for p in images],
+                          "names": ours, "split": acc.split})
+    return out, digest
+
+
+def measure(model_file: Path, task: str, data_yaml: Path, imgsz: int, work: Path, device: str = "cpu") -> dict:
+    """mAP50-95, mAP50, precision and recall of ``model_file`` (ONNX on the CPU, an engine on a GPU)."""
+    from ultralytics import YOLO
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):   # Ultralytics prints its table; stdout may carry --json
+        res = YOLO(str(model_file), task=task).val(
+            data=str(data_yaml), imgsz=imgsz, batch=1, device=device, plots=False, verbose=False, save_json=False,
+            project=str(work), name="val", exist_ok=True, half=False)
+    box = res.box
+    out = {"map50_95": round(float(box.map) * 100, 3), "map50": round(float(box.map50) * 100, 3),
+           "precision": round(float(box.mp), 4), "recall": round(float(box.mr), 4),
+           "seconds": round(time.perf_counter() - t0, 2)}
+    if task == "pose" and getattr(res, "pose", None) is not None:
+        out["pose_map50_95"] = round(float(res.pose.map) * 100, 3)
+    return out
+
+
+def cached_measure(cache_file: Path, model_file: Path, task: str, data_yaml: Path, digest: str, imgsz: int,
+                   work: Path, device: str = "cpu") -> dict:
+    """``measure`` remembered by (model file sha256, data digest, imgsz, device) in ``cache_file``."""
+    from importlib import metadata
+    key = sha256_json({"model": sha256_file(model_file), "data": digest, "imgsz": imgsz, "device": device,
+                       "ultralytics": metadata.version("ultralytics"), "version": ACCURACY_VERSION})
+    cache = read_json(cache_file) or {}
+    if key in cache:
+        return {**cache[key], "cached": True}
+    figures = measure(model_file, task, data_yaml, imgsz, work, device)
+    cache[key] = figures
+    write_json_atomic(cache_file, dict(list(cache.items())[-16:]))   # a few entries: reference and candidates
+    return figures
+
+
+def judge(reference: dict, candidate: dict, precision: str, max_drop: float) -> tuple[float, list[str]]:
+    """(drop in mAP50-95 points, reasons it is too large)."""
+    drop = round(reference["map50_95"] - candidate["map50_95"], 3)
+    if drop > max_drop:
+        return drop, [f"accuracy: mAP50-95 dropped {drop:.2f} points ({reference['map50_95']:.2f} -> "
+                      f"{candidate['map50_95']:.2f}), more than max_drop {precision}: {max_drop:g}"]
+    return drop, []

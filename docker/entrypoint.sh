@@ -29,7 +29,7 @@ if [ "$(id -u)" = 0 ] && [ -d "$models" ]; then
   uid=$(stat -c %u "$models")
   gid=$(stat -c %g "$models")
   if [ "$uid" != 0 ]; then
-    exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$0" "$@"
+    exec /usr/bin/setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$0" "$@"
   fi
 fi
 

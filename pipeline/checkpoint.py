@@ -294,7 +294,11 @@ def gate(name: str, path: Path, *, expected_sha256: str | None, trusted: bool,
                                 fix="check that the file exists and this user may read it") from None
         if expected_sha256 is not None and actual != expected_sha256:
             raise changed_since_export(name, path, expected_sha256, actual)
-        info = check_loadable(name, private, trusted)
+        try:
+            info = check_loadable(name, private, trusted)
+        except PipelineError as err:   # the scan read the private copy: name the user's file
+            raise PipelineError(err.what.replace(str(private), str(path)), model=err.model or name, file=path,
+                                fix=err.fix, details=err.details) from None
         decision = TrustDecision(name, path, private, actual, bool(trusted), info["globals"], info["unsafe_globals"])
         if decision.trusted and log is not None:
             log(f"{name}: loading {path.name} (sha256 {actual[:12]}…) as trusted (unsafe pickle loading"

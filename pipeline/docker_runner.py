@@ -229,12 +229,13 @@ def run_builder(models_dir: Path, image: str, args: list[str], gpu: bool = True,
     container = None
     try:
         container = client.containers.create(image, **kwargs)
-        container.start()
         if on_stdout is None:
+            container.start()
             for line in _lines(container.logs(stream=True, follow=True, stdout=True, stderr=True)):
                 on_line(line)
-        else:
-            frames = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
+        else:  # attached before the start (as `docker start -a`): the two streams apart, nothing missed
+            frames = container.attach(stdout=True, stderr=True, stream=True, logs=False, demux=True)
+            container.start()
             for is_out, line in _demuxed_lines(frames):
                 (on_stdout if is_out else on_line)(line)
         return int(container.wait().get("StatusCode", 1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -39,6 +40,20 @@ def make_tag(backend: str, version: str, targets: list[str], compatibility: str 
         return f"{prefix}-{version}-{PORTABLE_TAGS[compatibility]}"
     ccs = "_".join(sm_name(t)[2:] for t in sorted(targets, key=cc_tuple))
     return f"{prefix}-{version}-sm{ccs}"
+
+
+BUILDER_RUN = "docker compose -f docker-compose.build.yml run --rm builder"
+
+
+def rebuild_command(tag: str, config_arg: str = "") -> str:
+    """The command that builds the set ``tag`` again, read from the tag alone (so it also
+    works for a set whose manifest is damaged): a TensorRT for RTX set for its own targets,
+    a TensorRT set in the builder container on its GPU."""
+    m = re.fullmatch(r"trtrtx-[^-]+-sm(\d+(?:_\d+)*)", tag)
+    if m:
+        targets = ",".join(f"sm{t}" for t in m.group(1).split("_"))
+        return f"engines{config_arg} run --force --backend tensorrt-rtx --target {targets}"
+    return f"{BUILDER_RUN} run --force   (on a GPU of the set's type)"
 
 
 def now_iso() -> str:
@@ -109,7 +124,8 @@ def read_manifest(path: Path) -> SetManifest:
                             fix="run `engines list` to see the sets, or `make engines`") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"manifest.json is not valid JSON ({exc})", file=f,
-                            fix="the set is damaged: rebuild it (`engines run --force`) or remove the folder") from None
+                            fix=f"the set is damaged: rebuild it (`{rebuild_command(path.resolve().name)}`) or "
+                                "remove the folder") from None
     except OSError as exc:
         raise ManifestError(f"cannot read manifest.json ({exc.strerror or exc})", file=f,
                             fix="check the folder's permissions") from None
@@ -117,8 +133,8 @@ def read_manifest(path: Path) -> SetManifest:
         m = SetManifest.from_dict(data)
     except ManifestError as err:   # re-raised as a new error that names the file (never edited)
         raise ManifestError(err.what, file=err.file or f, details=err.details,
-                            fix=err.fix or "the set is damaged: rebuild it (`engines run --force`) or remove the "
-                                           "folder") from None
+                            fix=err.fix or f"the set is damaged: rebuild it (`{rebuild_command(path.resolve().name)}`) "
+                                           "or remove the folder") from None
     name = path.resolve().name   # through the `current` link to the folder itself
     if m.tag != name:   # a copied or renamed folder: its manifest vouches for another set
         twin = path.resolve().parent / m.tag

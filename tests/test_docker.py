@@ -52,6 +52,19 @@ def client(docker_leftovers):
     return c
 
 
+def _add_setpriv(root: Path) -> None:
+    """util-linux's setpriv, as Ubuntu (the NGC base) has it, with the libraries it loads:
+    docker/entrypoint.sh drops privileges with /usr/bin/setpriv --reuid (busybox's applet lacks it)."""
+    setpriv = Path("/usr/bin/setpriv")
+    if not setpriv.exists():
+        pytest.skip("util-linux setpriv missing: the image's entry point needs it (apt-get install util-linux)")
+    ldd = subprocess.run(["ldd", str(setpriv)], capture_output=True, text=True, check=True).stdout
+    for path in [str(setpriv), *re.findall(r"(/\S+) \(0x", ldd)]:
+        dest = root / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(path).resolve(), dest)
+
+
 def _rootfs_tar(busybox: Path, dest: Path) -> Path:
     """A rootfs with busybox and one symlink per applet: enough for sh, id, mkdir, sleep."""
     applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True)
@@ -61,6 +74,7 @@ def _rootfs_tar(busybox: Path, dest: Path) -> Path:
     for name in applets.stdout.split():
         if name != "busybox":
             (root / "bin" / name).symlink_to("busybox")
+    _add_setpriv(root)
     (root / "etc").mkdir()
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "tmp").mkdir(mode=0o1777)
@@ -265,12 +279,12 @@ def test_no_gpu_is_explained_as_the_tensorrt_rtx_route():
         assert "--no-gpu" in text and "TensorRT for RTX" in text and "--backend tensorrt-rtx" in text
 
 
-def test_ensure_image_builds_a_missing_image_from_the_context(client, images):
+def test_ensure_image_builds_a_missing_image_from_the_context(client, images, tmp_path):
     from pipeline.docker_runner import ensure_image, image_trt_version
     tag = f"engines-test-build:{uuid.uuid4().hex[:8]}"
     lines: list[str] = []
     try:
-        img = ensure_image(client, tag, build_context=DATA, dockerfile="Dockerfile.test",
+        img = ensure_image(client, tag, build_context=_test_context(tmp_path / "ctx"), dockerfile="Dockerfile.test",
                            buildargs={"BASE": images.base}, on_line=lines.append)
         assert tag in img.tags and image_trt_version(client, tag) == TEST_TRT
         assert any(line.startswith("Step ") for line in lines)  # build output streamed
@@ -476,6 +490,7 @@ def test_plain_compose_run_builder_on_a_fresh_clone_runs_as_the_owner_of_models(
         assert out.read_text().split() == [f"{owner}:{owner}", "run"]
         assert out.stat().st_uid == owner and (models / "engines").stat().st_uid == owner
         other = "5555:5555" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+        shutil.rmtree(models / "engines")  # the owner's folder: another uid may not write it
         _compose(*base, "run", "--rm", "--user", other, "builder", env=env)
         assert out.read_text().split() == [other, "run"]
     finally:
@@ -745,3 +760,152 @@ def test_make_deploy_prints_the_engines_check_log_when_the_gate_fails(client, im
     assert "make deploy: the engines-check gate or the start failed; its log:" in res.stderr
     # the gate's own words (the stand-in image's `engines` does not know `verify`)
     assert "fake engines: unknown command 'verify'" in res.stderr, res.stderr
+
+
+# --------------------------------------------------------------------------- test services (make test)
+
+needs_root_dockerd = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("dockerd"),
+                                        reason="starts a private dockerd: needs root and dockerd")
+
+
+@pytest.fixture
+def own_root():
+    """A root for a private daemon of one test (short: the socket path must fit 108 bytes)."""
+    import tempfile
+    root = Path(tempfile.mkdtemp(prefix="engines-dt-", dir="/tmp"))
+    yield root
+    subprocess.run(["bash", str(REPO / ".ci" / "stop-dockerd.sh"), "--purge"],
+                   env=_script_env(ENGINES_DOCKER_ROOT=str(root)), check=False, capture_output=True, timeout=120)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _script_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DOCKER_HOST", "ENGINES_TEST_DOCKER_HOST", "ENGINES_TEST_DOCKER_UNAVAILABLE")}
+    env.update(extra)
+    return env
+
+
+def _dockerd_alive(root: Path) -> bool:
+    try:
+        pid = int((root / "dockerd.pid").read_text())
+        return f"{root}/data" in Path(f"/proc/{pid}/cmdline").read_bytes().decode().replace("\0", " ")
+    except (OSError, ValueError):
+        return False
+
+
+@needs_root_dockerd
+def test_test_services_start_a_daemon_of_their_own_and_stop_it(own_root):
+    """`make test` on a machine with no daemon: .ci/with-test-services.sh starts this checkout's
+    dockerd for the command, passes its exit code on, and stops the daemon afterwards."""
+    res = subprocess.run(["bash", ".ci/with-test-services.sh", ".venv", "sh", "-c",
+                          "docker info --format 'driver={{.Driver}}'; echo host=$DOCKER_HOST; exit 3"],
+                         cwd=REPO, env=_script_env(ENGINES_DOCKER_ROOT=str(own_root)), capture_output=True,
+                         text=True, timeout=180)
+    assert res.returncode == 3, res.stderr
+    assert f"host=unix://{own_root}/docker.sock" in res.stdout
+    assert re.search(r"driver=(overlay2|vfs)", res.stdout), res.stdout + res.stderr
+    assert "started this checkout's dockerd" in res.stderr and "stopped dockerd" in res.stderr
+    assert not _dockerd_alive(own_root)
+
+
+@needs_root_dockerd
+def test_test_services_reuse_a_running_daemon_and_leave_it_running(own_root):
+    env = _script_env(ENGINES_DOCKER_ROOT=str(own_root))
+    up = subprocess.run(["bash", ".ci/start-dockerd.sh", ".venv"], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=120)
+    assert up.returncode == 0 and "ENGINES_DOCKERD_STARTED=1" in up.stdout, up.stderr
+    res = subprocess.run(["bash", ".ci/with-test-services.sh", ".venv", "docker", "info"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "reusing this checkout's dockerd" in res.stderr and "stopped dockerd" not in res.stderr
+    assert _dockerd_alive(own_root)
+
+
+@needs_root_dockerd
+def test_start_dockerd_falls_back_to_vfs_when_overlay2_fails(own_root, tmp_path):
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    real = shutil.which("dockerd")
+    (shim / "dockerd").write_text(f'#!/bin/sh\ncase " $* " in *" overlay2 "*) echo "shim: no overlay2" >&2; exit 1;; esac\n'
+                                  f'exec {real} "$@"\n')
+    (shim / "dockerd").chmod(0o755)
+    env = _script_env(ENGINES_DOCKER_ROOT=str(own_root), PATH=f"{shim}:{os.environ['PATH']}")
+    res = subprocess.run(["bash", ".ci/start-dockerd.sh", ".venv"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "dockerd exited with storage overlay2" in res.stderr and "storage vfs" in res.stderr, res.stderr
+    info = subprocess.run(["docker", "-H", f"unix://{own_root}/docker.sock", "info", "--format", "{{.Driver}}"],
+                          capture_output=True, text=True, timeout=60)
+    assert info.stdout.strip() == "vfs"
+
+
+@needs_root_dockerd
+def test_test_services_without_root_run_the_command_and_say_why_docker_skips(own_root):
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv missing")
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "bash", ".ci/with-test-services.sh",
+           ".venv", "sh", "-c", 'echo "why=$ENGINES_TEST_DOCKER_UNAVAILABLE"']
+    res = subprocess.run(cmd, cwd=REPO, env=_script_env(ENGINES_DOCKER_ROOT=str(own_root), HOME="/tmp"),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "why=bash .ci/start-dockerd.sh failed: must run as root" in res.stdout, res.stdout + res.stderr
+    assert not _dockerd_alive(own_root)
+
+
+# --------------------------------------------------------------------------- the production gate
+
+@needs_root_dockerd
+@needs_compose
+def test_a_daemon_restart_does_not_bring_pyt_api_prod_back_past_the_gate(own_root, tmp_path, docker_leftovers):
+    """Issue 18 item 1, on a daemon of its own (restarted here): engines-check approves, pyt-api-prod
+    runs; the approval goes away (a changed engine); after the daemon restarts, pyt-api-prod is not
+    running, and `up` runs the gate again, which refuses, so it stays down. Stand-ins: the gate's
+    verdict is a file (the real gate's logic is tested in test_resolve.py), the service sleeps."""
+    import docker
+    env = _script_env(ENGINES_DOCKER_ROOT=str(own_root))
+    start, stop = ["bash", ".ci/start-dockerd.sh", ".venv"], ["bash", ".ci/stop-dockerd.sh"]
+    assert subprocess.run(start, cwd=REPO, env=env, capture_output=True, timeout=120).returncode == 0
+    host = f"unix://{own_root}/docker.sock"
+    c = docker.DockerClient(base_url=host, timeout=60)
+    c.api.import_image(src=str(_rootfs_tar(Path(shutil.which("busybox")), tmp_path)), repository="gate-base",
+                       tag="t", changes=[f"LABEL {docker_leftovers.label}"])
+    c.images.build(path=str(_test_context(tmp_path / "ctx")), dockerfile="Dockerfile.test", tag="gate-img:t",
+                   rm=True, forcerm=True, buildargs={"BASE": "gate-base:t"})
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "approved").write_text("ok")
+    (tmp_path / "stand-in.yml").write_text(
+        "services:\n"
+        "  engines-check:\n"
+        "    build: !reset null\n    pull_policy: never\n    deploy: !reset {}\n"
+        "    command: !override ['/bin/sh', '-ec', 'test -f /workspace/models/approved']\n"
+        "  pyt-api-prod:\n"
+        "    pull_policy: never\n    deploy: !reset {}\n    ports: !reset []\n    command: ['sleep', '600']\n"
+        "    stop_grace_period: 1s\n")
+    penv = {**env, "DOCKER_HOST": host, "ENGINES_IMAGE": "gate-img:t", "PYT_API_IMAGE": "gate-img:t",
+            "ENGINE_SET": "trt-test", "ENGINE_RUNTIME": "tensorrt==10.99", "UID": "0", "GID": "0",
+            "ENGINES_MODELS_DIR": str(models)}
+    prod = ["docker", "compose", "-p", "gate-test", "-f", str(REPO / "docker-compose.prod.full.yml"),
+            "-f", str(tmp_path / "stand-in.yml")]
+
+    def api_state() -> str:
+        found = c.api.containers(all=True, filters={"label": "com.docker.compose.service=pyt-api-prod"})
+        return found[0]["State"] if found else "absent"
+
+    up = subprocess.run([*prod, "up", "-d"], env=penv, capture_output=True, text=True, timeout=180)
+    assert up.returncode == 0, up.stderr
+    assert api_state() == "running"
+
+    (models / "approved").unlink()                         # the set changed: the gate would refuse now
+    assert subprocess.run(stop, cwd=REPO, env=env, capture_output=True, timeout=120).returncode == 0
+    assert subprocess.run(start, cwd=REPO, env=env, capture_output=True, timeout=120).returncode == 0
+    time.sleep(3)                                          # the daemon restores restart policies at once
+    assert api_state() == "exited", "the daemon restarted pyt-api-prod without the gate"
+    api = c.api.containers(all=True, filters={"label": "com.docker.compose.service=pyt-api-prod"})[0]
+    assert c.api.inspect_container(api["Id"])["HostConfig"]["RestartPolicy"]["Name"] in ("no", "")
+
+    again = subprocess.run([*prod, "up", "-d"], env=penv, capture_output=True, text=True, timeout=180)
+    assert again.returncode != 0                           # the gate ran again and refused
+    assert api_state() == "exited"
+    subprocess.run([*prod, "down", "--volumes", "--rmi", "all"], env=penv, capture_output=True, timeout=180)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import PipelineError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -39,12 +41,19 @@ def letterbox(img: np.ndarray, imgsz: int, color: int = 114) -> np.ndarray:
                               value=(color, color, color))
 
 
+class UnreadableImage(PipelineError, ValueError):
+    """An image file that does not decode (corrupt, truncated, or not an image)."""
+
+
 def preprocess(path: Path, imgsz: int) -> np.ndarray:
     """Image file -> float32 CHW RGB in [0, 1], letterboxed."""
     import cv2
     img = cv2.imread(str(path))
     if img is None:
-        raise ValueError(f"cannot read image {path}")
+        raise UnreadableImage("a reference image cannot be read (corrupt, truncated, or not an image despite its "
+                              "name)", file=path,
+                              fix=f"replace or remove {Path(path).name} in the verify_images folder named in "
+                                  "models.yaml, then run again; nothing was published")
     lb = letterbox(img, imgsz)
     return np.ascontiguousarray(lb[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255.0
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.backends.trt_backends import TensorRTRTX
-from pipeline.engine_set import EngineSet, make_tag, scan_sets
+from pipeline.engine_set import EngineSet, make_tag, rebuild_command, scan_sets
 from pipeline.errors import PipelineError
 from pipeline.fsutil import sha256_file
 from pipeline.hardware import GpuFacts, cc_tuple, sm_name
@@ -352,9 +352,10 @@ def refusal(res: Resolution, config_arg: str = "", registry_ref: str | None = No
         fix = (f"upgrade this host's NVIDIA driver to R{need} or newer (CUDA 13 needs it; `nvidia-smi` shows the "
                f"driver), or rebuild with {cu12}"
                + ("; the set also holds demo weights (--allow-demo)" if any("demo" in k for k in near) else ""))
-    elif only({"files"}):
-        fix = (f"the set was altered after it was published: rebuild {want} with `{cmd}` "
-               "(never edit files inside a set)")
+    elif only({"files"}) or only({"corrupt"}) or only({"files", "corrupt"}):
+        bad = [v.tag for v in res.verdicts if {"files", "corrupt"} & set(v.kinds)]
+        fix = ("never edit files inside a set; rebuild what was altered or damaged: "
+               + "; ".join(f"{tag} with `{rebuild_command(tag, config_arg)}`" for tag in bad))
     elif rt.backend == "tensorrt-rtx":
         fix = (f"build {want} with `{cmd}` (tensorrt-rtx {rt.version} installed), or rerun with "
                "--build-missing")

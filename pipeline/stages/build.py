@@ -23,6 +23,7 @@ from pipeline.hardware import sm_name
 from pipeline.manifest import EngineLevel, EngineRecord, SetManifest
 from pipeline.stages import quantize, verify
 from pipeline.stages.export import cached_record, onnx_paths
+from pipeline.stages.export import onnx_file as export_onnx_file
 from pipeline.status import Status
 
 GIB = 1 << 30
@@ -101,7 +102,7 @@ def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backen
 
 
 def pre_build_checks(spec: ModelSpec, backend, workspace_gib: float | None, gpus: list,
-                     onnx_file: Path, out_dir: Path) -> None:
+                     onnx_file: Path, out_dir: Path, fp32_onnx: Path | None = None) -> None:
     """Refuse builds that would fail late: memory, FP16 support, disk room."""
     from pipeline.hardware import free_memory_gib, has_fast_fp16, has_int8
     target_gpu = backend.gpu or (gpus[0] if gpus else None)
@@ -138,7 +139,7 @@ def pre_build_checks(spec: ModelSpec, backend, workspace_gib: float | None, gpus
         raise PipelineError(f"engine folder is not writable: {why}", model=spec.name, file=out_dir,
                             fix="fix its permissions (the container runs as your uid) or pass "
                                 "--config pointing at a writable copy")
-    need = disk_needed(onnx_file, backend)
+    need = disk_needed(fp32_onnx or onnx_file, spec.precision, backend)
     free_disk = shutil.disk_usage(out_dir).free
     if free_disk < need:
         raise PipelineError(f"not enough disk for the engine: about {need >> 20} MiB needed (engine + plan), "
@@ -148,13 +149,20 @@ def pre_build_checks(spec: ModelSpec, backend, workspace_gib: float | None, gpus
                                 "or point --config at a models folder on a disk with room")
 
 
-def disk_needed(onnx_file: Path, backend) -> int:
-    """Bytes a build writes: the .engine and the .plan (the same plan twice), plus 25 %
-    headroom (the full TensorRT's timing cache). Measured on the demo set (TensorRT for RTX 1.7, FP16):
-    an engine is 1.62x its FP16 ONNX for one target (sm86, imgsz 320) and 2.15x for six
-    (sm75-sm121, imgsz 640), so about 1.5x plus 0.12x per target."""
-    engine = onnx_file.stat().st_size * (1.5 + 0.12 * max(len(backend.targets), 1))
-    return int(2 * engine * 1.25)
+# Engine size / FP32 ONNX size, measured on the demo set (TensorRT for RTX 1.7, 640, yolov8n): FP16
+# 0.84 (six targets), INT8 0.99 (one target; the Q/DQ ONNX is a quarter of the FP32 one, the engine
+# is not), FP32 1.24. Extra targets add about 60 kB each. The plan is the same bytes again.
+ENGINE_PER_FP32_ONNX = {"fp16": 0.9, "int8": 1.05, "fp32": 1.3}
+DISK_MARGIN = 1.05
+TIMING_CACHE_BYTES = 4 << 20   # the full TensorRT's timing cache grows by a few MiB at most per build
+
+
+def disk_needed(fp32_onnx: Path, precision: str, backend) -> int:
+    """Bytes a build writes: the .engine and the .plan (the same plan twice), 5 % margin, and
+    room for the timing cache where the backend keeps one (not TensorRT for RTX)."""
+    engine = fp32_onnx.stat().st_size * ENGINE_PER_FP32_ONNX.get(precision, 1.3) + 60_000 * len(backend.targets)
+    cache = 0 if backend.name == "tensorrt-rtx" else TIMING_CACHE_BYTES
+    return int(2 * engine * DISK_MARGIN) + cache
 
 
 def timing_cache_path(cfg: Config, backend) -> Path:
@@ -174,8 +182,8 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
     from pipeline.stages.verify import verify_onnx_level
 
     paths = onnx_paths(cfg, spec)
-    onnx_file = paths[options["onnx"]]
-    pre_build_checks(spec, backend, options["workspace_gib"], gpus, onnx_file, staging)
+    onnx_file = export_onnx_file(cfg, spec, options["onnx"])
+    pre_build_checks(spec, backend, options["workspace_gib"], gpus, onnx_file, staging, paths["fp32"])
     trt = backend.module()
     req = BuildRequest(model=spec.name, onnx=onnx_file, use_fp16_flag=options["fp16_flag"],
                        strongly_typed=options["strongly_typed"], imgsz=spec.imgsz, batch=options["batch"],
@@ -329,7 +337,7 @@ def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict) ->
     from pipeline.stages.verify import verify_onnx_level
     paths = onnx_paths(cfg, spec)
     entry = copy.deepcopy(prev)
-    built_from = paths[prev.options.get("onnx", "fp32")]
+    built_from = export_onnx_file(cfg, spec, prev.options.get("onnx", "fp32"))
     try:
         level = verify_onnx_level(spec, record, paths["fp32"], built_from, spec.precision)
     except PipelineError:
@@ -370,7 +378,7 @@ def _build_guarded(cfg, spec, backend, record, options, staging, gpus, log) -> d
     except PipelineError:
         raise
     except Exception as exc:  # TensorRT, ONNX Runtime and onnx raise many types
-        onnx_file = onnx_paths(cfg, spec)[options["onnx"]]
+        onnx_file = export_onnx_file(cfg, spec, options["onnx"])
         raise PipelineError(f"build failed: {type(exc).__name__}: {exc}", model=spec.name, file=onnx_file,
                             fix="rerun with --force; if it persists, re-export with `engines export --force` "
                                 "and report the message") from exc
@@ -398,6 +406,11 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
         manifest.engines[name] = entry
         if entry.status == Status.OK and files:      # a failed engine's files are never published
             installs[name] = files
+    # a model renamed in models.yaml (same source, new name): its old entry names the same files
+    current = {s.name for s in cfg.models}
+    for old in [n for n, e in manifest.engines.items() if n not in current
+                and any(e.source == s.source for s in cfg.models)]:
+        del manifest.engines[old]
     if not exists and not any(e.status == Status.OK for e in manifest.engines.values()):
         return  # nothing passed: no set is created (the errors carry the figures)
     new_passthrough = []

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.checkpoint import check_loadable, check_pin, loading, refused_by_loader
+from pipeline.checkpoint import check_pin, gate, refused_by_loader
 from pipeline.config import Config, ModelSpec
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_path, check_writable, read_json, sha256_file, sha256_json, write_json_atomic
@@ -44,8 +44,14 @@ def tool_versions() -> dict[str, str]:
 def onnx_paths(cfg: Config, spec: ModelSpec) -> dict[str, Path]:
     base = cfg.onnx_dir / spec.stem
     return {"fp32": base.with_suffix(".onnx"), "fp16": Path(f"{base}.fp16.onnx"),
-            "int8": Path(f"{base}.int8.onnx"),    # the Q/DQ twin (stages.quantize), only for precision: int8
             "record": Path(f"{base}.export.json")}
+
+
+def onnx_file(cfg: Config, spec: ModelSpec, kind: str) -> Path:
+    """The ONNX an engine is built from: fp32, fp16, or int8 (the Q/DQ twin of stages.quantize)."""
+    if kind == "int8":
+        return cfg.onnx_dir / f"{spec.stem}.int8.onnx"
+    return onnx_paths(cfg, spec)[kind]
 
 
 def check_source(spec: ModelSpec) -> None:
@@ -103,13 +109,14 @@ def cached_record(cfg: Config, spec: ModelSpec, key: str | None = None) -> dict 
     return rec
 
 
-def _load_checked(spec: ModelSpec, trusted: bool = False):
-    """Load with Ultralytics, mapping its failures to errors people can act on."""
+def _load_checked(spec: ModelSpec, trusted: bool, checkpoint: Path):
+    """Load the gated copy with Ultralytics, mapping its failures to errors people can act on
+    (they name the user's file, ``spec.source_path``)."""
     from pipeline.backends.torch import load_yolo
     from pipeline.checkpoint import TRUST_FIX
     src = spec.source_path
     try:
-        model = load_yolo(src)
+        model = load_yolo(checkpoint)
     except Exception as exc:  # torch/pickle/ultralytics raise many types for a bad file
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if not trusted and refused_by_loader(exc):
@@ -244,23 +251,23 @@ def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
         # the record is keyed by source path: a model renamed in models.yaml keeps its export
         return {**rec, "model": spec.name, "status": "cached"}
     check_archive(spec)
-    trust_info = check_loadable(spec.name, spec.source_path, trusted)
-    if trusted:
-        log(f"{spec.name}: loading {spec.source} as trusted (unsafe pickle loading"
-            + (f"; it refers to {', '.join(trust_info['unsafe_globals'])})" if trust_info["unsafe_globals"] else ")"))
-    with loading(trusted, trust_info["globals"]):
-        return _export_loaded(cfg, spec, paths, key, source_sha, trusted, trust_info, log)
+    check_export_disk(spec, paths["fp32"].parent)
+    # what is scanned and loaded is a private copy of exactly the bytes hashed, pinned and keyed
+    # above (checkpoint.gate): a file swapped after the check is never read
+    with gate(spec.name, spec.source_path, expected_sha256=source_sha, trusted=trusted, log=log) as decision:
+        return _export_loaded(cfg, spec, paths, key, source_sha, decision.trusted, decision.record(), log,
+                              checkpoint=decision.path)
 
 
 def _export_loaded(cfg: Config, spec: ModelSpec, paths: dict, key: str, source_sha: str, trusted: bool,
-                   trust_info: dict, log: Callable[[str], None]) -> dict:
+                   trust_info: dict, log: Callable[[str], None], checkpoint: Path) -> dict:
 
     import onnx
 
     from pipeline.stages.parity import measure_parity
 
     t0 = time.perf_counter()
-    yolo = _load_checked(spec, trusted)
+    yolo = _load_checked(spec, trusted, checkpoint)
     record: dict = {"model": spec.name, "source": spec.source, "task": spec.task,
                     "cache_key": key, "sha256": {"source": source_sha},
                     "trusted": trusted, "unsafe_globals": trust_info["unsafe_globals"],
@@ -271,7 +278,7 @@ def _export_loaded(cfg: Config, spec: ModelSpec, paths: dict, key: str, source_s
     with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-", dir=paths["fp32"].parent) as tmp:
         (Path(tmp) / TEMP_OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         tmp_pt = Path(tmp) / Path(spec.source).name
-        shutil.copyfile(spec.source_path, tmp_pt)  # Ultralytics writes beside its input
+        shutil.copyfile(checkpoint, tmp_pt)  # Ultralytics writes beside its input; never re-read the user's path
         from pipeline.backends.torch import load_yolo
         try:
             out = load_yolo(tmp_pt).export(
@@ -319,10 +326,45 @@ def _export_loaded(cfg: Config, spec: ModelSpec, paths: dict, key: str, source_s
     return {**record, "status": "exported"}
 
 
+# What an export writes, per byte of checkpoint (yolov8n, 6.5 MB .pt, measured): the work copy of the
+# checkpoint (1.0), Ultralytics' raw ONNX in the work folder (2.0), the simplified FP32 ONNX (2.0) and
+# its FP16 twin (1.0): about 6x at the peak, before the work folder goes. 7x leaves a margin.
+EXPORT_DISK_FACTOR = 7
+
+
+def check_export_disk(spec: ModelSpec, out_dir: Path) -> None:
+    need = spec.source_path.stat().st_size * EXPORT_DISK_FACTOR
+    free = shutil.disk_usage(out_dir).free
+    if free < need:
+        raise not_enough_disk(spec, out_dir, need, free)
+
+
+def not_enough_disk(spec: ModelSpec, out_dir: Path, need: int | None, free: int | None) -> PipelineError:
+    figures = (f": about {need >> 20} MiB needed (checkpoint copy, FP32 and FP16 ONNX), {free >> 20} MiB free"
+               if need is not None and free is not None else "")
+    return PipelineError(f"not enough disk for the export{figures} on the disk that holds {out_dir}",
+                         model=spec.name, file=out_dir,
+                         fix=f"free space on that disk (`df -h {out_dir}`; `make clean` removes demo outputs), or "
+                             "point --config at a models folder on a disk with room; nothing was left half-written")
+
+
 def _export_guarded(cfg: Config, spec: ModelSpec, force: bool, log, trust: bool = False) -> dict:
     """export_model with anything unexpected turned into an error naming model and file."""
+    import errno
+    paths = onnx_paths(cfg, spec)
+    before = {k: (paths[k].stat().st_mtime_ns if paths[k].exists() else None) for k in ("fp32", "fp16")}
     try:
         return export_model(cfg, spec, force=force, log=log, trust=trust)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # the record is written last: ONNX files this attempt wrote without one are removed
+        for k, stamp in before.items():
+            if paths[k].exists() and paths[k].stat().st_mtime_ns != stamp:
+                paths[k].unlink()
+        free = shutil.disk_usage(paths["fp32"].parent).free
+        raise not_enough_disk(spec, paths["fp32"].parent, spec.source_path.stat().st_size * EXPORT_DISK_FACTOR,
+                              free) from None
     except PipelineError:
         raise
     except Exception as exc:  # onnx, onnxsim, onnxconverter-common, ONNX Runtime raise many types

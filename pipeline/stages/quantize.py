@@ -30,7 +30,7 @@ from pipeline.checks.images import IMAGE_SUFFIXES, preprocess, reference_images
 from pipeline.config import CALIBRATION_MIN_USEFUL, INT8_MIN_OPSET, Config, ModelSpec
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_path, read_json, sha256_file, sha256_json, write_json_atomic
-from pipeline.stages.export import onnx_paths
+from pipeline.stages.export import onnx_file, onnx_paths
 
 QUANTIZER = "onnxruntime.quantization.quantize_static"
 QUANTIZE_VERSION = 1   # bump when the quantization procedure changes: recalibrates every twin
@@ -43,8 +43,8 @@ Log = Callable[[str], None]
 
 
 def int8_paths(cfg: Config, spec: ModelSpec) -> dict[str, Path]:
-    onnx_file = onnx_paths(cfg, spec)["int8"]
-    return {"onnx": onnx_file, "record": onnx_file.with_suffix(".json")}
+    twin = onnx_file(cfg, spec, "int8")
+    return {"onnx": twin, "record": twin.with_suffix(".json")}
 
 
 def quantizer_version() -> str:

@@ -13,7 +13,7 @@ from pipeline.backends.base import Runner
 from pipeline.backends.onnxruntime import OnnxRuntimeRunner
 from pipeline.checks import accuracy
 from pipeline.checks.detections import decode, match, summarize, task_shape
-from pipeline.checks.images import batches, reference_images
+from pipeline.checks.images import UnreadableImage, batches, reference_images
 from pipeline.checks.tensors import compare_outputs, merge_stats
 from pipeline.config import ModelSpec
 from pipeline.engine_set import now_iso
@@ -39,7 +39,10 @@ def compare_runners(spec: ModelSpec, record: dict, reference: Runner, candidate:
     """Run both runners on the reference images; tensor figures plus detection figures."""
     thr = spec.thresholds(precision)
     nc, nkpt = task_shape(record)
-    feeds = batches(reference_images(spec.verify_images), spec.imgsz, batch)
+    try:
+        feeds = batches(reference_images(spec.verify_images), spec.imgsz, batch)
+    except UnreadableImage as err:   # the same paragraph, naming the model
+        raise UnreadableImage(err.what, model=spec.name, file=err.file, fix=err.fix) from None
     tensor_runs, det_groups = [], []
     for x in feeds:
         ref = reference.infer({"images": x})
@@ -122,9 +125,9 @@ def _built_from(cfg, spec, entry) -> tuple[Path, dict]:
     """The ONNX this engine was built from, checked by hash, and its export record."""
     from pipeline.errors import PipelineError
     from pipeline.fsutil import read_json, sha256_file
-    from pipeline.stages.export import onnx_paths
+    from pipeline.stages.export import onnx_file, onnx_paths
     paths = onnx_paths(cfg, spec)
-    built_from = paths[entry.options.get("onnx") or "fp32"]
+    built_from = onnx_file(cfg, spec, entry.options.get("onnx") or "fp32")
     record = read_json(paths["record"])
     if record is None or not built_from.is_file() or not paths["fp32"].is_file():
         raise PipelineError("the ONNX files this engine was built from are not here", model=spec.name,
@@ -150,7 +153,7 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
         problems = s.check_files()
         if problems:
             raise PipelineError("engine set files do not match the manifest", file=set_dir, details=problems,
-                                fix="rebuild the set: engines build --force")
+                                fix=f"never edit files inside a set; rebuild this one: `{es.rebuild_command(s.tag)}`")
         gpus = detect_gpus()
         trt, why = engine_runtime(s.manifest, gpus)
         specs = {m.name: m for m in cfg.models}

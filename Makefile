@@ -85,7 +85,7 @@ BUILDER_RUN = log=$$(mktemp); name=engines-builder-$$$$; \
 	$(COMPOSE) -f docker-compose.build.yml run --rm --name "$$name" builder $(1) 2>&1 | tee "$$log"; \
 	code=$${PIPESTATUS[0]}; if [ "$$code" -ne 0 ] && grep -q 'could not select device driver' "$$log"; then \
 	echo "make: Docker could not give the builder a GPU (no NVIDIA Container Toolkit registered with this Docker)." \
-	"Next step: install it and register it (README, \"Building in the NGC TensorRT container\"); on a host" \
+	"Next step: install it and register it (docs/container.md); on a host" \
 	"without an NVIDIA GPU, \`make engines\` builds TensorRT for RTX sets instead." >&2; fi; rm -f "$$log"; exit $$code
 
 engines-docker: .env ## Build engines for this host's GPU inside the builder container

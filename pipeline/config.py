@@ -19,7 +19,7 @@ PRECISIONS = ("fp16", "fp32", "int8")
 MIN_OPSET = 12
 MAX_IMGSZ = 4096  # 4096 x 4096 is already 40x the pixels of 640; larger is a typo or a memory blow-up
 
-# Comparator thresholds; README "Verification thresholds" explains them. Outputs are
+# Comparator thresholds; docs/models-yaml.md "Thresholds" explains them. Outputs are
 # pixel coordinates (0..imgsz) next to scores (0..1), so tolerances are in pixels.
 # FP32: measured worst max-abs 0.034 px on the demo models (ONNX Runtime vs PyTorch).
 # FP16: a handful of box edges move by up to ~40 px (DFL bins that are nearly tied flip)
@@ -51,7 +51,7 @@ DEFAULTS_KEYS = {"imgsz", "opset", "precision", "batch", "workspace", "verify", 
                  "accuracy"}
 # Set-wide keys (under defaults: only): every engine of a set shares them, as does its tag.
 # compatibility: ampere_plus -> HardwareCompatibilityLevel.AMPERE_PLUS, tag trt-<ver>-sm80plus
-# (README "Portable tier"); version_compatible -> BuilderFlag.VERSION_COMPATIBLE.
+# (docs/fleet.md "Portable tier"); version_compatible -> BuilderFlag.VERSION_COMPATIBLE.
 SET_KEYS = {"compatibility", "version_compatible"}
 COMPATIBILITY = ("ampere_plus",)
 MODEL_KEYS = {"name", "source", "task", "sha256", "trust", "demo_classes"} | DEFAULTS_KEYS
@@ -436,7 +436,7 @@ def load_config(path: Path | str) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("config file not found", file=path,
-                          fix="pass --config PATH or create models/models.yaml (see README)")
+                          fix="pass --config PATH or create models/models.yaml (docs/models-yaml.md)")
     data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError("top level must be a mapping", file=path,
@@ -517,7 +517,7 @@ def _set_options(defaults: dict, path: Path) -> tuple[str | None, bool]:
     elif comp not in COMPATIBILITY:
         raise _err(f"compatibility {comp!r} is not supported", "defaults", path,
                    "write compatibility: ampere_plus (one engine set for every GPU of compute capability 8.0 "
-                   "or newer, full TensorRT only, slower: README \"Portable tier\"), or remove it to build for "
+                   "or newer, full TensorRT only, slower: docs/fleet.md \"Portable tier\"), or remove it to build for "
                    "the building GPU's type only")
     vc = defaults.get("version_compatible", False)
     if not isinstance(vc, bool):

@@ -33,7 +33,7 @@ LAYER_MEDIA_TYPES = {"engine": "application/vnd.engines.engine.v1", "plan": "app
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TITLE = "org.opencontainers.image.title"
 P = "org.engines."
-ANNOTATIONS = {  # key -> what it holds (README "Registry" lists the same)
+ANNOTATIONS = {  # key -> what it holds (docs/fleet.md "Registry" lists the same)
     P + "set.tag": "the set tag, e.g. trt-10.13.3.9-sm90",
     P + "backend": "tensorrt or tensorrt-rtx",
     P + "tensorrt.version": "full TensorRT (for RTX) version that built the engines",

@@ -17,7 +17,7 @@ DISTS = {
                  "tensorrt-cu12-bindings", "tensorrt-bindings"),
     "tensorrt-rtx": ("tensorrt-rtx-cu13-bindings", "tensorrt-rtx-cu12-bindings", "tensorrt-rtx"),
 }
-# Image labels that name the TensorRT an image runs (README "Image labels"), asked in this order:
+# Image labels that name the TensorRT an image runs (docs/container.md "Image labels"), asked in this order:
 TRT_LABEL = "org.engines.tensorrt.version"       # full TensorRT, bare (10.13.2.6) or BACKEND==VERSION
 RTX_LABEL = "org.engines.tensorrt-rtx.version"   # TensorRT for RTX, bare (1.7.1.116)
 NVIDIA_TRT_LABEL = "com.nvidia.tensorrt.version"  # NVIDIA's own, on NGC TensorRT images and those built on them

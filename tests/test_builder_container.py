@@ -222,20 +222,20 @@ def test_resolve_refuses_a_cuda13_set_on_an_older_driver(tmp_path, driver, ok):
 # --------------------------------------------------------------------------- ENGINES_* passthrough
 
 def _cli_env_names() -> set[str]:
-    """Every environment variable the `engines` CLI reads: auto_envvar_prefix ENGINES gives
-    ENGINES_<COMMAND>_<PARAMETER NAME> (`--model` -> ENGINES_RUN_MODELS, `--target` -> ENGINES_RUN_TARGETS)."""
+    """The environment variable each `engines` option reads first: ENGINES_<COMMAND>_<OPTION>,
+    named after the option's spelling (`--model` -> ENGINES_RUN_MODEL, `--target` ->
+    ENGINES_RUN_TARGET); an older name from click's parameter name is read after it."""
     import click
 
     from pipeline.cli import cli
-    from pipeline.cli import stages as commands  # noqa: F401  (registers every command)
 
-    def walk(cmd, prefix):
+    def walk(cmd):
         for p in cmd.params:
-            if isinstance(p, click.Option) and (p.envvar or p.allow_from_autoenv):
-                yield p.envvar or f"{prefix}_{p.name.upper()}"
-        for name, sub in getattr(cmd, "commands", {}).items():
-            yield from walk(sub, f"{prefix}_{name.replace('-', '_').upper()}")
-    return set(walk(cli, "ENGINES"))
+            if isinstance(p, click.Option) and p.envvar:
+                yield p.envvar if isinstance(p.envvar, str) else p.envvar[0]
+        for sub in getattr(cmd, "commands", {}).values():
+            yield from walk(sub)
+    return set(walk(cli))
 
 
 def test_compose_passes_every_engines_variable_through():
@@ -246,8 +246,8 @@ def test_compose_passes_every_engines_variable_through():
     host_only = {"ENGINES_CONFIG", "ENGINES_IMAGE"}  # set explicitly in the file / names the image itself
     wanted = {n for n in _cli_env_names() if n.startswith("ENGINES_") and n not in host_only
               and not n.startswith("ENGINES_DOCKER_")}
-    assert "ENGINES_RUN_TARGETS" in wanted and "ENGINES_RUN_MODELS" in wanted
+    assert "ENGINES_RUN_TARGET" in wanted and "ENGINES_RUN_MODEL" in wanted and "ENGINES_RUN_TRUST_CHECKPOINT" in wanted
     assert sorted(wanted - listed) == []
     # and the README's rule names them the way click does
     readme = (REPO / "README.md").read_text()
-    assert "ENGINES_RUN_TARGETS" in readme and "ENGINES_RUN_TARGET " not in readme
+    assert "ENGINES_RUN_TARGET" in readme and "ENGINES_RUN_TARGETS " not in readme

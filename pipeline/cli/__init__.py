@@ -73,7 +73,53 @@ for _module in COMMAND_MODULES:
         cli.add_command(_cmd)
 
 
+# ENGINES_* variables that no option reads but the pipeline, its containers or its scripts do
+OTHER_ENV = {"ENGINES_AS_JSON", "ENGINES_CONFIG", "ENGINES_CONFIG_NAME", "ENGINES_IMAGE", "ENGINES_TIMING_CACHE",
+             "ENGINES_MODELS_DIR", "ENGINES_MODELS_MOUNT", "ENGINES_REGISTRY", "ENGINES_REGISTRY_TIMEOUT",
+             "ENGINES_EXPECT_TRT", "ENGINES_DOCKER_ROOT", "ENGINES_DOCKER_SOCK", "ENGINES_DOCKER_STORAGE",
+             "ENGINES_DOCKER_HOST", "ENGINES_DOCKERD_STARTED"}
+
+
+def _option_env(cmd: click.Command, prefix: str = "ENGINES"):
+    """Name every option's environment variable after its spelling (``--trust-checkpoint`` of
+    `run` -> ENGINES_RUN_TRUST_CHECKPOINT) and show it in --help. Where click's own name (from
+    the parameter) differs, that older name is still read, after the new one. Yields every name."""
+    for p in cmd.params:
+        if not isinstance(p, click.Option):
+            continue
+        if p.envvar is None and p.allow_from_autoenv and p.name:
+            longest = max(p.opts, key=len).lstrip("-").replace("-", "_").upper()
+            names = list(dict.fromkeys([f"{prefix}_{longest}", f"{prefix}_{p.name.upper()}"]))
+            p.envvar = names if len(names) > 1 else names[0]
+        if p.envvar:
+            p.show_envvar = True
+            names = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar)
+            PRIMARY_ENV.add(names[0])
+            yield from names
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from _option_env(sub, f"{prefix}_{name.upper().replace('-', '_')}")
+
+
+PRIMARY_ENV: set[str] = set()   # the name each option reads first (the one --help shows first)
+OPTION_ENV = set(_option_env(cli))
+
+
+def unknown_env(environ=os.environ) -> list[str]:
+    """Warnings for ENGINES_* variables nothing reads (a misspelt ENGINES_RUN_TARGET is not ignored in silence)."""
+    import difflib
+    known = OPTION_ENV | OTHER_ENV
+    out = []
+    for k in sorted(environ):
+        if k.startswith("ENGINES_") and not k.startswith("ENGINES_TEST_") and k not in known:
+            near = difflib.get_close_matches(k, sorted(PRIMARY_ENV | OTHER_ENV), n=1)
+            out.append(f"warning: {k} is not read by any `engines` option and is ignored"
+                       + (f" (did you mean {near[0]}?)" if near else ""))
+    return out
+
+
 def main() -> None:
     os.environ.setdefault("YOLO_VERBOSE", "False")  # our own progress lines are enough
-    # ENGINES_<OPTION> environment variables fill options (the compose files use them)
+    for line in unknown_env():
+        click.echo(line, err=True)
+    # ENGINES_<COMMAND>_<OPTION> environment variables fill options (the compose files use them)
     cli(prog_name="engines", auto_envvar_prefix="ENGINES")

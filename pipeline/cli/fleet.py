@@ -74,7 +74,7 @@ nvidia.com/gpu: 1, copies the models in (from a PVC or an init-container image),
 runs the builder image's `engines`: `run --backend tensorrt`, `verify` on that GPU, and
 `push` to the registry the file names. Non-root (uid 10001, as Dockerfile.build), small
 backoffLimit, ttlSecondsAfterFinished. Registry credentials: a docker-registry Secret
-(`registry_secret:`) mounted as ~/.docker/config.json. README "Fleet" shows the file.
+(`registry_secret:`) mounted as ~/.docker/config.json. docs/fleet.md shows the file.
 
 Without --out the manifests go to stdout (`engines fleet plan --gpus gpus.yaml | kubectl apply -f -`).
 """

@@ -21,7 +21,7 @@ REGISTRY/REPO: {ref}
 
 The set's manifest.json is the config blob, each file one layer titled with its path in
 the set; annotations carry backend, TensorRT version, compute capabilities, GPU product,
-CUDA version, driver, demo flag and verification status (README "Registry"). Blobs the
+CUDA version, driver, demo flag and verification status (docs/fleet.md "Registry"). Blobs the
 registry already has are not sent: pushing an unchanged set again uploads nothing.
 The files are checked against the manifest's sha256 first; an altered set is refused.
 """.format(ref=REF_HELP)

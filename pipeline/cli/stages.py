@@ -187,6 +187,10 @@ def run_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts,
         ctx.echo(f"engine set: {res.build.get('set')}")
     for name, state in res.build["models"].items():
         ctx.echo(f"  {name}: {state}")
+    if api.set_holds_demo_weights(res.set_dir):   # said on every run, cached ones too
+        ctx.echo("  DEMO WEIGHTS: built from seeded random weights (`engines demo-models`), not trained models; "
+                 "resolve refuses the set unless --allow-demo. Put the real checkpoints at the paths in "
+                 f"{ctx.config_path} to build a set for production.")
     ctx.emit({"ok": res.ok, "exports": [{k: r[k] for k in ("model", "status", "files")} for r in res.exports],
               "build": res.build, "verified": res.verified, "errors": [e.to_json() for e in res.errors]})
     if res.errors:

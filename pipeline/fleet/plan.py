@@ -38,9 +38,11 @@ GPU_RESOURCE = "nvidia.com/gpu"
 BUILDER_UID = 10001                              # Dockerfile.build: useradd --uid 10001, USER 10001:10001
 BUILDER_HOME = "/home/engines"                   # Dockerfile.build: HOME
 MODELS_DIR = "/workspace/models"                 # Dockerfile.build: ENGINES_CONFIG=/workspace/models/models.yaml
-# Dockerfile.build: ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "engines"]; the Job keeps NGC's
-# entrypoint (CUDA environment set-up) and runs a short bash script of `engines` steps through it
-NGC_ENTRYPOINT = "/opt/nvidia/nvidia_entrypoint.sh"
+# Dockerfile.build: ENTRYPOINT ["/usr/local/bin/engines-entrypoint"] (docker/entrypoint.sh: the
+# models owner's uid when started as root, then NGC's CUDA set-up, banner on stderr); the Job keeps
+# it, as compose does, and runs a short bash script of `engines` steps through it (an absolute
+# first argument runs that program instead of `engines`)
+BUILDER_ENTRYPOINT = "/usr/local/bin/engines-entrypoint"
 LABEL_PREFIX = "engines.pipeline"
 TOP_KEYS = {"registry", "namespace", "models", "registry_secret", "image_pull_secret", "cells", "backoff_limit",
             "ttl_seconds_after_finished", "active_deadline_seconds", "allow_demo", "plain_http", "insecure",
@@ -333,7 +335,7 @@ def make_job(ff: FleetFile, cell: Cell):
         mounts.append(k.V1VolumeMount(name="registry-auth", mount_path=f"{BUILDER_HOME}/.docker", read_only=True))
         env.append(k.V1EnvVar(name="DOCKER_CONFIG", value=f"{BUILDER_HOME}/.docker"))
     builder = k.V1Container(
-        name="build", image=cell.image, command=[NGC_ENTRYPOINT, "/bin/bash", "-c"], args=[build_script(ff, cell)],
+        name="build", image=cell.image, command=[BUILDER_ENTRYPOINT, "/bin/bash", "-c"], args=[build_script(ff, cell)],
         env=env,
         resources=k.V1ResourceRequirements(limits={GPU_RESOURCE: "1"}), volume_mounts=mounts,
         security_context=_container_security(k))

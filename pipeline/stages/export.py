@@ -140,11 +140,15 @@ def _load_checked(spec: ModelSpec, trusted: bool, checkpoint: Path):
 def _simplify(model_proto, record: dict, test_shape: list[int] | None = None):
     """onnxsim with its own numeric check; keep the unsimplified model if it fails.
     ``test_shape`` gives the check a concrete input for dynamic (batch) exports."""
+    import contextlib
+    import io
+
     import onnxsim
     try:
-        simplified, ok = onnxsim.simplify(
-            model_proto, check_n=1,
-            test_input_shapes={"images": test_shape} if test_shape else None)
+        with contextlib.redirect_stdout(io.StringIO()):   # its "Checking 0/1..." is not our progress
+            simplified, ok = onnxsim.simplify(
+                model_proto, check_n=1,
+                test_input_shapes={"images": test_shape} if test_shape else None)
     except Exception as exc:  # onnxsim raises RuntimeError/ValueError/onnx errors
         record["simplify"] = {"applied": False, "reason": f"{type(exc).__name__}: {exc}"[:500]}
         return model_proto
@@ -168,9 +172,13 @@ def _io(model_proto) -> dict:
 
 def to_fp16(model_proto):
     """FP16 weights and math, FP32 inputs and outputs (what strongly typed TensorRT builds)."""
+    import warnings
+
     import onnx
     from onnxconverter_common import float16
-    fp16 = float16.convert_float_to_float16(model_proto, keep_io_types=True)
+    with warnings.catch_warnings():   # one UserWarning per weight below FP16's range: the twin is checked anyway
+        warnings.filterwarnings("ignore", category=UserWarning, module="onnxconverter_common")
+        fp16 = float16.convert_float_to_float16(model_proto, keep_io_types=True)
     # The converter turns every float tensor into float16 but leaves Cast(to=FLOAT) nodes
     # alone; dynamic exports compute anchors through such Casts, and the checker then
     # rejects the model. Point those Casts at FLOAT16, as the tensors they feed now are.

@@ -19,6 +19,8 @@ calibration images, the method and count, the exclusion rule and the quantizer's
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import tempfile
 import time
@@ -203,7 +205,7 @@ def ensure_twin(cfg: Config, spec: ModelSpec, export_record: dict, force: bool =
     # ONNX Runtime's quantize_static fixes Entropy at 128 histogram bins, which leaves one candidate
     # range: the same scales as MinMax (measured: byte-identical twins). Real entropy calibration
     # runs the calibrator with 2048 bins (TensorRT's own histogram size) and hands its ranges over.
-    with atomic_path(paths["onnx"], suffix=".onnx") as out, \
+    with atomic_path(paths["onnx"], suffix=".onnx") as out, _root_logger_quiet(), \
             tempfile.TemporaryDirectory(prefix=".int8-", dir=paths["onnx"].parent) as work:
         src = Path(work) / "fp32.onnx"   # the FP32 graph at the twin's opset (and the quantizer's scratch)
         onnx.save(proto, str(src))
@@ -245,6 +247,18 @@ def ensure_twin(cfg: Config, spec: ModelSpec, export_record: dict, force: bool =
     write_json_atomic(paths["record"], rec)
     log(f"{spec.name}: INT8 twin written in {seconds}s -> {rec['file']}")
     return {**rec, "status": "calibrated"}
+
+
+@contextlib.contextmanager
+def _root_logger_quiet():
+    """ONNX Runtime's quantizer advises pre-processing through the root logger on every call."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def provenance(rec: dict) -> dict:

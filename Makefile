@@ -12,7 +12,7 @@ export UID := $(shell id -u)
 export GID := $(shell id -g)
 
 .DEFAULT_GOAL := help
-.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy resolve clean \
+.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy deploy-dry-run resolve clean \
 	docker-up docker-down FORCE
 
 help: ## List the targets
@@ -105,6 +105,28 @@ deploy: $(STAMP) ## Resolve the engine set for this host, then start pyt-api-pro
 	$(ENGINES) --config $(CONFIG) resolve --write-env .env.engines --write-mounts docker-compose.engines.yml $(ARGS)
 	@$(PROD) up -d || { code=$$?; echo "make deploy: the engines-check gate or the start failed; its log:" >&2; \
 	  $(PROD) logs --no-color engines-check >&2; exit $$code; }
+
+# A DRY RUN of `make deploy` for a machine without a GPU: nothing starts, nothing is handed over.
+# resolve judges the sets against a GPU-facts file instead of this host (default: the shipped
+# example of an RTX 4090 on an R580 driver, which the TensorRT for RTX demo set of `make engines`
+# fits), writes the env file and the mounts into DRY_RUN_DIR (not the real .env.engines), and
+# `docker compose ... config` shows the services `make deploy` would start, when compose is here.
+DRY_RUN_FACTS ?= tests/data/gpu-facts/rtx4090-r580.csv
+DRY_RUN_DIR ?= /tmp/engines-deploy-dry-run-$(UID)
+DRY_RUN_PROD = $(COMPOSE) -f docker-compose.prod.full.yml -f $(DRY_RUN_DIR)/docker-compose.engines.yml \
+	--env-file $(DRY_RUN_DIR)/.env.engines
+deploy-dry-run: $(STAMP) ## DRY RUN of make deploy without a GPU (example GPU facts; starts nothing)
+	@echo "make deploy-dry-run: DRY RUN, nothing is started: resolve against $(DRY_RUN_FACTS)" \
+	  "(an example, not this host), files into $(DRY_RUN_DIR)/"
+	@mkdir -p $(DRY_RUN_DIR)
+	$(ENGINES) --config $(CONFIG) resolve --gpu-facts $(DRY_RUN_FACTS) --allow-demo --no-link \
+	  --write-env $(DRY_RUN_DIR)/.env.engines --write-mounts $(DRY_RUN_DIR)/docker-compose.engines.yml $(ARGS)
+	@if $(COMPOSE) version >/dev/null 2>&1; then \
+	  echo "make deploy-dry-run: DRY RUN: the services make deploy would start (docker compose config; nothing starts):"; \
+	  PYT_API_IMAGE=$${PYT_API_IMAGE:-pyt-api:dry-run} $(DRY_RUN_PROD) config; \
+	else echo "make deploy-dry-run: no \`$(COMPOSE)\` here: the compose step is left out"; fi
+	@echo "make deploy-dry-run: DRY RUN done: nothing was started; models/engines/current is unchanged." \
+	  "On the GPU host: make deploy"
 
 resolve: $(STAMP) ## Show which engine set this host would get (no hand-over)
 	$(ENGINES) --config $(CONFIG) resolve --no-link $(ARGS)

@@ -251,3 +251,49 @@ def test_compose_passes_every_engines_variable_through():
     # and the README's rule names them the way click does
     readme = (REPO / "README.md").read_text()
     assert "ENGINES_RUN_TARGET" in readme and "ENGINES_RUN_TARGETS " not in readme
+
+
+# --------------------------------------------------------------------------- deploy dry run (issue 18, item 13)
+
+@pytest.mark.slow
+def test_deploy_dry_run_picks_the_demo_set_on_the_shipped_r580_example(tmp_path, exported):
+    """A CPU-only newcomer: `make engines` (a TensorRT for RTX build of the demo set, every default
+    target, CUDA 13) then `make deploy-dry-run` against the shipped example facts (an RTX 4090 on an
+    R580 driver): the set is chosen, the env file and the mounts are written, nothing is handed over
+    or started. With the old facts (driver 535) the same command is refused."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+    pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT for RTX not installed (pip install '.[rtx]')")
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    ws = tmp_path / "ws"
+    shutil.copytree(exported, ws)
+    built = run_cli("--config", str(ws / "models.yaml"), "--json", "build", "--backend", "tensorrt-rtx")
+    assert built.returncode == 0, built.stderr
+    (tag,) = [d.name for d in (ws / "engines").iterdir() if not d.name.startswith(".")]
+    out = tmp_path / "dry"
+    venv = Path(sys.executable).parent.parent
+    make = ["make", "-s", "-o", str(venv / ".installed-stamp"), "deploy-dry-run", f"VENV={venv}",
+            f"CONFIG={ws / 'models.yaml'}", f"DRY_RUN_DIR={out}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYT_API_IMAGE", "ENGINES_IMAGE")}
+    res = subprocess.run(make, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "DRY RUN, nothing is started" in res.stdout and "DRY RUN done: nothing was started" in res.stdout
+    assert f"chose {tag}" in res.stdout, res.stdout + res.stderr
+    env_lines = dict(line.split("=", 1) for line in (out / ".env.engines").read_text().splitlines()
+                     if "=" in line and not line.startswith("#"))
+    assert env_lines["ENGINE_SET"].strip("'\"") == tag
+    mounts = (out / "docker-compose.engines.yml").read_text()
+    assert f"{tag}/yolo/yolov8n.engine" in mounts and "pyt-api-prod" in mounts
+    assert not (ws / "engines" / "current").exists()               # --no-link: nothing handed over
+    if _compose_cmd() is not None and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        assert "the services make deploy would start" in res.stdout
+        assert "pyt-api-prod:" in res.stdout and "engines-check:" in res.stdout and "pyt-api:dry-run" in res.stdout
+    # the recorded RTX 4090 (driver 535) is refused: why the example exists
+    old = subprocess.run([*make, "DRY_RUN_FACTS=tests/data/gpu-facts/rtx4090.csv"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert old.returncode != 0 and "R580 or newer" in old.stderr, old.stdout + old.stderr
+    assert json.loads(built.stdout)  # the build's --json document (a set was built, not only cached)

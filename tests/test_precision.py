@@ -299,3 +299,18 @@ def test_a_data_yaml_download_entry_is_never_passed_on(int8_ws, labelled, tmp_pa
     out, _ = accuracy.prepare(Accuracy(data / "data.yaml"), "human", "detect", names, kpt, tmp_path)
     norm = yaml.safe_load(out.read_text())
     assert "download" not in norm and Path(norm["path"]).is_absolute()
+
+
+def test_verify_judges_an_int8_engine_as_int8_even_when_models_yaml_says_fp16(int8_ws, tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(int8_ws, ws)
+    _config(ws, ", calibration: {images: calib}")
+    (ws / "models.yaml").write_text((ws / "models.yaml").read_text().replace("precision: int8", "precision: fp16"))
+    args = ("--config", str(ws / "models.yaml"))
+    r = run_cli(*args, "build", "--backend", "tensorrt-rtx", "--target", "sm89", "--precision", "int8")
+    assert r.returncode == 0, r.stderr
+    r = run_cli(*args, "--json", "verify")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((ws / "engines" / TAG / "manifest.json").read_text())["engines"]["human"]
+    from pipeline.config import DEFAULT_VERIFY
+    assert m["verification"]["onnx"]["thresholds"] == DEFAULT_VERIFY["int8"] and m["status"] == "ok"

@@ -789,3 +789,23 @@ def test_resolve_from_falls_back_on_the_local_set_while_another_process_holds_th
         assert out["chosen"] == d.name
         assert any(f"pid {holder.pid}" in w and "may be older" in w for w in out["warnings"]), out["warnings"]
         assert f"waiting for the lock on {d.name}: process {holder.pid}" in r.stderr
+
+
+def test_pull_and_resolve_from_are_library_calls_without_click(tmp_path, registry, repo):
+    """`engines pull` and `engines resolve --from` are each one call of pipeline.api (issue 16)."""
+    from pipeline import api
+    src = models_dir(tmp_path, "src")
+    d = make_set(src / "engines")
+    api.push(src / "engines", repo, d.name, plain_http=True)
+    dst = models_dir(tmp_path, "dst")
+    host = api.HostQuery(gpu_facts=Path(H100_FACTS), runtime=f"tensorrt=={TRT}")
+    remote = api.registry.Remote(repo, plain_http=True)
+    got = api.pull(dst / "models.yaml", remote, host, api.Policy())
+    assert got.downloaded and got.chosen.tag == d.name and (dst / "engines" / "current").resolve().name == d.name
+    env = tmp_path / ".env.engines"
+    picked = api.resolve(dst / "models.yaml", host, api.Policy(require=True, allow_pending=True), from_remote=remote,
+                         write_env=env, link=False)
+    assert picked.chosen.tag == d.name and picked.pulled_from == repo and f"ENGINE_SET={d.name}" in env.read_text()
+    with pytest.raises(api.PipelineError, match="no engine set in"):   # the same policy, one set of defaults
+        api.pull(dst / "models.yaml", remote, api.HostQuery(gpu_facts=Path(H100_FACTS), runtime="tensorrt==10.3.0.26"),
+                 api.Policy())

@@ -82,20 +82,19 @@ OTHER_ENV = {"ENGINES_AS_JSON", "ENGINES_CONFIG", "ENGINES_CONFIG_NAME", "ENGINE
 
 def _option_env(cmd: click.Command, prefix: str = "ENGINES"):
     """Name every option's environment variable after its spelling (``--trust-checkpoint`` of
-    `run` -> ENGINES_RUN_TRUST_CHECKPOINT) and show it in --help. Where click's own name (from
-    the parameter) differs, that older name is still read, after the new one. Yields every name."""
+    `run` -> ENGINES_RUN_TRUST_CHECKPOINT) and show it in --help. Also read, after it: the older
+    name from click's parameter name where it differs (ENGINES_RUN_TRUST), and a shared name an
+    option declares (ENGINES_LOCK_TIMEOUT, ENGINE_SET). Yields every name."""
     for p in cmd.params:
-        if not isinstance(p, click.Option):
+        if not isinstance(p, click.Option) or not p.name or not p.allow_from_autoenv:
             continue
-        if p.envvar is None and p.allow_from_autoenv and p.name:
-            longest = max(p.opts, key=len).lstrip("-").replace("-", "_").upper()
-            names = list(dict.fromkeys([f"{prefix}_{longest}", f"{prefix}_{p.name.upper()}"]))
-            p.envvar = names if len(names) > 1 else names[0]
-        if p.envvar:
-            p.show_envvar = True
-            names = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar)
-            PRIMARY_ENV.add(names[0])
-            yield from names
+        longest = max(p.opts, key=len).lstrip("-").replace("-", "_").upper()
+        shared = [p.envvar] if isinstance(p.envvar, str) else list(p.envvar or [])
+        names = list(dict.fromkeys([f"{prefix}_{longest}", f"{prefix}_{p.name.upper()}", *shared]))
+        p.envvar = names if len(names) > 1 else names[0]
+        p.show_envvar = True
+        PRIMARY_ENV.add(names[0])
+        yield from names
     for name, sub in getattr(cmd, "commands", {}).items():
         yield from _option_env(sub, f"{prefix}_{name.upper().replace('-', '_')}")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.config import PRECISIONS
 from pipeline.errors import PipelineError
 
 
@@ -77,6 +78,32 @@ GPU_FACTS = click.option(
          "`nvidia-smi --query-gpu=index,name,uuid,compute_cap,driver_version,memory.total,memory.free,pci.bus_id "
          "--format=csv`, or an NVML JSON (name, cc, driver, mem_total, mem_free).")
 
+# -- the stage commands (export, build, run, verify) ------------------------------------------------
+MODEL = click.option("--model", "-m", "models", multiple=True, metavar="NAME",
+                         help="Only this model (repeatable). Default: every model in models.yaml.")
+KEEP_GOING = click.option("--keep-going", is_flag=True,
+                              help="Carry on with the other models after one fails (exit is still 1).")
+FORCE = click.option("--force", is_flag=True, help="Redo the work even when the cache says it is current.")
+TRUST = click.option("--trust-checkpoint", "trust", is_flag=True,
+                         help="Load checkpoints that need unsafe (full pickle) loading, which can run code in "
+                              "the file; only for files whose origin you trust. Recorded in the manifest.")
+BACKEND = click.option(
+    "--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True,
+    help="auto: the full TensorRT when it imports and a GPU is present, else TensorRT for RTX.")
+TARGET = click.option(
+    "--target", "targets", type=Targets(), default=None,
+    help="TensorRT for RTX only: compute capabilities to build for, e.g. sm86,sm89,sm120 "
+         "(default: every one it supports). The full TensorRT builds for the GPU it runs on.")
+WORKSPACE = click.option(
+    "--workspace", type=float, default=None, metavar="GIB",
+    help="Builder workspace limit in GiB, overriding models.yaml; checked against the GPU's free "
+         "memory. Default: let TensorRT decide.")
+PRECISION = click.option(
+    "--precision", type=click.Choice(list(PRECISIONS)), default=None,
+    help="Build every selected model at this precision, overriding models.yaml. int8 builds the INT8 twin "
+         "(a Q/DQ ONNX calibrated on models.yaml's calibration: images; docs/precision.md).")
+
+
 # -- the host's facts and the choice policy (resolve, pull) ---------------------------------------
 host_options = _stack(
     click.option("--runtime", metavar="BACKEND==VERSION", callback=_check_runtime,
@@ -133,7 +160,7 @@ def remote(ref: str, values: dict):
     return Remote(ref, plain_http=values.pop("plain_http"), insecure=values.pop("insecure"))
 
 
-# -- waiting on another process (pull, resolve --from; build/verify declare theirs in stages.py) ---------
+# -- waiting on another process (build, run, verify, pull, resolve --from) --------------------------
 LOCK_TIMEOUT_ENV = "ENGINES_LOCK_TIMEOUT"
 
 
@@ -152,7 +179,7 @@ def _check_lock_timeout(click_ctx, param, value):
     return seconds
 
 
-LOCK_TIMEOUT = click.option(
+LOCK_TIMEOUT = click.option(   # env: ENGINES_<COMMAND>_LOCK_TIMEOUT, then ENGINES_LOCK_TIMEOUT for all
     "--lock-timeout", "lock_timeout", default=None, metavar="SECONDS", envvar=LOCK_TIMEOUT_ENV,
     callback=_check_lock_timeout,
     help="How long to wait when another process holds the engine set's lock (building, verifying or pulling "

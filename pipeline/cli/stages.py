@@ -6,23 +6,10 @@ import click
 from pipeline import api
 from pipeline.cli import options
 from pipeline.cli.context import Ctx, common_options, fail
-from pipeline.cli.options import IntList, Targets
+from pipeline.cli.options import IntList
 from pipeline.config import PRECISIONS
 from pipeline.errors import PipelineError, UsageProblem
 from pipeline.status import Status
-
-MODEL_OPT = click.option("--model", "-m", "models", multiple=True, metavar="NAME",
-                         help="Only this model (repeatable). Default: every model in models.yaml.")
-KEEP_GOING_OPT = click.option("--keep-going", is_flag=True,
-                              help="Carry on with the other models after one fails (exit is still 1).")
-FORCE_OPT = click.option("--force", is_flag=True, help="Redo the work even when the cache says it is current.")
-LOCK_TIMEOUT_OPT = click.option(
-    "--lock-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-    help="How long to wait when another process is building or verifying the same set (default: as long "
-         "as it takes; the wait is announced with that process's pid).")
-TRUST_OPT = click.option("--trust-checkpoint", "trust", is_flag=True,
-                         help="Load checkpoints that need unsafe (full pickle) loading, which can run code in "
-                              "the file; only for files whose origin you trust. Recorded in the manifest.")
 
 
 def _load(ctx: Ctx):
@@ -63,10 +50,10 @@ def demo_models_cmd(ctx: Ctx) -> None:
 
 @click.command("export")
 @common_options
-@MODEL_OPT
-@KEEP_GOING_OPT
-@FORCE_OPT
-@TRUST_OPT
+@options.MODEL
+@options.KEEP_GOING
+@options.FORCE
+@options.TRUST
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
               help="Treat every selected model as this precision, overriding models.yaml: int8 also writes the "
                    "INT8 twin, calibrated on models.yaml's calibration: images.")
@@ -121,26 +108,10 @@ def clean_cmd(ctx: Ctx, everything: bool, yes: bool) -> None:
     ctx.emit({"ok": True, "removed": [str(p) for p in plan.remove], "kept": kept})
 
 
-BACKEND_OPT = click.option(
-    "--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True,
-    help="auto: the full TensorRT when it imports and a GPU is present, else TensorRT for RTX.")
-TARGET_OPT = click.option(
-    "--target", "targets", type=Targets(), default=None,
-    help="TensorRT for RTX only: compute capabilities to build for, e.g. sm86,sm89,sm120 "
-         "(default: every one it supports). The full TensorRT builds for the GPU it runs on.")
-WORKSPACE_OPT = click.option(
-    "--workspace", type=float, default=None, metavar="GIB",
-    help="Builder workspace limit in GiB, overriding models.yaml; checked against the GPU's free "
-         "memory. Default: let TensorRT decide.")
-PRECISION_OPT = click.option(
-    "--precision", type=click.Choice(list(PRECISIONS)), default=None,
-    help="Build every selected model at this precision, overriding models.yaml. int8 builds the INT8 twin "
-         "(a Q/DQ ONNX calibrated on models.yaml's calibration: images; docs/precision.md).")
-
 def build_options(fn):
     """The options `build` and `run` share (applied in --help order)."""
-    for opt in reversed((common_options, MODEL_OPT, BACKEND_OPT, TARGET_OPT, WORKSPACE_OPT, PRECISION_OPT,
-                         options.GPU_FACTS, KEEP_GOING_OPT, FORCE_OPT, LOCK_TIMEOUT_OPT)):
+    for opt in reversed((common_options, options.MODEL, options.BACKEND, options.TARGET, options.WORKSPACE,
+                         options.PRECISION, options.GPU_FACTS, options.KEEP_GOING, options.FORCE, options.LOCK_TIMEOUT)):
         fn = opt(fn)
     return fn
 
@@ -169,7 +140,7 @@ def build_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_fact
 @build_options
 @click.option("--no-demo", is_flag=True,
               help="Fail on missing checkpoints instead of writing seeded demo weights.")
-@TRUST_OPT
+@options.TRUST
 @click.pass_obj
 def run_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts, keep_going, force,
             lock_timeout, no_demo, trust) -> None:
@@ -231,7 +202,7 @@ def list_cmd(ctx: Ctx, gpu_facts) -> None:
 
 @click.command("verify")
 @common_options
-@MODEL_OPT
+@options.MODEL
 @options.set_option("to verify. Default: the only set, else the one this machine's TensorRT and GPU can run, "
                     "else the one `current` points at.", envvar="ENGINE_SET")
 @click.option("--benchmark", "do_bench", is_flag=True,
@@ -243,7 +214,7 @@ def list_cmd(ctx: Ctx, gpu_facts) -> None:
               help="Untimed iterations before each benchmark row.")
 @click.option("--batch", "bench_batches", type=IntList(), default="1", show_default=True,
               help="Batch sizes to benchmark, e.g. 1,8 (a static engine runs only its own batch).")
-@LOCK_TIMEOUT_OPT
+@options.LOCK_TIMEOUT
 @click.pass_obj
 def verify_cmd(ctx: Ctx, models, set_tag, do_bench, iterations, warmup, bench_batches, lock_timeout) -> None:
     """Verify an engine set against the FP32 ONNX reference on ONNX Runtime.

@@ -7,6 +7,7 @@ against the FP32 reference: always possible, the build gate everywhere) and ``en
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 from pipeline.backends.base import Runner
@@ -190,7 +191,12 @@ def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -
     from pipeline.stages.export import onnx_paths
     fp32 = onnx_paths(cfg, spec)["fp32"]
     # the entry's status follows, so a failure is not forgotten by the next `engines run`
-    dropped = entry.judge_onnx(verify_onnx_level(spec, record, fp32, built_from, spec.precision))
+    # judged at the precision the engine was built with (a --precision override at build time
+    # is in its options), not models.yaml's
+    precision = spec_precision(spec, entry)
+    if precision != spec.precision:
+        spec = dataclasses.replace(spec, precision=precision)
+    dropped = entry.judge_onnx(verify_onnx_level(spec, record, fp32, built_from, precision))
     level = entry.engine_level
     if dropped:
         log(f"{name}: verify thresholds changed; the engine-level runs on {', '.join(dropped)} no longer count")

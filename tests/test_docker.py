@@ -730,7 +730,7 @@ def test_make_deploy_prints_the_engines_check_log_when_the_gate_fails(client, im
     `up` fails and make shows why from the gate's own log."""
     if not shutil.which("make"):
         pytest.skip("make not installed")
-    from tests.test_resolve import FACTS, RTX, make_set
+    from tests.deploy.test_resolve import FACTS, RTX, make_set
     for name in ("Makefile", "docker-compose.prod.full.yml", "pyproject.toml"):
         shutil.copy2(REPO / name, tmp_path / name)        # -p: keep the venv's install stamp newer
     models = tmp_path / "models"

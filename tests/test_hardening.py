@@ -14,8 +14,8 @@ from pipeline.engine_set import rebuild_command
 from pipeline.runtime import parse_runtime
 from pipeline.stages import build as build_stage
 from pipeline.stages import export as export_stage
+from tests.cli.test_run_cli import tmpfs
 from tests.conftest import run_cli, write_config
-from tests.test_run_cli import tmpfs
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT for RTX not installed (pip install '.[rtx]')")
@@ -87,9 +87,8 @@ def test_a_corrupt_reference_image_names_that_image(workspace):
 
 def test_the_next_step_after_a_tampered_set_rebuilds_that_set(tmp_path):
     """Item 11: a tampered sm75..sm121 set: rebuild it for its own targets, not the host's one."""
-    from test_resolve import FACTS, RTX, make_set
-
     from pipeline.hardware import detect_gpus
+    from tests.deploy.test_resolve import FACTS, RTX, make_set
     models = tmp_path / "models"
     targets = ("7.5", "8.0", "8.6", "8.9", "12.0")
     d = make_set(models / "engines", backend="tensorrt-rtx", version=RTX, targets=targets, built_on=None)

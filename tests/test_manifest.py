@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_resolve import FACTS, H100, H200, TRT, make_set
 
 from pipeline.cli import cli
 from pipeline.deploy.rules import resolve
@@ -19,6 +18,7 @@ from pipeline.engine_set import read_manifest, scan_sets, set_lock
 from pipeline.hardware import read_facts_file
 from pipeline.manifest import ManifestError, SetManifest
 from pipeline.runtime import parse_runtime
+from tests.deploy.test_resolve import FACTS, H100, H200, TRT, make_set
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_resolve import FACTS, H100, RTX, TRT, make_set
 
 from pipeline.cli import cli
 from pipeline.cli import stages as commands  # noqa: F401  (registers every command, push/pull/fleet included)
 from pipeline.engine_set import load_set
+from tests.deploy.test_resolve import FACTS, H100, RTX, TRT, make_set
 
 REGISTRY_BIN = shutil.which("docker-registry")
 pytestmark = pytest.mark.skipif(REGISTRY_BIN is None, reason="docker-registry not installed "

@@ -116,3 +116,10 @@ def test_the_transport_knows_nothing_of_deploy_and_runtime_nothing_of_docker():
     assert not {d for d in GRAPH["pipeline.registry"] if d.startswith("pipeline.deploy")}
     assert "pipeline.docker_runner" not in GRAPH["pipeline.runtime"]
     assert "pipeline.stages.verify" not in GRAPH["pipeline.stages.bench"]
+
+
+def test_the_tests_mirror_the_package():
+    """tests/<folder>/ holds the tests of pipeline/<folder>/ (tests/data holds fixtures)."""
+    folders = {p.name for p in (REPO / "tests").iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    assert {"cli", "deploy", "fleet", "stages"} <= folders
+    assert not [f for f in folders - {"data"} if not (PKG / f).is_dir()], folders

@@ -26,9 +26,9 @@ from pipeline.hardware import GpuFacts, detect_gpus, free_memory_gib, has_fast_f
 from pipeline.manifest import EngineRecord
 from pipeline.runtime import Runtime, parse_runtime
 
-REPO = Path(__file__).resolve().parents[1]
-FACTS = Path(__file__).parent / "data" / "gpu-facts"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "gpu-facts"
+REPO = Path(__file__).resolve().parents[2]
+FACTS = REPO / "tests" / "data" / "gpu-facts"
+SHARED = REPO.parent / "shared" / "gpu-facts"
 TRT = "10.13.3.9"
 RTX = "1.7.1.116"
 H100, H200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"

@@ -11,6 +11,7 @@
 # 2. stdout: NVIDIA's entrypoint prints its banner on stdout; here it goes to stderr and the
 #    command gets the container's real stdout back, so `engines --json ...` is one JSON
 #    document on stdout.
+# 3. Ultralytics' settings: see below.
 # ARGS go to `engines`; an absolute path as the first one runs that program instead
 # (engines-check in docker-compose.prod.full.yml: /bin/sh -ec '...').
 set -eu
@@ -19,6 +20,14 @@ models=${ENGINES_MODELS_MOUNT:-/workspace/models}
 if [ "${1:-}" = --stdout-restored ]; then   # second stage, run by NVIDIA's entrypoint
   shift
   exec 1>&3 3>&-
+  # 3. Ultralytics keeps its settings.json in $YOLO_CONFIG_DIR/Ultralytics/ and writes it on every
+  #    export; where this user cannot (a read-only root file system, files of another uid), a
+  #    folder of this uid in /tmp instead, so no run prints Ultralytics' red "ERROR ... Permission denied".
+  ucfg="${YOLO_CONFIG_DIR:-${XDG_CONFIG_HOME:-${HOME:-/tmp}/.config}}/Ultralytics"
+  if ! { mkdir -p "$ucfg" && [ -w "$ucfg" ] && { [ ! -e "$ucfg/settings.json" ] || [ -w "$ucfg/settings.json" ]; }; } 2>/dev/null
+  then
+    export YOLO_CONFIG_DIR="${TMPDIR:-/tmp}/engines-$(id -u)"
+  fi
   case "${1:-}" in
     /*) exec "$@" ;;
     *) exec engines "$@" ;;

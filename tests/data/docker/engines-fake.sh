@@ -5,7 +5,8 @@
 #                         (as a busy builder is to SIGTERM): the SIGINT-without-TTY test
 #   engines json          one JSON document on stdout, a progress line on stderr (--json tests)
 #   engines run [ARGS]    what the compose test checks: default command, args, env,
-#                         user, the models bind mount and the timing-cache volume
+#                         user, the models bind mount and the timing-cache volume; it
+#                         "exports" through the python3 stand-in (Ultralytics' settings.json)
 case "$1" in
   sh) exec /bin/sh -c "$2" ;;
   sleep) echo sleeping; exec sleep "$2" ;;
@@ -14,6 +15,7 @@ case "$1" in
     echo "engines $*"
     echo "config=$ENGINES_CONFIG model=${ENGINES_RUN_MODELS:-}"
     mkdir -p /workspace/models/engines || exit 3
+    python3 -c "import ultralytics  # export"   # what every real run's export does to its settings
     echo "$(id -u):$(id -g) $*" > /workspace/models/engines/fake-run.txt || exit 3
     touch "$ENGINES_TIMING_CACHE/probe-$(id -u)" || exit 4
     ls "$ENGINES_TIMING_CACHE"

@@ -68,7 +68,17 @@ bench: $(STAMP) ## Benchmarks: export, build, cached rerun, resolve start-up (pr
 .env: FORCE
 	@{ grep -sv -E '^(UID|GID)=' .env; echo "UID=$$(id -u)"; echo "GID=$$(id -g)"; } > .env.tmp && mv .env.tmp .env
 
+# When the builder image is missing, `docker compose run` builds it without a word first (7.1 GB):
+# say so before. The name is the one compose uses (ENGINES_IMAGE from the environment or .env).
+IMAGE_SIZE_NOTE = about 7.1 GB, a few minutes
+BUILDER_IMAGE_CHECK = image=$$($(COMPOSE) -f docker-compose.build.yml config --images builder 2>/dev/null); \
+	image=$${image:-engines-builder:latest}; \
+	if ! docker image inspect "$$image" >/dev/null 2>&1; then \
+	echo "make: the builder image $$image is not here: building it now ($(IMAGE_SIZE_NOTE))" >&2; \
+	elif [ "$(1)" = build ]; then echo "make: rebuilding the builder image $$image (layers that did not change come from the cache)" >&2; fi
+
 image: .env ## Build the NGC TensorRT builder image (needs Docker)
+	@$(call BUILDER_IMAGE_CHECK,build)
 	$(COMPOSE) -f docker-compose.build.yml build builder
 
 image-info: $(STAMP) ## TensorRT version of the builder image (read from its label)
@@ -80,7 +90,7 @@ image-info: $(STAMP) ## TensorRT version of the builder image (read from its lab
 # - on Ctrl-C (or SIGTERM from a CI runner) remove the builder by its name: compose forwards
 #   the signal itself, but can exit first and leave the container running (a race seen
 #   under load; docker/compose#3317 reports the same erratic Ctrl-C).
-BUILDER_RUN = log=$$(mktemp); name=engines-builder-$$$$; \
+BUILDER_RUN = $(call BUILDER_IMAGE_CHECK,run); log=$$(mktemp); name=engines-builder-$$$$; \
 	trap 'docker rm -f "$$name" >/dev/null 2>&1; rm -f "$$log"; exit 130' INT TERM; \
 	$(COMPOSE) -f docker-compose.build.yml run --rm --name "$$name" builder $(1) 2>&1 | tee "$$log"; \
 	code=$${PIPESTATUS[0]}; if [ "$$code" -ne 0 ] && grep -q 'could not select device driver' "$$log"; then \

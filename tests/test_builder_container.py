@@ -288,12 +288,15 @@ def test_deploy_dry_run_picks_the_demo_set_on_the_shipped_r580_example(tmp_path,
     assert env_lines["ENGINE_SET"].strip("'\"") == tag
     import yaml  # the override is JSON, which YAML reads (a comment line first)
     mounts = yaml.safe_load((out / "docker-compose.engines.yml").read_text())["services"]["pyt-api-prod"]["volumes"]
-    sources = [m["source"] for m in mounts]
-    assert str((ws / "engines" / tag / "yolo" / "yolov8n.engine").resolve()) in sources, sources
+    assert any(m["source"].startswith("${ENGINE_DIR") and m["source"].endswith("}/yolo/yolov8n.engine")
+               for m in mounts), mounts
+    engine = (ws / "engines" / tag / "yolo" / "yolov8n.engine").resolve()
+    assert Path(env_lines["ENGINE_DIR"].strip("'\"")).resolve() == engine.parent.parent
     assert not (ws / "engines" / "current").exists()               # --no-link: nothing handed over
     if _compose_cmd() is not None and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         assert "the services make deploy would start" in res.stdout
         assert "pyt-api-prod:" in res.stdout and "engines-check:" in res.stdout and "pyt-api:dry-run" in res.stdout
+        assert f"source: {engine}" in res.stdout      # compose filled the mounts in from the env file
     # the recorded RTX 4090 (driver 535) is refused: why the example exists
     old = subprocess.run([*make, "DRY_RUN_FACTS=tests/data/gpu-facts/rtx4090.csv"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)

@@ -77,17 +77,31 @@ def _rootfs_tar(busybox: Path, dest: Path) -> Path:
     _add_setpriv(root)
     (root / "etc").mkdir()
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "tmp").mkdir(mode=0o1777)
+    (root / "tmp").mkdir()
+    (root / "tmp").chmod(0o1777)  # as on Ubuntu; mkdir's mode is cut by the umask (then 1755)
     tar = dest / "rootfs.tar"
     with tarfile.open(tar, "w") as tf:
         tf.add(root, arcname=".")
     return tar
 
 
+def _import_check_block() -> str:
+    """Dockerfile.build's build-time import check (HOME, YOLO_CONFIG_DIR, the check as root)."""
+    text = (REPO / "Dockerfile.build").read_text()
+    start, end = text.index("# >>> import check"), text.index("# <<< import check")
+    return text[start:end]
+
+
 def _test_context(dest: Path) -> Path:
-    """Build context of the stand-in image: tests/data/docker plus the real docker/entrypoint.sh."""
+    """Build context of the stand-in image: tests/data/docker plus the real docker/entrypoint.sh,
+    and Dockerfile.build's import-check block spliced into Dockerfile.test (so the stand-in leaves
+    in its HOME exactly what the real image build leaves)."""
     shutil.copytree(DATA, dest)
     shutil.copy2(ENTRYPOINT, dest / "entrypoint.sh")
+    test_file = dest / "Dockerfile.test"
+    text = test_file.read_text()
+    assert "# @import-check@\n" in text
+    test_file.write_text(text.replace("# @import-check@\n", _import_check_block()))
     return dest
 
 
@@ -99,8 +113,10 @@ def images(client, docker_leftovers, tmp_path_factory):
     if not busybox:
         pytest.skip("busybox not installed: `apt-get install busybox-static` (.ci/start-dockerd.sh does)")
     digest = hashlib.sha256()
-    for part in (Path(busybox), DATA / "Dockerfile.test", DATA / "engines-fake.sh", ENTRYPOINT):
+    for part in (Path(busybox), DATA / "Dockerfile.test", DATA / "engines-fake.sh", DATA / "python3-fake.sh",
+                 ENTRYPOINT):
         digest.update(part.read_bytes())
+    digest.update(_import_check_block().encode())
     tag = f"{digest.hexdigest()[:12]}-{docker_leftovers.session}"
     base, image = f"engines-test-base:{tag}", f"engines-test:{tag}"
     tar = _rootfs_tar(Path(busybox), tmp_path_factory.mktemp("rootfs"))
@@ -200,6 +216,46 @@ def test_keyboard_interrupt_kills_and_removes_the_container(client, images, mode
     assert inits == [True]                          # docker-init forwards signals, as in compose
     assert _our_containers(client, images.image) == []
     assert time.monotonic() - started < 60          # killed, not waited for
+
+
+NOISE = re.compile(r"ERROR|Permission denied|WARNING", re.I)
+
+
+@pytest.mark.parametrize("user", ["4321:4321", "10001:10001"])
+def test_a_non_root_run_prints_no_permission_error(client, images, models, user):
+    """Issue 18 item 5: the image build's import check runs as root and imports Ultralytics, which
+    writes its settings.json under HOME; left root-owned there, every export of a non-root run
+    printed a red `ERROR ... settings.json: Permission denied`. The stand-in runs the same check
+    (Dockerfile.build's block) on a python3 that writes files as Ultralytics does."""
+    script = 'engines run && ls -ln "$YOLO_CONFIG_DIR/Ultralytics/settings.json"'
+    out = client.containers.run(images.image, ["sh", script], user=user, remove=True, stdout=True, stderr=True,
+                                volumes={str(models): {"bind": "/workspace/models", "mode": "rw"}}).decode()
+    lines = [line for line in out.splitlines() if line.strip() and line not in BANNER]
+    assert "fake run done" in lines, out
+    assert [line for line in lines if NOISE.search(line)] == [], out
+    uid = user.split(":")[0]
+    (listing,) = [line for line in lines if line.endswith("/Ultralytics/settings.json")]
+    assert listing.split()[2] == uid and "/home/engines/.config/Ultralytics/" in listing   # this user's, in HOME
+
+
+def test_the_image_build_leaves_nothing_root_owned_in_home(client, images):
+    out = client.containers.run(images.image, ["sh", "find /home/engines -mindepth 1 -user 0; echo end"],
+                                user="0:0", remove=True, stdout=True, stderr=True,
+                                entrypoint=["/bin/sh", "-c", 'exec "$@"', "-", "/usr/local/bin/engines"]).decode()
+    assert out.strip().splitlines()[-1:] == ["end"] and out.strip() == "end", out
+
+
+def test_a_read_only_home_moves_ultralytics_settings_to_tmp(client, images, models):
+    """Where the user cannot write HOME (a read-only root file system), the entry point points
+    YOLO_CONFIG_DIR at a folder of that uid in /tmp: still no Ultralytics warning or error."""
+    script = 'engines run && echo "cfg=$YOLO_CONFIG_DIR" && ls -ln "$YOLO_CONFIG_DIR/Ultralytics/settings.json"'
+    out = client.containers.run(images.image, ["sh", script], user="4321:4321", remove=True, stdout=True,
+                                stderr=True, read_only=True,
+                                tmpfs={"/tmp": "mode=1777", "/workspace/.cache/tensorrt": "mode=1777"},
+                                volumes={str(models): {"bind": "/workspace/models", "mode": "rw"}}).decode()
+    lines = [line for line in out.splitlines() if line.strip() and line not in BANNER]
+    assert "fake run done" in lines and "cfg=/tmp/engines-4321" in lines, out
+    assert [line for line in lines if NOISE.search(line)] == [], out
 
 
 def test_gpu_request_without_toolkit_says_install_it(client, images, models):
@@ -387,6 +443,18 @@ def test_cli_run_json_is_the_inner_commands_one_document_on_stdout(client, image
     assert "progress on stderr" in res.stderr and "NGC banner" in res.stderr
 
 
+def test_cli_run_stamps_a_line_once(client, images, models):
+    """Issue 18 item 15: the inner `engines` stamps its log lines (`[   1.2s] ...`, on stderr with
+    --json); `engines docker run` stamps the container's other stderr lines, never one twice."""
+    res = _cli(["--config", str(models / "models.yaml"), "docker", "run", "--image", images.image, "--no-gpu",
+                "--no-build", "sh", 'echo "[   1.2s] exporting human" >&2; echo "plain note" >&2'])
+    assert res.exit_code == 0, res.output
+    lines = res.stderr.splitlines()
+    assert "[   1.2s] exporting human" in lines                      # as the inner command stamped it
+    assert not any(re.match(r"\[\s*\d+s\] \[", line) for line in lines), lines  # no double stamp
+    assert any(re.fullmatch(r"\[\s*\d+s\] plain note", line) for line in lines), lines  # others: stamped
+
+
 def test_cli_run_json_passes_json_mode_into_the_container(client, images, models):
     res = _cli(["--json", "--config", str(models / "models.yaml"), "docker", "run", "--image", images.image,
                 "--no-gpu", "--no-build", "sh", 'echo "{\\"as_json\\": \\"$ENGINES_AS_JSON\\"}"'])
@@ -549,7 +617,7 @@ def test_compose_run_builder_for_real(client, images, models):
     base = ["-p", project, "-f", "docker-compose.build.yml", "-f", str(DATA / "compose.test.yml")]
     uid = "4321" if os.geteuid() == 0 else str(os.getuid())
     env = {"ENGINES_TEST_IMAGE": images.image, "ENGINES_TEST_MODELS": str(models), "UID": uid, "GID": uid,
-           "ENGINES_RUN_MODELS": "human"}
+           "ENGINES_RUN_MODEL": "human"}
     try:
         first = _compose(*base, "run", "--rm", "builder", env=env)        # the default command
         assert "engines run" in first.stdout and "model=human" in first.stdout
@@ -722,6 +790,36 @@ def test_make_engines_docker_without_gpu_runtime_says_install_the_toolkit(client
     assert res.returncode != 0
     assert "could not select device driver" in res.stdout + res.stderr  # compose's own words, kept
     assert "Next step: install it and register it" in res.stderr and "make engines" in res.stderr
+    assert "is not here" not in res.stderr                              # the image is here: no build note
+
+
+@needs_compose
+@pytest.mark.parametrize("target", ["engines-docker", "image"])
+def test_make_says_first_that_a_missing_builder_image_is_built_now(client, tmp_path, target):
+    """Issue 18 item 3: with the builder image missing, `docker compose run` starts a 7 GB build
+    without a word; make says so before. The image name is the one compose resolves (here
+    ENGINES_IMAGE); the base is a registry on a closed local port, so the build fails at once."""
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    for name in ("Makefile", "docker-compose.build.yml", "Dockerfile.build"):
+        shutil.copy(REPO / name, tmp_path / name)
+    (tmp_path / "models").mkdir()
+    project = f"engines-test-{uuid.uuid4().hex[:8]}"
+    absent = f"engines-test-absent:{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")}
+    env.update(ENGINES_IMAGE=absent, COMPOSE_PROJECT_NAME=project, TRT_IMAGE="127.0.0.1:9/nvidia/tensorrt:25.08-py3")
+    try:
+        res = subprocess.run(["make", "-s", target], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, check=False,
+                             capture_output=True, text=True, timeout=180)
+    finally:
+        _compose("-p", project, "-f", str(tmp_path / "docker-compose.build.yml"), "down", "--volumes",
+                 "--remove-orphans", env=env, check=False)
+    note = f"make: the builder image {absent} is not here: building it now (about 7.1 GB, a few minutes)"
+    assert res.stderr.splitlines()[:1] == [note], res.stderr   # the first word, before compose's own
+    assert res.returncode != 0                                  # and the build itself was tried (and failed)
+    import docker
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(absent)
 
 
 @needs_compose

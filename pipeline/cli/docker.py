@@ -7,6 +7,7 @@ does, without needing compose: the models folder beside --config is mounted at
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,9 @@ image_option = click.option(
     help="Builder image (tag or id).")
 
 
+_STAMPED = re.compile(r"\[\s*\d+(?:\.\d+)?s\] ")  # the stamp of pipeline.cli.context's log lines
+
+
 @docker_group.command("run", context_settings={"ignore_unknown_options": True,
                                                "allow_interspersed_args": False})
 @image_option
@@ -84,7 +88,8 @@ def docker_run(ctx: Ctx, image: str, gpu: bool, build: bool, build_context: Path
     stdout = ctx._out or sys.stdout  # the real stdout (with --json, sys.stdout is stderr meanwhile)
 
     def show(line: str) -> None:  # our progress and the container's stderr: stamped, on stderr
-        click.echo(f"[{time.monotonic() - started:6.0f}s] {line}", err=True)
+        # a line of the inner `engines` carries its own stamp (`[   1.2s] ...`): not a second one
+        click.echo(line if _STAMPED.match(line) else f"[{time.monotonic() - started:6.0f}s] {line}", err=True)
 
     def forward(line: str) -> None:  # the container's stdout: ours, as it came
         click.echo(line, file=stdout)

@@ -314,3 +314,12 @@ def test_verify_judges_an_int8_engine_as_int8_even_when_models_yaml_says_fp16(in
     m = json.loads((ws / "engines" / TAG / "manifest.json").read_text())["engines"]["human"]
     from pipeline.config import DEFAULT_VERIFY
     assert m["verification"]["onnx"]["thresholds"] == DEFAULT_VERIFY["int8"] and m["status"] == "ok"
+
+
+def test_the_calibrator_folds_its_ranges_without_emptying_its_last_buffer():
+    """ONNX Runtime 1.32 refuses to finish when the last fold leaves no data ("No data is
+    collected"): with 256 images and a fold every 16 it did."""
+    from pipeline.stages.quantize import _fold_every
+    for n in (1, 2, 15, 16, 32, 64, 240, 256, 512, 720):
+        m = _fold_every(n)
+        assert 1 <= m <= 16 and (m == 1 or n % m != 0), (n, m)

@@ -13,7 +13,7 @@ case "$1" in
   json) echo "progress on stderr" >&2; echo "{\"ok\": true, \"uid\": $(id -u)}" ;;
   run)
     echo "engines $*"
-    echo "config=$ENGINES_CONFIG model=${ENGINES_RUN_MODELS:-}"
+    echo "config=$ENGINES_CONFIG model=${ENGINES_RUN_MODEL:-}"
     mkdir -p /workspace/models/engines || exit 3
     python3 -c "import ultralytics  # export"   # what every real run's export does to its settings
     echo "$(id -u):$(id -g) $*" > /workspace/models/engines/fake-run.txt || exit 3

@@ -12,7 +12,7 @@ export UID := $(shell id -u)
 export GID := $(shell id -g)
 
 .DEFAULT_GOAL := help
-.PHONY: help install engines test test-fast lint bench image image-info engines-docker verify-gpu deploy deploy-dry-run resolve clean \
+.PHONY: help install lock engines test test-fast lint bench image image-info engines-docker verify-gpu deploy deploy-dry-run resolve clean \
 	docker-up docker-down FORCE
 
 help: ## List the targets
@@ -21,13 +21,17 @@ help: ## List the targets
 # pip's progress bars are off (noise in CI logs), not its output: a line per package as it is
 # collected and downloaded (with its size), so the long step is never silent.
 PIP_INSTALL = $(PY) -m pip install --progress-bar off
-$(STAMP): pyproject.toml
+# Versions come from requirements.lock (pip constraints: every package pinned; Dockerfile.build
+# installs from the same file). `make lock` rewrites it from .venv.
+LOCK := requirements.lock
+EXTRAS := rtx,test,lint
+$(STAMP): pyproject.toml $(LOCK)
 	@echo ".venv: creating it and installing the pipeline with PyTorch, Ultralytics, ONNX and TensorRT for RTX:" \
 	  "about 6.7 GB on disk (several GB to download); takes a few minutes on a fresh machine"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP_INSTALL) -q --upgrade pip
 	@echo ".venv: step 1/2: the pipeline and its dependencies (the large step: PyTorch alone is about 4 GB)"
-	$(PIP_INSTALL) -e '.[rtx,test,lint]'
+	$(PIP_INSTALL) -c $(LOCK) -e '.[$(EXTRAS)]'
 	@echo ".venv: step 2/2: TensorRT API stubs for the API-compatibility test"
 	# stubs of the full TensorRT API (10.13) for the API-compatibility test; --no-deps
 	# because they depend on `tensorrt`, which PyPI cannot install here.
@@ -36,6 +40,16 @@ $(STAMP): pyproject.toml
 	@echo ".venv: ready ($$(du -sh $(VENV) 2>/dev/null | cut -f1)). Run the CLI as $(VENV)/bin/engines, or \`source $(VENV)/bin/activate\` first"
 
 install: $(STAMP) ## Create .venv and install the pipeline with its test tools
+
+# Refresh the lock: UPGRADE="ultralytics onnx" first upgrades those in .venv, within the ranges
+# of pyproject.toml (pip's only-if-needed: nothing else moves); then requirements.lock is rewritten
+# from what .venv holds (.ci/lock.py). Commit it: the next `make install` and image build follow it.
+lock: ## Rewrite requirements.lock from .venv (UPGRADE="pkg ..." upgrades those first)
+	@test -x $(PY) || { echo "make lock: no $(VENV) yet: run make install first" >&2; exit 1; }
+	$(if $(UPGRADE),$(PIP_INSTALL) --upgrade $(UPGRADE) -e '.[$(EXTRAS)]')
+	$(PY) .ci/lock.py > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
+	@touch $(STAMP)
+	@echo "make lock: $(LOCK) pins $$(grep -c '==' $(LOCK)) packages; commit it (git diff $(LOCK) shows what moved)"
 
 engines: $(STAMP) ## Export, build, verify and publish the engine set (demo weights if no checkpoints)
 	$(ENGINES) --config $(CONFIG) run $(ARGS)
@@ -87,16 +101,22 @@ image-info: $(STAMP) ## TensorRT version of the builder image (read from its lab
 # `docker compose run builder ...` as the targets below run it:
 # - when Docker cannot hand the container a GPU, compose only relays the daemon's terse
 #   "could not select device driver": add what to do about it;
-# - on Ctrl-C (or SIGTERM from a CI runner) remove the builder by its name: compose forwards
-#   the signal itself, but can exit first and leave the container running (a race seen
-#   under load; docker/compose#3317 reports the same erratic Ctrl-C).
+# - on Ctrl-C, or SIGINT/SIGTERM to make's pid alone (a CI runner cancelling the job), remove
+#   the builder by its name. A signal to `docker compose`'s own pid never reaches the container:
+#   the docker CLI exits at once and the builder runs on (measured, docs/container.md "Ctrl-C").
+#   Compose runs in the background and the shell waits with `wait`, which a trapped signal
+#   interrupts (a foreground pipeline would hold the trap back until the build ended).
 BUILDER_RUN = $(call BUILDER_IMAGE_CHECK,run); log=$$(mktemp); name=engines-builder-$$$$; \
-	trap 'docker rm -f "$$name" >/dev/null 2>&1; rm -f "$$log"; exit 130' INT TERM; \
-	$(COMPOSE) -f docker-compose.build.yml run --rm --name "$$name" builder $(1) 2>&1 | tee "$$log"; \
-	code=$${PIPESTATUS[0]}; if [ "$$code" -ne 0 ] && grep -q 'could not select device driver' "$$log"; then \
+	trap 'docker rm -f "$$name" >/dev/null 2>&1; echo "make: interrupted: builder $$name removed" >&2; \
+	rm -f "$$log" "$$log.code"; exit 130' INT TERM; \
+	exec 3<&0; { $(COMPOSE) -f docker-compose.build.yml run --rm --name "$$name" builder $(1) <&3 2>&1; \
+	echo $$? > "$$log.code"; } | tee "$$log" & wait $$!; \
+	code=$$(cat "$$log.code" 2>/dev/null || echo 1); \
+	if [ "$$code" -ne 0 ] && grep -q 'could not select device driver' "$$log"; then \
 	echo "make: Docker could not give the builder a GPU (no NVIDIA Container Toolkit registered with this Docker)." \
 	"Next step: install it and register it (docs/container.md); on a host" \
-	"without an NVIDIA GPU, \`make engines\` builds TensorRT for RTX sets instead." >&2; fi; rm -f "$$log"; exit $$code
+	"without an NVIDIA GPU, \`make engines\` builds TensorRT for RTX sets instead." >&2; fi; \
+	rm -f "$$log" "$$log.code"; exit $$code
 
 engines-docker: .env ## Build engines for this host's GPU inside the builder container
 	@$(call BUILDER_RUN,$(ARGS))

@@ -302,3 +302,62 @@ def test_deploy_dry_run_picks_the_demo_set_on_the_shipped_r580_example(tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert old.returncode != 0 and "R580 or newer" in old.stderr, old.stdout + old.stderr
     assert json.loads(built.stdout)  # the build's --json document (a set was built, not only cached)
+
+
+# --------------------------------------------------------------------------- the lock (issue 18, item 8)
+
+def _lock() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep, f"requirements.lock: not a pin: {line!r}"
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def test_every_dependency_of_pyproject_is_pinned_in_the_lock():
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    reqs += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    pins = _lock()
+    unpinned = [str(r) for r in reqs if canonicalize_name(r.name) not in pins]
+    assert unpinned == [], f"not in requirements.lock: {unpinned}: run `make lock`"
+    outside = [f"{r.name}=={pins[canonicalize_name(r.name)]} (pyproject: {r.specifier})" for r in reqs
+               if not r.specifier.contains(pins[canonicalize_name(r.name)], prereleases=True)]
+    assert outside == []
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    assert "setuptools" not in pins and "pip" not in pins  # build tooling: the base image may own them
+    assert len(pins) > 60                                  # the whole closure, not only the direct ones
+
+
+def test_the_lock_is_what_make_lock_writes_from_this_venv():
+    """The installed .venv and the lock agree (a package upgraded by hand without `make lock` fails here)."""
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, str(REPO / ".ci" / "lock.py"), "--check"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_image_and_venv_install_from_the_lock():
+    import re
+
+    import yaml
+    docker = (REPO / "Dockerfile.build").read_text()
+    assert "COPY pyproject.toml requirements.lock ./" in docker
+    assert re.search(r"pip install --no-cache-dir -c requirements\.lock -r /tmp/requirements\.txt", docker)
+    for arg in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"):
+        assert f"ARG {arg}\n" in docker
+    assert docker.index("# <<< pip index") < docker.index("pip install --no-cache-dir -c")  # before any install
+    make = (REPO / "Makefile").read_text()
+    assert "LOCK := requirements.lock" in make and re.search(r"^\$\(STAMP\): pyproject\.toml \$\(LOCK\)$", make, re.M)
+    assert "$(PIP_INSTALL) -c $(LOCK) -e '.[$(EXTRAS)]'" in make and re.search(r"^lock: ", make, re.M)
+    # compose and `engines docker run` pass the same build args
+    from pipeline.cli.docker import BUILD_ARGS
+    build = yaml.safe_load((REPO / "docker-compose.build.yml").read_text())["services"]["builder"]["build"]
+    assert list(build["args"]) == list(BUILD_ARGS)
+    assert (REPO / "docker" / "pip-ca").is_dir()    # COPY docker/pip-ca/ needs the folder, with or without ca.pem

@@ -55,6 +55,8 @@ image_option = click.option(
     help="Builder image (tag or id).")
 
 
+# the build args docker-compose.build.yml passes from the environment (tests/test_builder_container.py)
+BUILD_ARGS = ("TRT_IMAGE", "EXPECTED_TRT_VERSION", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST")
 _STAMPED = re.compile(r"\[\s*\d+(?:\.\d+)?s\] ")  # the stamp of pipeline.cli.context's log lines
 
 
@@ -98,7 +100,7 @@ def docker_run(ctx: Ctx, image: str, gpu: bool, build: bool, build_context: Path
         client = dr.connect()
         context = _build_context(build_context) if build else None
         # the same build args compose passes (docker-compose.build.yml), so both build alike
-        buildargs = {k: os.environ[k] for k in ("TRT_IMAGE", "EXPECTED_TRT_VERSION") if os.environ.get(k)}
+        buildargs = {k: os.environ[k] for k in BUILD_ARGS if os.environ.get(k)}
         dr.ensure_image(client, image, build_context=context, on_line=show, buildargs=buildargs)
         trt = dr.image_trt_version(client, image)
         ctx.echo(f"image {image} (TensorRT {trt or 'unknown'}), models {models_dir}, "

@@ -67,9 +67,11 @@ def export(cfg: Config, names=(), keep_going: bool = False, force: bool = False,
             rec.setdefault("files", {})["int8"] = rec["int8"]["file"]
         except PipelineError as err:
             errors.append(err)
+            rec["int8_error"] = True
             if not keep_going:
                 break
-    return records, errors
+    # a model whose INT8 twin failed is not handed on to the build (its error is said once)
+    return [r for r in records if not r.pop("int8_error", False)], errors
 
 
 def _with_precision(specs: list, precision: str | None) -> list:
@@ -233,7 +235,9 @@ def plan_clean(cfg: Config, everything: bool = False) -> CleanPlan:
             rec = read_json(rec_path) or {}
             if everything or rec.get("demo"):
                 stem = str(rec_path)[: -len(".export.json")]
-                remove += [p for p in (Path(stem + ".onnx"), Path(stem + ".fp16.onnx"), rec_path) if p.exists()]
+                remove += [p for p in (Path(stem + ".onnx"), Path(stem + ".fp16.onnx"), Path(stem + ".int8.onnx"),
+                                       Path(stem + ".int8.json"), Path(stem + ".accuracy.json"), rec_path)
+                           if p.exists()]
     kept = [s.tag for s in sets if s.path not in remove] + [b.tag for b in broken if b.path not in remove]
     return CleanPlan(remove, kept)
 

@@ -39,7 +39,9 @@ def _read(acc: Accuracy, model: str) -> dict:
     import yaml
     f = acc.data
     if not f.is_file():
-        raise _bad(model, f, "the accuracy data.yaml does not exist", FORMAT_FIX)
+        raise _bad(model, f, "the accuracy data.yaml does not exist",
+                   FORMAT_FIX + "; inside the builder container only the models folder is mounted (at "
+                   "/workspace/models): keep labelled data under models/")
     try:
         data = yaml.safe_load(f.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
@@ -57,8 +59,8 @@ def _read(acc: Accuracy, model: str) -> dict:
 def _names(value) -> dict[int, str] | None:
     if isinstance(value, list):
         return {i: str(n) for i, n in enumerate(value)}
-    if isinstance(value, dict) and all(isinstance(k, int) for k in value):
-        return {int(k): str(v) for k, v in sorted(value.items())}
+    if isinstance(value, dict) and all(isinstance(k, int) or str(k).isdigit() for k in value):
+        return {int(k): str(v) for k, v in sorted(value.items(), key=lambda kv: int(kv[0]))}
     return None
 
 
@@ -73,7 +75,12 @@ def _split_images(root: Path, value, model: str, f: Path, split: str) -> list[Pa
         if p.is_dir():
             images += sorted(x for x in p.rglob("*") if x.suffix.lower() in IMAGE_SUFFIXES)
         elif p.is_file() and p.suffix == ".txt":
-            for line in p.read_text().splitlines():
+            try:
+                lines = p.read_bytes().decode("utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise _bad(model, p, f"cannot read the {split} image list ({exc})",
+                           "write one image path per line, UTF-8") from None
+            for line in lines:
                 line = line.strip()
                 if line:
                     q = Path(line) if Path(line).is_absolute() else p.parent / line
@@ -174,9 +181,18 @@ def prepare(acc: Accuracy, model: str, task: str, names: dict, kpt_shape, work: 
     if boxes == 0:
         raise _bad(model, f, f"no image of the {acc.split} split has a label (labels/{acc.split}/*.txt)",
                    "label the images (one `class x y w h` line per object); mAP on unlabelled images means nothing")
-    listing = work / "images.txt"
-    listing.write_text("".join(f"{p.resolve()}\n" for p in images))
-    norm = {"path": str(root.resolve()), "train": str(listing), "val": str(listing), "names": ours}
+    # Ultralytics reads and writes a label cache beside the labels it is given, and loads it with
+    # pickle: it gets a private copy of the layout (links to the images, copies of the labels), so
+    # nothing in the user's folders is ever unpickled or written
+    (work / "images" / "val").mkdir(parents=True, exist_ok=True)
+    (work / "labels" / "val").mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        link = work / "images" / "val" / f"{i:06d}{img.suffix.lower()}"
+        link.symlink_to(img.absolute())
+        lab = label_path(img)
+        if lab.is_file():
+            (work / "labels" / "val" / f"{i:06d}.txt").write_bytes(lab.read_bytes())
+    norm = {"path": str(work), "train": "images/val", "val": "images/val", "names": ours}
     if task == "pose":
         norm["kpt_shape"] = list(kpt_shape)
         if "flip_idx" in data:
@@ -189,16 +205,29 @@ def prepare(acc: Accuracy, model: str, task: str, names: dict, kpt_shape, work: 
     return out, digest
 
 
-def measure(model_file: Path, task: str, data_yaml: Path, imgsz: int, work: Path, device: str = "cpu") -> dict:
+def measure(model_file: Path, task: str, data_yaml: Path, imgsz: int, work: Path, device: str = "cpu",
+            model: str = "?", data_file: Path | None = None) -> dict:
     """mAP50-95, mAP50, precision and recall of ``model_file`` (ONNX on the CPU, an engine on a GPU)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")   # before the import: Ultralytics reads it once
     from ultralytics import YOLO
-    os.environ.setdefault("YOLO_OFFLINE", "1")
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):   # Ultralytics prints its table; stdout may carry --json
-        res = YOLO(str(model_file), task=task).val(
-            data=str(data_yaml), imgsz=imgsz, batch=1, device=device, plots=False, verbose=False, save_json=False,
-            project=str(work), name="val", exist_ok=True, half=False)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):   # Ultralytics prints its table; stdout may carry --json
+            res = YOLO(str(model_file), task=task).val(
+                data=str(data_yaml), imgsz=imgsz, batch=1, device=device, plots=False, verbose=False,
+                save_json=False, project=str(work), name="val", exist_ok=True)
+    except Exception as exc:   # noqa: BLE001  (the validator raises many types for bad data)
+        raise PipelineError(f"Ultralytics' validator could not measure {model_file.name} on the labelled data: "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
+                            model=model, file=data_file or data_yaml,
+                            fix="check the images it names (too small, corrupt or unreadable images are dropped) "
+                                "and the labels beside them; `yolo val model=<the .onnx> data=<data.yaml>` shows "
+                                "the same") from None
     box = res.box
+    if not int(getattr(getattr(res, "nt_per_class", None), "sum", lambda: 1)()):
+        raise PipelineError("Ultralytics' validator found no labelled object in the data (every image was dropped "
+                            "or has no label it could read)", model=model, file=data_file or data_yaml,
+                            fix="check that each image has its label file in the matching labels/ folder")
     out = {"map50_95": round(float(box.map) * 100, 3), "map50": round(float(box.map50) * 100, 3),
            "precision": round(float(box.mp), 4), "recall": round(float(box.mr), 4),
            "seconds": round(time.perf_counter() - t0, 2)}
@@ -208,7 +237,7 @@ def measure(model_file: Path, task: str, data_yaml: Path, imgsz: int, work: Path
 
 
 def cached_measure(cache_file: Path, model_file: Path, task: str, data_yaml: Path, digest: str, imgsz: int,
-                   work: Path, device: str = "cpu") -> dict:
+                   work: Path, device: str = "cpu", model: str = "?", data_file: Path | None = None) -> dict:
     """``measure`` remembered by (model file sha256, data digest, imgsz, device) in ``cache_file``."""
     from importlib import metadata
     key = sha256_json({"model": sha256_file(model_file), "data": digest, "imgsz": imgsz, "device": device,
@@ -216,16 +245,37 @@ def cached_measure(cache_file: Path, model_file: Path, task: str, data_yaml: Pat
     cache = read_json(cache_file) or {}
     if key in cache:
         return {**cache[key], "cached": True}
-    figures = measure(model_file, task, data_yaml, imgsz, work, device)
+    figures = measure(model_file, task, data_yaml, imgsz, work, device, model, data_file)
     cache[key] = figures
     write_json_atomic(cache_file, dict(list(cache.items())[-16:]))   # a few entries: reference and candidates
     return figures
 
 
+def gated_metric(figures: dict) -> str:
+    """What the gate compares: keypoint mAP50-95 for pose models, box mAP50-95 otherwise."""
+    return "pose_map50_95" if "pose_map50_95" in figures else "map50_95"
+
+
 def judge(reference: dict, candidate: dict, precision: str, max_drop: float) -> tuple[float, list[str]]:
     """(drop in mAP50-95 points, reasons it is too large)."""
-    drop = round(reference["map50_95"] - candidate["map50_95"], 3)
+    key = gated_metric(reference)
+    what = "keypoint mAP50-95" if key == "pose_map50_95" else "mAP50-95"
+    drop = round(reference[key] - candidate.get(key, 0.0), 3)
     if drop > max_drop:
-        return drop, [f"accuracy: mAP50-95 dropped {drop:.2f} points ({reference['map50_95']:.2f} -> "
-                      f"{candidate['map50_95']:.2f}), more than max_drop {precision}: {max_drop:g}"]
+        return drop, [f"accuracy: {what} dropped {drop:.2f} points ({reference[key]:.2f} -> "
+                      f"{candidate.get(key, 0.0):.2f}), more than max_drop {precision}: {max_drop:g}"]
     return drop, []
+
+
+def signature(acc: Accuracy, precision: str, digest: str) -> dict:
+    """What a gate verdict depends on besides the ONNX: the data (digest), the split and the
+    max_drop of this precision. Not the data.yaml's path, which depends on how --config was spelt."""
+    return {"data": digest, "split": acc.split, "max_drop": acc.max_drop.get(precision, 0.0),
+            "version": ACCURACY_VERSION}
+
+
+def data_digest(acc: Accuracy, model: str, task: str, names: dict, kpt_shape) -> str:
+    """The digest ``prepare`` computes, without keeping its work folder (for cache checks)."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix=".accuracy-") as tmp:
+        return prepare(acc, model, task, names, kpt_shape, Path(tmp))[1]

@@ -100,8 +100,8 @@ WORKSPACE = click.option(
          "memory. Default: let TensorRT decide.")
 PRECISION = click.option(
     "--precision", type=click.Choice(list(PRECISIONS)), default=None,
-    help="Build every selected model at this precision, overriding models.yaml. int8 builds the INT8 twin "
-         "(a Q/DQ ONNX calibrated on models.yaml's calibration: images; docs/precision.md).")
+    help="Treat every selected model as this precision, overriding models.yaml. int8: the INT8 twin (a Q/DQ "
+         "ONNX calibrated on models.yaml's calibration: images; docs/precision.md) is written and built.")
 
 
 # -- the host's facts and the choice policy (resolve, pull) ---------------------------------------
@@ -173,8 +173,11 @@ def _check_lock_timeout(click_ctx, param, value):
     except ValueError:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0:
+        import os
         source = click_ctx.get_parameter_source(param.name)
-        where = f" (from {LOCK_TIMEOUT_ENV})" if source is click.core.ParameterSource.ENVIRONMENT else ""
+        names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+        used = next((n for n in names if os.environ.get(n) not in (None, "")), LOCK_TIMEOUT_ENV)
+        where = f" (from {used})" if source is click.core.ParameterSource.ENVIRONMENT else ""
         raise click.BadParameter(f"{value!r}{where} is not a number of seconds >= 0 (e.g. 120)")
     return seconds
 

@@ -7,7 +7,6 @@ from pipeline import api
 from pipeline.cli import options
 from pipeline.cli.context import Ctx, common_options, fail
 from pipeline.cli.options import IntList
-from pipeline.config import PRECISIONS
 from pipeline.errors import PipelineError, UsageProblem
 from pipeline.status import Status
 
@@ -54,9 +53,7 @@ def demo_models_cmd(ctx: Ctx) -> None:
 @options.KEEP_GOING
 @options.FORCE
 @options.TRUST
-@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
-              help="Treat every selected model as this precision, overriding models.yaml: int8 also writes the "
-                   "INT8 twin, calibrated on models.yaml's calibration: images.")
+@options.PRECISION
 @click.pass_obj
 def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool, trust: bool, precision) -> None:
     """Export checkpoints to ONNX (opset from models.yaml), simplified and checked.

@@ -154,13 +154,14 @@ def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = P
     gpu, rt = host.facts()
     models = rules.expected_models(config_path)
     offline = None
-    pulled_from = None
+    pulled_from, downloaded = None, False
     if from_remote is not None:   # the registry fills models/engines; the local rules decide as always
         try:
             res = choose_remote(from_remote, engines_dir, gpu, rt, policy, models, expect_set, config_arg)
-            _fetch(from_remote, res, engines_dir, on_line, lock_timeout, on_wait)
+            downloaded = _fetch(from_remote, res, engines_dir, on_line, lock_timeout, on_wait).downloaded
             pulled_from = from_remote.ref
-            on_line(f"pulled {res.chosen.tag} from {from_remote.ref}")
+            on_line(f"pulled {res.chosen.tag} from {from_remote.ref}" if downloaded
+                    else f"{res.chosen.tag} from {from_remote.ref} is already here, identical")
         except (registry.RegistryUnreachable, LockTimeout) as err:
             # an outage, or another process holding the set's lock past --lock-timeout, must not
             # stop a restart whose set is already here (checked by sha256 below, as always);
@@ -198,7 +199,7 @@ def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = P
                             f"(--set / ENGINE_SET){why}", file=engines_dir,
                             fix="run `make deploy` again so the env file names the set this host gets"
                             + (" (once the registry answers)" if offline is not None else ""))
-    pick = Pick(res, pulled_from=pulled_from, downloaded=pulled_from is not None, offline=offline, built=built)
+    pick = Pick(res, pulled_from=pulled_from, downloaded=downloaded, offline=offline, built=built)
     if write_env is not None:
         values = handover.env_lines(res, models_dir, image_for_env, allow_demo=policy.allow_demo,
                                     allow_pending=policy.allow_pending)

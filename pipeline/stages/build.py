@@ -58,10 +58,7 @@ def int8_refusal(backend) -> str | None:
     if have < INT8_MIN_TRT:
         return (f"INT8 needs TensorRT {'.'.join(map(str, INT8_MIN_TRT))} or newer (a strongly typed build of the "
                 f"Q/DQ ONNX); this is TensorRT {version}")
-    trt = backend.module()
-    if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        return f"TensorRT {version} has no strongly typed networks (NetworkDefinitionCreationFlag.STRONGLY_TYPED)"
-    return None
+    return None   # 10.12+: STRONGLY_TYPED exists, or (11) every network is strongly typed
 
 
 def _portable(backend) -> dict:
@@ -91,9 +88,10 @@ def _set_tier(manifest: SetManifest) -> None:
 def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backend) -> str:
     """Everything a build depends on, computed without importing TensorRT: both ONNX
     hashes (which one is built follows from the backend version, also in the key)."""
+    # the accuracy gate is not an input of the engine: a change to its data or max_drop re-judges
+    # the published engine (verify.accuracy_current), it never rebuilds it
     twin = [record["int8"]["sha256"]] if spec.precision == "int8" and record.get("int8") else []
     return sha256_json({"onnx": [record["sha256"]["fp32"], record["sha256"]["fp16"], *twin],
-                        "accuracy": spec.accuracy.to_json() if spec.accuracy else None,
                         "precision": spec.precision, "imgsz": spec.imgsz, "batch": spec.batch.to_json(),
                         "workspace_gib": workspace_gib, "backend": backend.name,
                         "version": backend.version(), "targets": backend.targets,
@@ -101,10 +99,26 @@ def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backen
                         **_portable(backend)})
 
 
+def check_int8(spec: ModelSpec, backend, onnx_file: Path) -> None:
+    """Refuse INT8 where it cannot be built (before anything is calibrated)."""
+    from pipeline.hardware import has_int8
+    why = int8_refusal(backend)
+    if why:
+        raise PipelineError(why, model=spec.name, file=onnx_file,
+                            fix="build INT8 in a builder image with TensorRT 10.12 or newer (TRT_IMAGE in "
+                                "Dockerfile.build), use --backend tensorrt-rtx, or set precision: fp16 for this model")
+    for cc in backend.targets:
+        if not has_int8(cc):
+            raise PipelineError(f"INT8 requested but compute capability {cc} has no INT8 support",
+                                model=spec.name, file=onnx_file,
+                                fix="set precision: fp16 (or fp32) for this model, or build for a GPU of "
+                                    "compute capability 6.1 or newer")
+
+
 def pre_build_checks(spec: ModelSpec, backend, workspace_gib: float | None, gpus: list,
                      onnx_file: Path, out_dir: Path, fp32_onnx: Path | None = None) -> None:
     """Refuse builds that would fail late: memory, FP16 support, disk room."""
-    from pipeline.hardware import free_memory_gib, has_fast_fp16, has_int8
+    from pipeline.hardware import free_memory_gib, has_fast_fp16
     target_gpu = backend.gpu or (gpus[0] if gpus else None)
     if workspace_gib is not None and target_gpu is not None:
         free = free_memory_gib(target_gpu)
@@ -115,18 +129,7 @@ def pre_build_checks(spec: ModelSpec, backend, workspace_gib: float | None, gpus
                 fix=f"set workspace: {max(int(free * 0.8), 1)} (or less) in models.yaml or pass "
                     "--workspace, or free GPU memory")
     if spec.precision == "int8":
-        why = int8_refusal(backend)
-        if why:
-            raise PipelineError(why, model=spec.name, file=onnx_file,
-                                fix="build INT8 in a builder image with TensorRT 10.12 or newer (TRT_IMAGE in "
-                                    "Dockerfile.build), use --backend tensorrt-rtx, or set precision: fp16 for "
-                                    "this model")
-        for cc in backend.targets:
-            if not has_int8(cc):
-                raise PipelineError(f"INT8 requested but compute capability {cc} has no INT8 support",
-                                    model=spec.name, file=onnx_file,
-                                    fix="set precision: fp16 (or fp32) for this model, or build for a GPU of "
-                                        "compute capability 6.1 or newer")
+        check_int8(spec, backend, onnx_file)
     if spec.precision == "fp16":
         for cc in backend.targets:
             if not has_fast_fp16(cc):
@@ -282,7 +285,8 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                         raise PipelineError("no current ONNX export for this checkpoint",
                                             model=spec.name, file=onnx_paths(cfg, spec)["fp32"],
                                             fix="run `engines export` first (or `engines run`)")
-                    if spec.precision == "int8":   # calibrated here when `engines export` did not (cached)
+                    if spec.precision == "int8":   # refused before calibrating, then calibrated (or cached)
+                        check_int8(spec, backend, quantize.int8_paths(cfg, spec)["onnx"])
                         record = {**record, "int8": quantize.ensure_twin(cfg, spec, record, log=log)}
                     ws = workspace if workspace is not None else spec.workspace
                     key = cache_key(record, spec, ws, backend)
@@ -290,15 +294,16 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                     # files_ok covers the ok entries; a re-judged failed one keeps its files too
                     if not force and prev and prev.get("cache_key") == key and files_ok \
                             and (prev.status == Status.OK or es.entry_intact(set_dir, prev)):
-                        same = prev.onnx_level.get("thresholds") == spec.thresholds(spec.precision)
+                        same = prev.onnx_level.get("thresholds") == spec.thresholds(spec.precision) \
+                            and verify.accuracy_current(spec, record, prev.onnx_level)
                         if same and prev.status != Status.OK:
                             pass  # judged failed under these thresholds: build again (below)
                         elif same:
                             summary["models"][spec.name] = "cached"
                             log(f"{spec.name}: up to date in {tag}")
                             continue
-                        else:  # same engine, other verify: thresholds: judge it again, no rebuild
-                            log(f"{spec.name}: verify thresholds changed; re-verifying the onnx level")
+                        else:  # same engine, other verify: thresholds or accuracy: data: judge it again
+                            log(f"{spec.name}: verify thresholds or accuracy data changed; re-verifying the onnx level")
                             staged[spec.name] = (_reverify(cfg, spec, prev, record), {})
                             summary["models"][spec.name] = "re-verified"
                             _gate_error(errors, spec, staged[spec.name][0], rejudged=True)
@@ -409,8 +414,9 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
     # a model renamed in models.yaml (same source, new name): its old entry names the same files
     current = {s.name for s in cfg.models}
     for old in [n for n, e in manifest.engines.items() if n not in current
-                and any(e.source == s.source for s in cfg.models)]:
-        del manifest.engines[old]
+                and any(e.source == s.source and manifest.engines.get(s.name) is not None
+                        and manifest.engines[s.name].status == Status.OK for s in cfg.models)]:
+        del manifest.engines[old]   # its files are the new entry's (the same source path)
     if not exists and not any(e.status == Status.OK for e in manifest.engines.values()):
         return  # nothing passed: no set is created (the errors carry the figures)
     new_passthrough = []

@@ -208,8 +208,16 @@ def stale_temp_dirs(onnx_dir: Path) -> list[Path]:
     if not onnx_dir.is_dir():
         return []
     stale = []
-    for d in onnx_dir.rglob(TEMP_PREFIX + "*"):
+    work = [*onnx_dir.rglob(TEMP_PREFIX + "*"), *onnx_dir.rglob(".int8-*")]   # exports and calibrations
+    for d in work:
         if not d.is_dir():
+            continue
+        if d.name.startswith(".int8-"):   # a calibration's scratch (no owner file): stale after an hour
+            try:
+                if time.time() - d.stat().st_mtime > 3600:
+                    stale.append(d)
+            except OSError:
+                pass
             continue
         try:
             host, pid = (d / TEMP_OWNER).read_text().split()

@@ -20,6 +20,7 @@ calibration images, the method and count, the exclusion rule and the quantizer's
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import re
 import tempfile
@@ -42,6 +43,8 @@ EXCLUSION_RULE = "head-outputs+dfl/v1"
 _HEAD_OUTPUT_CONV = re.compile(r"^/model\.(\d+)/cv[234]\.\d+/cv[234]\.\d+\.2/Conv$")
 
 Log = Callable[[str], None]
+IN_CONTAINER_HINT = ("; inside the builder container only the models folder is mounted (at /workspace/models): "
+                     "keep calibration images and labelled data under models/")
 
 
 def int8_paths(cfg: Config, spec: ModelSpec) -> dict[str, Path]:
@@ -83,7 +86,8 @@ def calibration_images(spec: ModelSpec, log: Log) -> tuple[list[Path], str]:
     fix = ("point calibration.images at a folder of JPEG/PNG frames like the cameras' (a few hundred; "
            f"count: {cal.count} are used at most), or remove calibration: to use the reference images")
     if not folder.exists():
-        raise PipelineError("the calibration folder does not exist", model=spec.name, file=folder, fix=fix)
+        raise PipelineError("the calibration folder does not exist", model=spec.name, file=folder,
+                            fix=fix + IN_CONTAINER_HINT)
     if not folder.is_dir():
         raise PipelineError("calibration.images is not a folder", model=spec.name, file=folder, fix=fix)
     try:
@@ -111,6 +115,18 @@ def calibration_images(spec: ModelSpec, log: Log) -> tuple[list[Path], str]:
 
 def images_digest(paths: list[Path]) -> str:
     return sha256_json([[p.name, sha256_file(p)] for p in paths])
+
+
+def _ListReader(base, input_name: str, arrays: list):   # noqa: N802  (a class made on demand)
+    """A CalibrationDataReader over ``arrays`` (the base class comes from onnxruntime, imported late)."""
+    class ListReader(base):
+        def __init__(self):
+            self._it = iter(arrays)
+
+        def get_next(self):
+            x = next(self._it, None)
+            return None if x is None else {input_name: x}
+    return ListReader()
 
 
 def _fold_every(n_images: int) -> int:
@@ -198,6 +214,10 @@ def ensure_twin(cfg: Config, spec: ModelSpec, export_record: dict, force: bool =
         onnx.helper.set_model_props(proto, meta)
         opset = INT8_MIN_OPSET
     excluded = head_exclusions(proto, exclude_head)
+    if exclude_head and not excluded:
+        log(f"warning: {spec.name}: no detection-head output convolutions found by name (cv2/cv3/cv4.*.2/Conv, "
+            "/dfl/) in the ONNX, so every convolution is quantized, box pixels and scores alike; expect the "
+            "verification gate to refuse the twin (precision: fp16 for this model)")
     input_name = proto.graph.input[0].name
     method = spec.calibration.method if spec.calibration else "max"
 
@@ -226,7 +246,11 @@ def ensure_twin(cfg: Config, spec: ModelSpec, export_record: dict, force: bool =
                                           calibrate_method=q.CalibrationMethod.Entropy,
                                           extra_options={"symmetric": True, "num_bins": 2048,
                                                          "num_quantized_bins": 128})
-                cal.collect_data(reader)
+                # 4 images a pass: each pass folds its activations into the histograms and drops
+                # them, so memory stays flat in the image count (a pass holds ~150 MiB an image at 640)
+                chunks = iter(lambda: list(itertools.islice(tensors, 4)), [])
+                for chunk in chunks:
+                    cal.collect_data(_ListReader(q.CalibrationDataReader, input_name, chunk))
                 save_tensors_data(cal.compute_data(), str(cache))
                 reader = None
             q.quantize_static(

@@ -18,12 +18,16 @@ from pipeline.checks.images import UnreadableImage, batches, reference_images
 from pipeline.checks.tensors import compare_outputs, merge_stats
 from pipeline.config import ModelSpec
 from pipeline.engine_set import now_iso
+from pipeline.errors import PipelineError
 from pipeline.hardware import sm_name
 from pipeline.status import Status
 
 
 def gate_fix(precision: str, reasons: str) -> str:
     """The next step for an engine its gate refused, by what refused it."""
+    if precision == "fp32" and "accuracy:" in reasons:
+        return ("an FP32 engine should score as its FP32 ONNX: check the engine on this GPU (`engines verify`) and "
+                "the labelled data, or raise accuracy: max_drop: {fp32: ...} if the difference is acceptable")
     if precision == "int8":
         return ("give calibration: more (a few hundred) and better images, frames like the cameras' "
                 "(calibration: {images: DIR}), try method: max if you set entropy, or build this model with "
@@ -92,16 +96,37 @@ def add_accuracy(level: dict, spec: ModelSpec, record: dict, reference_onnx: Pat
     cache = reference_onnx.with_suffix(".accuracy.json")
     with tempfile.TemporaryDirectory(prefix=".accuracy-") as tmp:
         data_yaml, digest = accuracy.prepare(acc, spec.name, spec.task, names, kpt, Path(tmp))
-        ref = accuracy.cached_measure(cache, reference_onnx, spec.task, data_yaml, digest, spec.imgsz, Path(tmp))
-        cand = ref if candidate == reference_onnx else accuracy.cached_measure(
-            cache, candidate, spec.task, data_yaml, digest, spec.imgsz, Path(tmp), device)
+        measure = dict(task=spec.task, data_yaml=data_yaml, digest=digest, imgsz=spec.imgsz, work=Path(tmp),
+                       model=spec.name, data_file=acc.data)
+        ref = accuracy.cached_measure(cache, reference_onnx, **measure)
+        if not ref[accuracy.gated_metric(ref)]:
+            raise PipelineError("the FP32 reference finds none of the labelled objects (mAP50-95 0), so no drop can "
+                                "be measured", model=spec.name, file=acc.data,
+                                fix="check that the labels belong to these images and to this model's classes "
+                                    "(the same data should give a real mAP with `yolo val`)")
+        cand = ref if candidate == reference_onnx else accuracy.cached_measure(cache, candidate, device=device,
+                                                                              **measure)
     max_drop = acc.max_drop.get(precision, 0.0)
     drop, reasons = accuracy.judge(ref, cand, precision, max_drop)
     level["accuracy"] = {"data": str(acc.data), "split": acc.split, "digest": digest, "reference": ref,
-                         "candidate": cand, "drop_map50_95": drop, "max_drop": max_drop}
+                         "candidate": cand, "metric": accuracy.gated_metric(ref), "drop_map50_95": drop,
+                         "max_drop": max_drop, "signature": accuracy.signature(acc, precision, digest)}
     if reasons:
         level["reasons"] = level["reasons"] + reasons
         level["status"] = Status.FAILED
+
+
+def accuracy_current(spec: ModelSpec, record: dict, level: dict) -> bool:
+    """Whether an onnx-level result still answers models.yaml's accuracy: (the data, its split
+    and this precision's max_drop unchanged; no gate then and none now also counts)."""
+    had = (level or {}).get("accuracy")
+    if spec.accuracy is None:
+        return had is None
+    if had is None:
+        return False
+    names, kpt = model_names(record)
+    digest = accuracy.data_digest(spec.accuracy, spec.name, spec.task, names, kpt)
+    return had.get("signature") == accuracy.signature(spec.accuracy, spec.precision, digest)
 
 
 def cannot_run_here(manifest, gpus: list) -> str | None:
@@ -124,7 +149,6 @@ def engine_runtime(manifest, gpus: list):
 
 def _built_from(cfg, spec, entry) -> tuple[Path, dict]:
     """The ONNX this engine was built from, checked by hash, and its export record."""
-    from pipeline.errors import PipelineError
     from pipeline.fsutil import read_json, sha256_file
     from pipeline.stages.export import onnx_file, onnx_paths
     paths = onnx_paths(cfg, spec)
@@ -145,7 +169,6 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
     """Re-check the onnx level and run the engine level where this machine can; records the
     result (with the GPU it passed on) in the manifest and writes report.md."""
     from pipeline import engine_set as es
-    from pipeline.errors import PipelineError
     from pipeline.fsutil import write_bytes_atomic
     from pipeline.hardware import detect_gpus
     errors = []

@@ -41,3 +41,10 @@ def test_int8_is_recommended_only_where_it_is_ten_percent_faster_than_fp16():
     slow = int8_advice(1050.0, 1000.0)
     assert slow["recommend"] == "fp16" and "use precision: fp16" in slow["note"] and slow["ratio"] == 1.05
     assert int8_advice(900.0, None)["recommend"] == "int8" and "not compared" in int8_advice(900.0, None)["note"]
+
+
+def test_a_bad_lock_timeout_names_the_variable_it_came_from(tmp_path):
+    path = write_config(tmp_path, "models:\n  - {name: a, source: a.pt, task: detect}\n")
+    env = {**os.environ, "ENGINES_BUILD_LOCK_TIMEOUT": "abc", "ENGINES_CONFIG": str(path)}
+    res = run_cli("build", env=env)
+    assert res.returncode == 2 and "(from ENGINES_BUILD_LOCK_TIMEOUT)" in res.stderr, res.stderr

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -323,3 +324,129 @@ def test_the_calibrator_folds_its_ranges_without_emptying_its_last_buffer():
     for n in (1, 2, 15, 16, 32, 64, 240, 256, 512, 720):
         m = _fold_every(n)
         assert 1 <= m <= 16 and (m == 1 or n % m != 0), (n, m)
+
+
+# ---------------------------------------------------------------------------- review findings
+def test_nothing_in_the_users_dataset_is_unpickled_or_written(int8_ws, labelled, tmp_path):
+    """Ultralytics loads its label cache with pickle: one planted in the user's folder never runs."""
+    from pipeline.checks import accuracy
+    from pipeline.config import Accuracy
+    from pipeline.stages.verify import model_names
+    data = tmp_path / "labelled"
+    shutil.copytree(labelled.parent, data)
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+    with open(data / "labels" / "val.cache", "wb") as f:
+        np.save(f, np.array({"payload": Payload()}, dtype=object), allow_pickle=True)
+    before = sorted(p.name for p in data.rglob("*"))
+    _, spec, rec = _twin(int8_ws, "human")
+    names, kpt = model_names(rec)
+    work = tmp_path / "work"
+    work.mkdir()
+    y, digest = accuracy.prepare(Accuracy(data / "data.yaml"), "human", "detect", names, kpt, work)
+    cfg, spec, _ = _twin(int8_ws, "human")
+    figures = accuracy.measure(onnx_file(cfg, spec, "fp32"), "detect", y, 320, work, model="human")
+    assert figures["map50_95"] > 10 and not marker.exists()
+    assert sorted(p.name for p in data.rglob("*")) == before   # no cache written into the user's data
+
+
+def test_symlinked_images_find_their_labels(int8_ws, labelled, tmp_path):
+    """A DVC-style layout: images are links into a store; labels sit beside the links."""
+    from pipeline.checks import accuracy
+    from pipeline.config import Accuracy
+    from pipeline.stages.verify import model_names
+    data = tmp_path / "labelled"
+    shutil.copytree(labelled.parent, data)
+    store = tmp_path / "store"
+    store.mkdir()
+    for img in (data / "images" / "val").iterdir():
+        target = store / f"blob-{img.name}"
+        img.rename(target)
+        img.symlink_to(target)
+    _, spec, rec = _twin(int8_ws, "human")
+    names, kpt = model_names(rec)
+    y, _ = accuracy.prepare(Accuracy(data / "data.yaml"), "human", "detect", names, kpt, tmp_path / "w1")
+    cfg, spec, _ = _twin(int8_ws, "human")
+    assert accuracy.measure(onnx_file(cfg, spec, "fp32"), "detect", y, 320, tmp_path / "w1")["map50_95"] > 10
+
+
+def test_images_the_validator_drops_are_a_paragraph_not_a_traceback(int8_ws, tmp_path):
+    import cv2
+    import yaml
+
+    from pipeline.checks import accuracy
+    from pipeline.config import Accuracy
+    from pipeline.stages.verify import model_names
+    d = tmp_path / "tiny"
+    (d / "images/val").mkdir(parents=True)
+    (d / "labels/val").mkdir(parents=True)
+    for i in range(3):   # 8x8 pictures: Ultralytics refuses images under 10 px
+        cv2.imwrite(str(d / f"images/val/t{i}.png"), np.full((8, 8, 3), 128, np.uint8))
+        (d / f"labels/val/t{i}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    _, spec, rec = _twin(int8_ws, "human")
+    names, kpt = model_names(rec)
+    (d / "data.yaml").write_text(yaml.safe_dump({"path": ".", "val": "images/val", "names": names}))
+    y, _ = accuracy.prepare(Accuracy(d / "data.yaml"), "human", "detect", names, kpt, tmp_path / "w")
+    cfg, spec, _ = _twin(int8_ws, "human")
+    with pytest.raises(PipelineError) as err:
+        accuracy.measure(onnx_file(cfg, spec, "fp32"), "detect", y, 320, tmp_path / "w", model="human",
+                         data_file=d / "data.yaml")
+    assert err.value.model == "human" and str(err.value.file).endswith("data.yaml") and err.value.fix
+
+
+def test_the_accuracy_gate_re_judges_without_rebuilding_and_ignores_how_config_is_spelt(int8_ws, labelled,
+                                                                                      tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(int8_ws, ws)
+    acc = f", accuracy: {{data: {labelled}, max_drop: {{fp16: 2.0}}}}"
+    _config(ws, acc)
+    (ws / "models.yaml").write_text((ws / "models.yaml").read_text().replace("precision: int8", "precision: fp16"))
+    build = ("build", "--backend", "tensorrt-rtx", "--target", "sm89")
+    assert run_cli("--config", str(ws / "models.yaml"), *build).returncode == 0
+    engine = ws / "engines" / TAG / "yolo" / "yolov8n.engine"
+    inode = engine.stat().st_ino
+    r = run_cli("--config", "models.yaml", *build, cwd=ws)   # the same config, spelt relative
+    assert r.returncode == 0 and "up to date" in r.stdout + r.stderr, r.stdout + r.stderr
+    (ws / "models.yaml").write_text((ws / "models.yaml").read_text().replace("fp16: 2.0", "fp16: 1.5"))
+    r = run_cli("--config", str(ws / "models.yaml"), *build)
+    assert r.returncode == 0 and "re-verifying" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert engine.stat().st_ino == inode   # judged again, never rebuilt
+    m = json.loads((ws / "engines" / TAG / "manifest.json").read_text())["engines"]["human"]
+    assert m["verification"]["onnx"]["accuracy"]["max_drop"] == 1.5
+
+
+def test_int8_is_refused_before_anything_is_calibrated(int8_ws, tmp_path, monkeypatch):
+    ws = tmp_path / "ws"
+    shutil.copytree(int8_ws, ws)
+    cfg = load_config(_config(ws, ", calibration: {images: calib}"))
+    calls = []
+    monkeypatch.setattr(quantize, "ensure_twin", lambda *a, **k: calls.append(a))
+    from pipeline.backends.trt_backends import TensorRT
+    from pipeline.hardware import detect_gpus
+    from tests.deploy.test_resolve import FACTS
+    gpu = detect_gpus(FACTS / "h100-80gb-hbm3.csv")[0]
+    old = TensorRT(gpu)
+    monkeypatch.setattr(TensorRT, "version", classmethod(lambda cls: "10.8.0.43"))
+    summary, errors = api.build(cfg, ["human"], old, [gpu])
+    assert errors and "INT8 needs TensorRT 10.12 or newer" in errors[0].what and not calls
+
+
+def test_clean_removes_the_int8_twin_and_accuracy_figures(int8_ws, tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(int8_ws, ws)
+    cfg = load_config(ws / "models.yaml")
+    (ws / "onnx" / "yolo" / "yolov8n.accuracy.json").write_text("{}")
+    plan = api.plan_clean(cfg)
+    names = {p.name for p in plan.remove}
+    assert {"yolov8n.int8.onnx", "yolov8n.int8.json", "yolov8n.accuracy.json"} <= names
+
+
+def test_a_calibration_error_is_reported_once_by_run(int8_ws, tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(int8_ws, ws)
+    _config(ws, ", calibration: {images: nowhere}")
+    r = run_cli("--config", str(ws / "models.yaml"), "run", "--backend", "tensorrt-rtx", "--target", "sm89")
+    assert r.returncode == 1 and r.stderr.count("the calibration folder does not exist") == 1, r.stderr

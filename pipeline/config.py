@@ -282,17 +282,24 @@ def _data_path(root: Path, value: Any, where: str, path: Path, key: str) -> Path
     return p if p.is_absolute() else root / p
 
 
+def _block(value: Any, key: str, allowed: set[str], required: str, what: str, where: str, path: Path,
+           fix: str) -> dict:
+    """A nested mapping of models.yaml: a mapping, known keys only, its required key present."""
+    if not isinstance(value, dict):
+        raise _err(f"{key} {value!r} is not a mapping", where, path, fix)
+    bad = sorted(set(value) - allowed)
+    if bad:
+        raise _err(f"unknown {key} key(s) {', '.join(bad)}", where, path, fix)
+    if required not in value:
+        raise _err(f"{key} needs {required}: ({what})", where, path, fix)
+    return value
+
+
 def _calibration(value: Any, where: str, path: Path, root: Path) -> Calibration | None:
     if value is None:
         return None
-    fix = "write calibration: {images: calib/, count: 512, method: max}"
-    if not isinstance(value, dict):
-        raise _err(f"calibration {value!r} is not a mapping", where, path, fix)
-    bad = sorted(set(value) - {"images", "count", "method"})
-    if bad:
-        raise _err(f"unknown calibration key(s) {', '.join(bad)}", where, path, fix)
-    if "images" not in value:
-        raise _err("calibration needs images: (a folder of pictures like the cameras' frames)", where, path, fix)
+    _block(value, "calibration", {"images", "count", "method"}, "images", "a folder of pictures like the cameras' "
+           "frames", where, path, "write calibration: {images: calib/, count: 512, method: max}")
     count = value.get("count", CALIBRATION_COUNT)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise _err(f"calibration count {count!r} is not a positive whole number", where, path,
@@ -308,13 +315,8 @@ def _accuracy(value: Any, where: str, path: Path, root: Path) -> Accuracy | None
     if value is None:
         return None
     fix = "write accuracy: {data: datasets/line1/data.yaml, split: val, max_drop: {fp16: 1.0, int8: 3.0}}"
-    if not isinstance(value, dict):
-        raise _err(f"accuracy {value!r} is not a mapping", where, path, fix)
-    bad = sorted(set(value) - {"data", "split", "max_drop"})
-    if bad:
-        raise _err(f"unknown accuracy key(s) {', '.join(bad)}", where, path, fix)
-    if "data" not in value:
-        raise _err("accuracy needs data: (an Ultralytics data.yaml of labelled images)", where, path, fix)
+    _block(value, "accuracy", {"data", "split", "max_drop"}, "data", "an Ultralytics data.yaml of labelled images",
+           where, path, fix)
     split = value.get("split", "val")
     if split not in ACCURACY_SPLITS:
         raise _err(f"accuracy split {split!r} is not one of {', '.join(ACCURACY_SPLITS)}", where, path, fix)
@@ -382,11 +384,11 @@ def _same_source(sources: dict[str, str], source: str, name: str, path: Path) ->
     sources[key] = name
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a mapping key given twice (PyYAML keeps the last)."""
 
 
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+def _construct_unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
     seen: dict = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -402,7 +404,7 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
     return loader.construct_mapping(node, deep=deep)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
 def _read_yaml(path: Path) -> Any:
@@ -414,7 +416,7 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"file is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} cannot be decoded",
                           file=path, fix="save models.yaml as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader) or {}
+        return yaml.load(text, Loader=UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", file=path,
                           fix="fix the YAML syntax (each key once per mapping)") from None

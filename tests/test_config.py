@@ -244,3 +244,35 @@ def test_demo_weights_take_their_classes_from_models_yaml_not_the_name(tmp_path)
     assert names["g.pt"] == {0: "glove", 1: "bare_hand", 2: "sleeve"}
     assert len(names["h.pt"]) == 80            # no demo_classes: the architecture's own COCO classes
     assert names["b.pt"] == {0: "worker"}
+
+
+BAD_PRECISION = [
+    ("models:\n  - {name: a, source: a.pt, task: detect, precision: int4}\n", "a", "precision 'int4' is not one of"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, calibration: {count: 3}}\n", "a", "calibration needs images"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, calibration: {images: c, count: 0}}\n", "a",
+     "calibration count 0 is not a positive whole number"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, calibration: {images: c, method: percentile}}\n", "a",
+     "calibration method 'percentile' is not one of max, entropy"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, calibration: {images: c, bins: 9}}\n", "a",
+     "unknown calibration key(s) bins"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, accuracy: {split: val}}\n", "a", "accuracy needs data"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, accuracy: {data: d.yaml, split: holdout}}\n", "a",
+     "accuracy split 'holdout' is not one of"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, accuracy: {data: d.yaml, max_drop: {int8: -1}}}\n", "a",
+     "must map precisions"),
+]
+
+
+@pytest.mark.parametrize(("text", "model", "needle"), BAD_PRECISION)
+def test_bad_precision_keys_are_refused(tmp_path, text, model, needle):
+    test_bad_config_names_model_and_fix(tmp_path, text, model, needle)
+
+
+def test_calibration_and_accuracy_defaults(tmp_path):
+    from pipeline.config import CALIBRATION_COUNT, DEFAULT_MAX_DROP, load_config
+    path = write_config(tmp_path, "defaults: {calibration: {images: calib}, accuracy: {data: d/data.yaml, "
+                                  "max_drop: {int8: 2.5}}}\nmodels:\n  - {name: a, source: a.pt, task: detect}\n")
+    spec = load_config(path).models[0]
+    assert spec.calibration.images == tmp_path / "calib" and spec.calibration.count == CALIBRATION_COUNT
+    assert spec.calibration.method == "max" and spec.accuracy.split == "val"
+    assert spec.accuracy.max_drop == {**DEFAULT_MAX_DROP, "int8": 2.5}

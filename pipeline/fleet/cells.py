@@ -12,37 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import UniqueKeyLoader
 from pipeline.errors import PipelineError
 
 MAX_BYTES = 1 << 20        # a GPU list names a few dozen cells: a megabyte is far more than any needs
 MAX_DEPTH = 32             # the deepest real list is 3 (top level, cells, a cell)
 UTF8_FIX = ("save the GPU list as UTF-8 text (YAML or JSON), e.g. `iconv -f latin1 -t utf-8 FILE > NEW`; "
             "a binary file is not a GPU list")
-
-
-def _loader():
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        """safe_load that refuses a key given twice in one mapping."""
-
-    def mapping(loader, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            try:
-                first = seen.get(key)
-            except TypeError:          # an unhashable key: construct_mapping reports it
-                continue
-            if first is not None:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice (first on line {first.line + 1}, again on line "
-                                f"{key_node.start_mark.line + 1})", key_node.start_mark)
-            seen[key] = key_node.start_mark
-        return loader.construct_mapping(node, deep=deep)
-
-    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    return UniqueKeyLoader
 
 
 def _decode(raw: bytes, path: Path) -> str:
@@ -87,7 +63,7 @@ def read_gpu_list(path: Path | str) -> tuple[str, Any]:
         raise PipelineError(f"the GPU list is larger than {MAX_BYTES >> 20} MiB", file=path,
                             fix="pass the GPU list itself (a few lines per cell), not another file")
     text = _decode(raw, path)
-    loader = _loader()
+    loader = UniqueKeyLoader   # one YAML loader for every hand-written file: a key given twice is refused
     try:
         _check_depth(text, path, loader)
         data = yaml.load(text, Loader=loader)

@@ -28,7 +28,6 @@ from pipeline.runtime import Runtime, parse_runtime
 
 REPO = Path(__file__).resolve().parents[2]
 FACTS = REPO / "tests" / "data" / "gpu-facts"
-SHARED = REPO.parent / "shared" / "gpu-facts"
 TRT = "10.13.3.9"
 RTX = "1.7.1.116"
 H100, H200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
@@ -130,13 +129,14 @@ def test_fact_details_and_placeholders():
     assert no_header[0].memory_free_mib == 23000 and no_header[0].compute_cap == "8.9"
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared GPU facts not present at {SHARED}")
-def test_shared_originals_match_copies():
-    assert detect_gpus(SHARED / "h100-80gb-hbm3" / "query-gpu.csv") == \
-        [GpuFacts(**{**gpu("h100-80gb-hbm3.csv").to_json(), "source": str(SHARED / "h100-80gb-hbm3" / "query-gpu.csv")})]
-    assert detect_gpus(SHARED / "h200" / "nvml.json")[0].compute_cap == "9.0"
+def test_recorded_facts_of_the_lent_machines_read_as_recorded():
+    """The verbatim copies of ../shared/gpu-facts (tests/data/gpu-facts/README.md): the query CSV
+    and NVML JSON read; `nvidia-smi -q -x` is refused, as it carries no compute capability."""
+    h100 = gpu("h100-80gb-hbm3.csv")
+    assert (h100.name, h100.compute_cap, h100.driver) == (H100, "9.0", "580.159.04")
+    assert detect_gpus(FACTS / "h200-nvml.json")[0].compute_cap == "9.0"
     with pytest.raises(PipelineError, match="does not record the compute capability"):
-        detect_gpus(SHARED / "h200" / "nvidia-smi-q.xml")
+        detect_gpus(FACTS / "h200-nvidia-smi-q.xml")
 
 
 def test_bad_fact_files(tmp_path):

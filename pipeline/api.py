@@ -13,13 +13,15 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline import registry
 from pipeline.config import Config
-from pipeline.deploy.pick import HostQuery, Pick, Policy, pull, resolve  # the library face of deploy
 from pipeline.engine_set import BrokenSet, EngineSet, scan_sets
 from pipeline.errors import ConfigError, PipelineError, UsageProblem
 from pipeline.status import Status
+
+if TYPE_CHECKING:   # loaded on first use (see __getattr__ below)
+    from pipeline.deploy.pick import HostQuery, Pick, Policy, pull, resolve  # noqa: F401
 
 Log = Callable[[str], None]
 
@@ -53,7 +55,6 @@ def export(cfg: Config, names=(), keep_going: bool = False, force: bool = False,
     """Checkpoints -> ONNX (FP32 and its FP16 twin), and the INT8 twin for models at precision
     int8 (``precision`` overrides models.yaml); ``trust`` allows checkpoints that need unsafe
     (pickle) loading."""
-    from pipeline.stages import quantize
     from pipeline.stages.export import export_all
     specs = _with_precision(select(cfg, names), precision)
     records, errors = export_all(cfg, specs, keep_going=keep_going, force=force, log=log, trust=trust)
@@ -62,6 +63,7 @@ def export(cfg: Config, names=(), keep_going: bool = False, force: bool = False,
         spec = by_name[rec["model"]]
         if spec.precision != "int8" or (errors and not keep_going):
             continue
+        from pipeline.stages import quantize  # numpy and ONNX Runtime: only for INT8 models
         try:
             rec["int8"] = quantize.ensure_twin(cfg, spec, rec, force=force, log=log)
             rec.setdefault("files", {})["int8"] = rec["int8"]["file"]
@@ -210,8 +212,24 @@ def select_set(engines_dir: Path, set_tag: str | None, gpus: list | None = None)
 def push(engines_dir: Path, ref: str, tag: str | None = None, *, plain_http: bool = False, insecure: bool = False,
          log: Log = _quiet) -> dict:
     """`engines push`: the set ``tag`` (default: as ``select_set``) to the registry repository ``ref``."""
+    from pipeline import registry
     remote = registry.Remote(ref, plain_http=plain_http, insecure=insecure)
     return registry.push(select_set(engines_dir, tag), remote, on_line=log)
+
+
+# resolve and pull live in deploy.pick; they are part of this face, loaded on first use so that
+# the stage commands (a cached `engines run`) do not import the deploy and registry code
+_DEPLOY = {"HostQuery", "Pick", "Policy", "pull", "resolve"}
+
+
+def __getattr__(name: str):
+    if name in _DEPLOY:
+        from pipeline.deploy import pick
+        return getattr(pick, name)
+    if name == "registry":
+        from pipeline import registry
+        return registry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- clean ----------------------------------------------------------------------------------

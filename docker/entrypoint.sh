@@ -43,4 +43,6 @@ if [ "$(id -u)" = 0 ] && [ -d "$models" ]; then
 fi
 
 exec 3>&1 1>&2
+# the NGC set-up and Python's start take a while before `engines` prints its first line: say so
+echo "engines-entrypoint: starting as uid $(id -u) (NVIDIA's CUDA set-up, then Python: a few seconds)"
 exec "${NVIDIA_ENTRYPOINT:-/opt/nvidia/nvidia_entrypoint.sh}" "$0" --stdout-restored "$@"

@@ -119,6 +119,7 @@ def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | No
     select(cfg, names)  # a misspelt --model fails before any work
     if demo and any(not m.source_path.exists() for m in cfg.models):
         from pipeline.stages.demo import demo_models
+        log("writing demo weights where checkpoints are missing (loads PyTorch and Ultralytics: a few seconds)")
         demo_models(cfg, log=log)
     res = RunResult()
     res.exports, res.errors = export(cfg, names, keep_going, force, log, trust, precision)

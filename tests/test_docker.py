@@ -154,13 +154,18 @@ def _our_containers(client, image):
 BANNER = {"", "== TensorRT (stand-in for the NGC banner) ==", "NVIDIA Release 25.08 (stand-in)"}
 
 
+ENTRYPOINT_START = "engines-entrypoint: starting as uid"   # docker/entrypoint.sh, on stderr
+
+
 def _run(client, images, models, script, **kw):
-    """run_builder with `sh SCRIPT`; the lines it logged, less the stand-in's banner."""
+    """run_builder with `sh SCRIPT`; the lines it logged, less the stand-in's banner and the
+    entrypoint's start line."""
     from pipeline.docker_runner import run_builder
     lines: list[str] = []
     sink = kw.pop("on_line", lines.append)
     code = run_builder(models, images.image, ["sh", script], gpu=kw.pop("gpu", False), client=client,
-                       on_line=lambda line: None if line in BANNER else sink(line), **kw)
+                       on_line=lambda line: None if line in BANNER or line.startswith(ENTRYPOINT_START)
+                       else sink(line), **kw)
     return code, lines
 
 
@@ -1085,3 +1090,12 @@ def test_a_daemon_restart_does_not_bring_pyt_api_prod_back_past_the_gate(own_roo
     assert again.returncode != 0                           # the gate ran again and refused
     assert api_state() == "exited"
     subprocess.run([*prod, "down", "--volumes", "--rmi", "all"], env=penv, capture_output=True, timeout=180)
+
+
+def test_the_entrypoint_says_it_is_starting_before_the_long_silence(client, images, models):
+    """Issue 18, item 11: NVIDIA's set-up and Python's start are seconds of silence otherwise."""
+    from pipeline.docker_runner import run_builder
+    seen: list[str] = []
+    code = run_builder(models, images.image, ["sh", "echo done"], gpu=False, client=client, on_line=seen.append)
+    starts = [line for line in seen if line.startswith(ENTRYPOINT_START)]
+    assert code == 0 and len(starts) == 1 and seen.index(starts[0]) < seen.index("done")

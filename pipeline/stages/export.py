@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -268,6 +269,9 @@ def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
         return {**rec, "model": spec.name, "status": "cached"}
     check_archive(spec)
     check_export_disk(spec, paths["fp32"].parent)
+    if "torch" not in sys.modules:   # the first export of a process: seconds of silence otherwise
+        log(f"{spec.name}: the checkpoint changed or is new: loading PyTorch and Ultralytics to export it "
+            "(a few seconds)")
     # what is scanned and loaded is a private copy of exactly the bytes hashed, pinned and keyed
     # above (checkpoint.gate): a file swapped after the check is never read
     with gate(spec.name, spec.source_path, expected_sha256=source_sha, trusted=trusted, log=log) as decision:

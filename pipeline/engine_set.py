@@ -21,6 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.fsutil import lock_for, sha256_file, write_json_atomic
 from pipeline.hardware import sm_name
 from pipeline.manifest import ManifestError, SetManifest
+from pipeline.runtime import BUILDER_CMD
 
 MANIFEST = "manifest.json"
 REPORT = "report.md"
@@ -42,9 +43,6 @@ def make_tag(backend: str, version: str, targets: list[str], compatibility: str 
     return f"{prefix}-{version}-sm{ccs}"
 
 
-BUILDER_RUN = "docker compose -f docker-compose.build.yml run --rm builder"
-
-
 def rebuild_command(tag: str, config_arg: str = "") -> str:
     """The command that builds the set ``tag`` again, read from the tag alone (so it also
     works for a set whose manifest is damaged): a TensorRT for RTX set for its own targets,
@@ -53,7 +51,7 @@ def rebuild_command(tag: str, config_arg: str = "") -> str:
     if m:
         targets = ",".join(f"sm{t}" for t in m.group(1).split("_"))
         return f"engines{config_arg} run --force --backend tensorrt-rtx --target {targets}"
-    return f"{BUILDER_RUN} run --force   (on a GPU of the set's type)"
+    return f"{BUILDER_CMD} run --force   (on a GPU of the set's type)"
 
 
 def now_iso() -> str:

@@ -853,9 +853,9 @@ def test_version_guard_passes_and_labels_when_the_versions_agree(client, ngc_lik
     assert img.labels[TRT_LABEL] == "10.13.2.6" and img.labels[NVIDIA_TRT_LABEL] == "10.13.2.6"
 
 
-@needs_compose
-def test_make_engines_docker_without_gpu_runtime_says_install_the_toolkit(client, images, tmp_path):
-    """The private test daemon has no NVIDIA runtime: exactly a host without the toolkit."""
+def _make_builder_target(tmp_path: Path, target: str, **env_extra: str):
+    """`make -s TARGET` in a copy of the Makefile and the builder's compose file and Dockerfile,
+    against the test daemon, as the user types it (no UID/GID); compose's project is removed after."""
     if not shutil.which("make"):
         pytest.skip("make not installed")
     for name in ("Makefile", "docker-compose.build.yml", "Dockerfile.build"):
@@ -863,13 +863,19 @@ def test_make_engines_docker_without_gpu_runtime_says_install_the_toolkit(client
     (tmp_path / "models").mkdir()
     project = f"engines-test-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")}
-    env.update(ENGINES_IMAGE=images.image, COMPOSE_PROJECT_NAME=project)
+    env.update(COMPOSE_PROJECT_NAME=project, **env_extra)
     try:
-        res = subprocess.run(["make", "-s", "engines-docker"], cwd=tmp_path, env=env, check=False,
-                             capture_output=True, text=True, timeout=180)
+        return subprocess.run(["make", "-s", target], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, check=False,
+                              capture_output=True, text=True, timeout=180)
     finally:
-        _compose("-p", project, "-f", str(tmp_path / "docker-compose.build.yml"), "down", "--volumes", env=env,
-                 check=False)
+        _compose("-p", project, "-f", str(tmp_path / "docker-compose.build.yml"), "down", "--volumes",
+                 "--remove-orphans", env=env, check=False)
+
+
+@needs_compose
+def test_make_engines_docker_without_gpu_runtime_says_install_the_toolkit(client, images, tmp_path):
+    """The private test daemon has no NVIDIA runtime: exactly a host without the toolkit."""
+    res = _make_builder_target(tmp_path, "engines-docker", ENGINES_IMAGE=images.image)
     assert res.returncode != 0
     assert "could not select device driver" in res.stdout + res.stderr  # compose's own words, kept
     assert "Next step: install it and register it" in res.stderr and "make engines" in res.stderr
@@ -882,21 +888,8 @@ def test_make_says_first_that_a_missing_builder_image_is_built_now(client, tmp_p
     """Issue 18 item 3: with the builder image missing, `docker compose run` starts a 7 GB build
     without a word; make says so before. The image name is the one compose resolves (here
     ENGINES_IMAGE); the base is a registry on a closed local port, so the build fails at once."""
-    if not shutil.which("make"):
-        pytest.skip("make not installed")
-    for name in ("Makefile", "docker-compose.build.yml", "Dockerfile.build"):
-        shutil.copy(REPO / name, tmp_path / name)
-    (tmp_path / "models").mkdir()
-    project = f"engines-test-{uuid.uuid4().hex[:8]}"
     absent = f"engines-test-absent:{uuid.uuid4().hex[:8]}"
-    env = {k: v for k, v in os.environ.items() if k not in ("UID", "GID")}
-    env.update(ENGINES_IMAGE=absent, COMPOSE_PROJECT_NAME=project, TRT_IMAGE="127.0.0.1:9/nvidia/tensorrt:25.08-py3")
-    try:
-        res = subprocess.run(["make", "-s", target], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, check=False,
-                             capture_output=True, text=True, timeout=180)
-    finally:
-        _compose("-p", project, "-f", str(tmp_path / "docker-compose.build.yml"), "down", "--volumes",
-                 "--remove-orphans", env=env, check=False)
+    res = _make_builder_target(tmp_path, target, ENGINES_IMAGE=absent, TRT_IMAGE="127.0.0.1:9/nvidia/tensorrt:25.08-py3")
     note = f"make: the builder image {absent} is not here: building it now (about 7.1 GB, a few minutes)"
     assert res.stderr.splitlines()[:1] == [note], res.stderr   # the first word, before compose's own
     assert res.returncode != 0                                  # and the build itself was tried (and failed)

@@ -144,10 +144,8 @@ def _check_labels(images: list[Path], nc: int, kpt_values: int, model: str) -> i
     return boxes
 
 
-def prepare(acc: Accuracy, model: str, task: str, names: dict, kpt_shape, work: Path) -> tuple[Path, str]:
-    """Check the dataset against the model and write the data.yaml Ultralytics reads;
-    returns (that file, a digest of the data that is measured)."""
-    import yaml
+def _checked(acc: Accuracy, model: str, task: str, names: dict, kpt_shape) -> tuple[dict, dict, list[Path]]:
+    """The dataset checked against the model: (its data.yaml, the model's names, the images)."""
     f = acc.data
     data = _read(acc, model)
     if acc.split not in data:
@@ -181,6 +179,20 @@ def prepare(acc: Accuracy, model: str, task: str, names: dict, kpt_shape, work: 
     if boxes == 0:
         raise _bad(model, f, f"no image of the {acc.split} split has a label (labels/{acc.split}/*.txt)",
                    "label the images (one `class x y w h` line per object); mAP on unlabelled images means nothing")
+    return data, ours, images
+
+
+def _digest(images: list[Path], ours: dict, split: str) -> str:
+    return sha256_json({"images": [[str(p.name), sha256_file(p)] for p in images],
+                        "labels": [sha256_file(label_path(p)) if label_path(p).is_file() else None for p in images],
+                        "names": ours, "split": split})
+
+
+def prepare(acc: Accuracy, model: str, task: str, names: dict, kpt_shape, work: Path) -> tuple[Path, str]:
+    """Check the dataset against the model and write the data.yaml Ultralytics reads;
+    returns (that file, a digest of the data that is measured)."""
+    import yaml
+    data, ours, images = _checked(acc, model, task, names, kpt_shape)
     # Ultralytics reads and writes a label cache beside the labels it is given, and loads it with
     # pickle: it gets a private copy of the layout (links to the images, copies of the labels), so
     # nothing in the user's folders is ever unpickled or written
@@ -199,10 +211,7 @@ def prepare(acc: Accuracy, model: str, task: str, names: dict, kpt_shape, work: 
             norm["flip_idx"] = data["flip_idx"]
     out = work / "data.yaml"
     out.write_text(yaml.safe_dump(norm, sort_keys=False))
-    digest = sha256_json({"images": [[str(p.name), sha256_file(p)] for p in images],
-                          "labels": [sha256_file(label_path(p)) if label_path(p).is_file() else None for p in images],
-                          "names": ours, "split": acc.split})
-    return out, digest
+    return out, _digest(images, ours, acc.split)
 
 
 def measure(model_file: Path, task: str, data_yaml: Path, imgsz: int, work: Path, device: str = "cpu",
@@ -275,7 +284,6 @@ def signature(acc: Accuracy, precision: str, digest: str) -> dict:
 
 
 def data_digest(acc: Accuracy, model: str, task: str, names: dict, kpt_shape) -> str:
-    """The digest ``prepare`` computes, without keeping its work folder (for cache checks)."""
-    import tempfile
-    with tempfile.TemporaryDirectory(prefix=".accuracy-") as tmp:
-        return prepare(acc, model, task, names, kpt_shape, Path(tmp))[1]
+    """The digest ``prepare`` computes, without writing its layout (for the cache check of a build)."""
+    _, ours, images = _checked(acc, model, task, names, kpt_shape)
+    return _digest(images, ours, acc.split)

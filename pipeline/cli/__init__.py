@@ -104,12 +104,12 @@ OPTION_ENV = set(_option_env(cli))
 
 
 def unknown_env(environ=os.environ) -> list[str]:
-    """Warnings for ENGINES_* variables nothing reads (a misspelt ENGINES_RUN_TARGET is not ignored in silence)."""
-    import difflib
+    """Warnings for ENGINES_* variables nothing reads (a misspelt ENGINES_RUN_TARGTS is not ignored in silence)."""
     known = OPTION_ENV | OTHER_ENV
     out = []
     for k in sorted(environ):
         if k.startswith("ENGINES_") and not k.startswith("ENGINES_TEST_") and k not in known:
+            import difflib  # only when there is something to warn about
             near = difflib.get_close_matches(k, sorted(PRIMARY_ENV | OTHER_ENV), n=1)
             out.append(f"warning: {k} is not read by any `engines` option and is ignored"
                        + (f" (did you mean {near[0]}?)" if near else ""))

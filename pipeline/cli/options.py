@@ -14,6 +14,11 @@ from pipeline.config import PRECISIONS
 from pipeline.errors import PipelineError
 
 
+def _tokens(value) -> list[str]:
+    """`a, b,,c` -> ['a', 'b', 'c']: the comma lists of --batch and --target."""
+    return [tok.strip() for tok in str(value).split(",") if tok.strip()]
+
+
 class IntList(click.ParamType):
     """`1,8` -> [1, 8] (positive integers)."""
     name = "N,..."
@@ -22,10 +27,7 @@ class IntList(click.ParamType):
         if isinstance(value, list):
             return value
         out = []
-        for tok in str(value).split(","):
-            tok = tok.strip()
-            if not tok:
-                continue
+        for tok in _tokens(value):
             if not tok.isdigit() or int(tok) < 1:
                 self.fail(f"{tok!r} is not a positive whole number (write e.g. 1,8)", param, ctx)
             out.append(int(tok))
@@ -43,9 +45,7 @@ class Targets(click.ParamType):
             return value
         from pipeline.backends.trt_backends import parse_target
         out = []
-        for tok in str(value).split(","):
-            if not tok.strip():
-                continue
+        for tok in _tokens(value):
             try:
                 out.append(parse_target(tok))
             except ValueError:
@@ -100,8 +100,9 @@ WORKSPACE = click.option(
          "memory. Default: let TensorRT decide.")
 PRECISION = click.option(
     "--precision", type=click.Choice(list(PRECISIONS)), default=None,
-    help="Treat every selected model as this precision, overriding models.yaml. int8: the INT8 twin (a Q/DQ "
-         "ONNX calibrated on models.yaml's calibration: images; docs/precision.md) is written and built.")
+    help="Treat every selected model as this precision, overriding models.yaml. int8: export writes the INT8 "
+         "twin (a Q/DQ ONNX calibrated on models.yaml's calibration: images; docs/precision.md), build and run "
+         "build from it.")
 
 
 # -- the host's facts and the choice policy (resolve, pull) ---------------------------------------

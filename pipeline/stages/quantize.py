@@ -113,20 +113,34 @@ def calibration_images(spec: ModelSpec, log: Log) -> tuple[list[Path], str]:
     return images, str(folder)
 
 
+_FILE_SHA: dict[tuple, str] = {}   # (path, size, mtime_ns) -> sha256, for this process
+
+
+def _file_sha(p: Path) -> str:
+    """sha256 of a calibration image, hashed once a process (`engines run` checks the twin in
+    export and again in build: a few hundred images read twice otherwise)."""
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_SHA:
+        _FILE_SHA[key] = sha256_file(p)
+    return _FILE_SHA[key]
+
+
 def images_digest(paths: list[Path]) -> str:
-    return sha256_json([[p.name, sha256_file(p)] for p in paths])
+    return sha256_json([[p.name, _file_sha(p)] for p in paths])
 
 
-def _ListReader(base, input_name: str, arrays: list):   # noqa: N802  (a class made on demand)
-    """A CalibrationDataReader over ``arrays`` (the base class comes from onnxruntime, imported late)."""
-    class ListReader(base):
+def _reader(base, input_name: str, arrays):
+    """A CalibrationDataReader over ``arrays``, any iterable (the base class is onnxruntime's,
+    imported late)."""
+    class Reader(base):
         def __init__(self):
             self._it = iter(arrays)
 
         def get_next(self):
             x = next(self._it, None)
             return None if x is None else {input_name: x}
-    return ListReader()
+    return Reader()
 
 
 def _fold_every(n_images: int) -> int:
@@ -158,20 +172,6 @@ def twin_key(export_record: dict, spec: ModelSpec, digest: str, count: int) -> s
     return sha256_json({"fp32": export_record["sha256"]["fp32"], "images": digest, "count": count,
                         "method": method, "exclusions": EXCLUSION_RULE, "quantizer": quantizer_version(),
                         "opset": max(INT8_MIN_OPSET, spec.opset), "version": QUANTIZE_VERSION})
-
-
-def current_twin(cfg: Config, spec: ModelSpec, export_record: dict, log: Log = lambda m: None) -> dict | None:
-    """The INT8 twin's record if it is still valid for these inputs, else None."""
-    paths = int8_paths(cfg, spec)
-    rec = read_json(paths["record"])
-    if not rec or not paths["onnx"].is_file():
-        return None
-    images, _ = calibration_images(spec, lambda m: None)
-    if rec.get("cache_key") != twin_key(export_record, spec, images_digest(images), len(images)):
-        return None
-    if sha256_file(paths["onnx"]) != rec.get("sha256"):
-        return None
-    return rec
 
 
 def ensure_twin(cfg: Config, spec: ModelSpec, export_record: dict, force: bool = False, log: Log = lambda m: None,
@@ -221,14 +221,6 @@ def ensure_twin(cfg: Config, spec: ModelSpec, export_record: dict, force: bool =
     input_name = proto.graph.input[0].name
     method = spec.calibration.method if spec.calibration else "max"
 
-    class Reader(q.CalibrationDataReader):
-        def __init__(self):
-            self._it = iter(tensors)
-
-        def get_next(self):
-            x = next(self._it, None)
-            return None if x is None else {input_name: x}
-
     log(f"{spec.name}: calibrating INT8 on {len(images)} image(s) from {origin} ({method}; "
         f"{len(excluded)} head node(s) kept in float)")
     # ONNX Runtime's quantize_static fixes Entropy at 128 histogram bins, which leaves one candidate
@@ -239,7 +231,7 @@ def ensure_twin(cfg: Config, spec: ModelSpec, export_record: dict, force: bool =
         src = Path(work) / "fp32.onnx"   # the FP32 graph at the twin's opset (and the quantizer's scratch)
         onnx.save(proto, str(src))
         try:
-            reader, cache = Reader(), None
+            reader, cache = _reader(q.CalibrationDataReader, input_name, tensors), None
             if method == "entropy":
                 cache = Path(work) / "ranges.json"
                 cal = create_calibrator(src, ["Conv"], augmented_model_path=str(Path(work) / "aug.onnx"),
@@ -250,7 +242,7 @@ def ensure_twin(cfg: Config, spec: ModelSpec, export_record: dict, force: bool =
                 # them, so memory stays flat in the image count (a pass holds ~150 MiB an image at 640)
                 chunks = iter(lambda: list(itertools.islice(tensors, 4)), [])
                 for chunk in chunks:
-                    cal.collect_data(_ListReader(q.CalibrationDataReader, input_name, chunk))
+                    cal.collect_data(_reader(q.CalibrationDataReader, input_name, chunk))
                 save_tensors_data(cal.compute_data(), str(cache))
                 reader = None
             q.quantize_static(

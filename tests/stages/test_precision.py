@@ -110,8 +110,15 @@ def test_calibration_is_cached_and_each_of_its_inputs_recalibrates(int8_ws, tmp_
     img = sorted((ws / "calib").glob("*.jpg"))[0]
     img.write_bytes(img.read_bytes() + b"\0")   # one calibration image changed
     assert quantize.ensure_twin(cfg, spec, rec)["status"] == "calibrated"
+    _config(ws, ", calibration: {images: calib, count: 6, method: entropy}", "human,pose")
+    cfg, spec, rec = _twin(ws, "human")
+    images, _ = quantize.calibration_images(spec, lambda m: None)
+    digest = quantize.images_digest(images)
+    key = quantize.twin_key(rec, spec, digest, len(images))
+    assert key != quantize.twin_key(rec, load_config(_config(ws, ", calibration: {images: calib, count: 6}",
+                                                             "human,pose")).models[0], digest, len(images))
     changed = {**rec, "sha256": {**rec["sha256"], "fp32": "0" * 64}}   # another FP32 ONNX
-    assert quantize.current_twin(cfg, spec, changed) is None
+    assert quantize.twin_key(changed, spec, digest, len(images)) != key
 
 
 # ---------------------------------------------------------------------------- build and gate

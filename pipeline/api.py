@@ -111,16 +111,24 @@ class RunResult:
 
 def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | None = None,
         workspace: float | None = None, precision: str | None = None, gpu_facts: Path | None = None,
-        keep_going: bool = False, force: bool = False, demo: bool = True, lock_timeout: float | None = None,
+        keep_going: bool = False, force: bool = False, demo: bool | str = True, lock_timeout: float | None = None,
         trust: bool = False, log: Log = _quiet) -> RunResult:
     """Every stage: demo weights where checkpoints are missing, export, build (onnx-level
     gate), then the engine level where this host can run the set and it is not yet
-    proven here; a second run with nothing changed does no work."""
+    proven here; a second run with nothing changed does no work.
+
+    ``demo``: True (or "default") writes demo weights only for a missing checkpoint of the
+    embedded default (the shipped models.yaml's sources, ``stages.demo.DEFAULT_SOURCES``); any
+    other missing checkpoint is an error naming the nearest file. "all" writes them for every
+    missing checkpoint (``--demo``), False none (``--no-demo``)."""
     select(cfg, names)  # a misspelt --model fails before any work
-    if demo and any(not m.source_path.exists() for m in cfg.models):
+    mode = {True: "default", False: "none"}.get(demo, demo)
+    if mode not in ("default", "all", "none"):
+        raise ValueError(f"demo must be True, False, 'default', 'all' or 'none', not {demo!r}")
+    if mode != "none" and _missing_demo_weights(cfg, everything=mode == "all"):
         from pipeline.stages.demo import demo_models
         log("writing demo weights where checkpoints are missing (loads PyTorch and Ultralytics: a few seconds)")
-        demo_models(cfg, log=log)
+        demo_models(cfg, log=log, default_only=mode == "default")
     res = RunResult()
     res.exports, res.errors = export(cfg, names, keep_going, force, log, trust, precision)
     exported = [r["model"] for r in res.exports]
@@ -140,6 +148,30 @@ def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | No
             _, verify_errors = verify_set(cfg, set_dir, names=todo, log=log, lock_timeout=lock_timeout)
             res.verified, res.errors = todo, res.errors + verify_errors
     return res
+
+
+def _missing_demo_weights(cfg: Config, everything: bool) -> bool:
+    """Whether some checkpoint is missing that demo weights may stand in for."""
+    from pipeline.stages.demo import is_embedded_default
+    return any(not m.source_path.exists() and (everything or is_embedded_default(m.source, m.task))
+               for m in cfg.models) or any(not p.source_path.exists() and (everything or is_embedded_default(p.source))
+                                           for p in cfg.passthrough)
+
+
+def demo_entries(set_dir: Path | None) -> list[str]:
+    """The models and passthrough files of the set a run built into that hold demo weights
+    (empty where it holds none or cannot be read)."""
+    from pipeline.engine_set import load_set
+    if set_dir is None:
+        return []
+    try:
+        s = load_set(set_dir)
+    except PipelineError:
+        return []
+    if s is None:
+        return []
+    return sorted(n for n, e in s.models.items() if e.demo) + sorted(
+        n for n, p in s.manifest.passthrough.items() if p.demo)
 
 
 def set_holds_demo_weights(set_dir: Path | None) -> bool:
@@ -242,21 +274,34 @@ class CleanPlan:
 
 def plan_clean(cfg: Config, everything: bool = False) -> CleanPlan:
     """What `engines clean` removes: demo-built sets and exports (every set and export,
-    damaged sets included, with ``everything``), and the work folders of killed exports
-    (each holds a checkpoint copy)."""
-    from pipeline.fsutil import read_json
+    damaged sets included, with ``everything``), the work folders of killed exports
+    (each holds a checkpoint copy), and what a wrong ``source:`` left (issue 26): exports of
+    sources models.yaml no longer names, the demo checkpoint written at such a path (only
+    while its sha256 is the one exported), and engine/plan files a kept set's manifest does
+    not name."""
+    from pipeline.engine_set import unlisted_files
+    from pipeline.fsutil import read_json, sha256_file
     from pipeline.stages.export import stale_temp_dirs
     sets, broken = scan_sets(cfg.engines_dir)
     remove: list[Path] = [s.path for s in sets if everything or s.demo] + [b.path for b in broken if everything]
+    remove += [s.path / rel for s in sets if s.path not in remove for rel in unlisted_files(s.path, s.manifest)]
     remove += stale_temp_dirs(cfg.onnx_dir)
+    listed = {Path(m.source).as_posix() for m in cfg.models}
     if cfg.onnx_dir.is_dir():
         for rec_path in cfg.onnx_dir.rglob("*.export.json"):
             rec = read_json(rec_path) or {}
-            if everything or rec.get("demo"):
+            source = rec.get("source")
+            unlisted = isinstance(source, str) and Path(source).as_posix() not in listed
+            if everything or rec.get("demo") or unlisted:
                 stem = str(rec_path)[: -len(".export.json")]
                 remove += [p for p in (Path(stem + ".onnx"), Path(stem + ".fp16.onnx"), Path(stem + ".int8.onnx"),
                                        Path(stem + ".int8.json"), Path(stem + ".accuracy.json"), rec_path)
                            if p.exists()]
+            if unlisted and rec.get("demo"):   # demo weights written at a path models.yaml no longer names
+                pt = cfg.root / source
+                if pt.is_file() and pt.resolve().is_relative_to(cfg.root.resolve()) \
+                        and sha256_file(pt) == (rec.get("sha256") or {}).get("source"):
+                    remove.append(pt)
     kept = [s.tag for s in sets if s.path not in remove] + [b.tag for b in broken if b.path not in remove]
     return CleanPlan(remove, kept)
 

@@ -100,6 +100,27 @@ def entry_intact(set_dir: Path, entry) -> bool:
                and sha256_file(set_dir / getattr(entry, k)) == entry.sha256[k] for k in ("engine", "plan"))
 
 
+ENGINE_SUFFIXES = (".engine", ".plan")
+
+
+def referenced_files(manifest: SetManifest) -> set[str]:
+    """Every path the manifest names: each entry's engine and plan (a failed entry's too: a
+    re-judged one keeps its files) and each passthrough file."""
+    refs = {getattr(e, k) for e in manifest.engines.values() for k in ("engine", "plan") if getattr(e, k, None)}
+    return refs | {p.file for p in manifest.passthrough.values()}
+
+
+def unlisted_files(set_dir: Path, manifest: SetManifest) -> list[str]:
+    """Engine and plan files in the set that its manifest does not name (a model since
+    removed from models.yaml, or a ``source:`` path since corrected), relative to the set."""
+    if not set_dir.is_dir():
+        return []
+    refs = referenced_files(manifest)
+    return sorted(rel for f in set_dir.rglob("*")
+                  if f.suffix in ENGINE_SUFFIXES and f.is_file() and not f.name.startswith(".")
+                  and (rel := f.relative_to(set_dir).as_posix()) not in refs)
+
+
 @dataclass
 class BrokenSet:
     """A folder with a manifest.json that cannot be used, and why (listed, never chosen)."""

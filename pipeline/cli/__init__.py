@@ -1,7 +1,7 @@
 """The `engines` command line: a thin click layer over ``pipeline.api`` and the stages.
 
 Every command is listed once, in ``COMMAND_MODULES`` below: one module per command or
-group (``stages``, ``resolve``, ``registry``, ``fleet``, ``docker``). Shared options are
+group (``stages``, ``frames``, ``resolve``, ``registry``, ``fleet``, ``docker``). Shared options are
 declared in ``options``, the context object and failures in ``context``; command modules
 never import this file. Heavy imports (torch, ultralytics, TensorRT, docker, oras) happen
 inside the commands that need them, so `engines resolve`, `engines list` and a fully
@@ -14,7 +14,7 @@ import os
 
 import click
 
-from pipeline.cli import docker, fleet, registry, resolve, stages
+from pipeline.cli import docker, fleet, frames, registry, resolve, stages
 from pipeline.cli.context import CONFIG_HELP, DEFAULT_CONFIG, JSON_HELP, Ctx, Failed, fail
 from pipeline.errors import PipelineError, UsageProblem
 
@@ -67,7 +67,7 @@ def cli(click_ctx: click.Context, config: str, as_json: bool) -> None:
 
 
 # the one list of commands, in the order `engines --help` shows them
-COMMAND_MODULES = (stages, resolve, registry, fleet, docker)
+COMMAND_MODULES = (stages, frames, resolve, registry, fleet, docker)
 for _module in COMMAND_MODULES:
     for _cmd in _module.COMMANDS:
         cli.add_command(_cmd)

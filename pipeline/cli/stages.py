@@ -84,11 +84,13 @@ def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool, trust: bool, pre
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def clean_cmd(ctx: Ctx, everything: bool, yes: bool) -> None:
-    """Remove what was built from demo weights (ONNX exports and engine sets), and the
-    leftovers of killed runs.
+    """Remove what was built from demo weights (ONNX exports and engine sets), the
+    leftovers of killed runs, and what a wrong source: path left behind.
 
-    Checkpoints are never touched, nor (without --all) a set or export built from real
-    weights, which a running pyt-api-prod may have mounted.
+    That is: exports of sources models.yaml no longer names, engine and plan files in a
+    set that its manifest does not name, and demo weights written at a path models.yaml
+    no longer names. Other checkpoints are never touched, nor (without --all) a set or
+    export built from real weights, which a running pyt-api-prod may have mounted.
     """
     cfg = _load(ctx)
     plan = api.plan_clean(cfg, everything)
@@ -136,31 +138,45 @@ def build_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_fact
 @click.command("run")
 @build_options
 @click.option("--no-demo", is_flag=True,
-              help="Fail on missing checkpoints instead of writing seeded demo weights.")
+              help="Fail on every missing checkpoint, the shipped default's too, instead of writing seeded "
+                   "demo weights.")
+@click.option("--demo", "demo_all", is_flag=True,
+              help="Write seeded demo weights for every missing checkpoint, not only the shipped models.yaml's "
+                   "(a trial run of your own models.yaml before the trained files are there).")
 @options.TRUST
 @click.pass_obj
 def run_cmd(ctx: Ctx, models, backend, targets, workspace, precision, gpu_facts, keep_going, force,
-            lock_timeout, no_demo, trust) -> None:
-    """All stages: demo weights where checkpoints are missing, export, build, verify, publish.
+            lock_timeout, no_demo, demo_all, trust) -> None:
+    """All stages: demo weights for the shipped models.yaml's missing checkpoints, export,
+    build, verify, publish.
 
-    This is what `make engines` and the builder container run. The engine level is
-    verified where this machine runs the set's TensorRT on a targeted GPU. A second run
-    with nothing changed does no work.
+    This is what `make engines` and the builder container run. Any other missing
+    checkpoint is an error naming the nearest file (--demo writes demo weights for it).
+    The set follows models.yaml: a model it no longer lists leaves the set. The engine
+    level is verified where this machine runs the set's TensorRT on a targeted GPU. A
+    second run with nothing changed does no work.
     """
+    if no_demo and demo_all:
+        fail(ctx, UsageProblem("--demo and --no-demo contradict each other",
+                               fix="pass one of them: --demo writes demo weights for every missing checkpoint, "
+                                   "--no-demo for none"), code=2)
     cfg = _load(ctx)
     res = _usage(ctx, api.run, cfg, models, backend=backend, targets=targets, workspace=workspace,
-                 precision=precision, gpu_facts=gpu_facts, keep_going=keep_going, force=force, demo=not no_demo,
+                 precision=precision, gpu_facts=gpu_facts, keep_going=keep_going, force=force,
+                 demo="none" if no_demo else "all" if demo_all else "default",
                  lock_timeout=lock_timeout, trust=trust, log=ctx.progress)
     if res.build.get("set"):
         ctx.echo(f"engine set: {res.build.get('set')}")
     for name, state in res.build["models"].items():
         ctx.echo(f"  {name}: {state}")
-    if api.set_holds_demo_weights(res.set_dir):   # said on every run, cached ones too
-        ctx.echo("  DEMO WEIGHTS: built from seeded random weights (`engines demo-models`), not trained models; "
-                 "resolve refuses the set unless --allow-demo. Put the real checkpoints at the paths in "
-                 f"{ctx.config_path} to build a set for production.")
+    demo = api.demo_entries(res.set_dir)
+    if demo:   # said on every run, cached ones too
+        ctx.echo(f"  DEMO WEIGHTS in {', '.join(demo)}: seeded random weights (`engines demo-models`), not trained "
+                 "models; resolve refuses the set unless --allow-demo. Put the real checkpoints at their paths in "
+                 f"{ctx.config_path} (or remove those entries) and run again to build a set for production.")
     ctx.emit({"ok": res.ok, "exports": [{k: r[k] for k in ("model", "status", "files")} for r in res.exports],
-              "build": res.build, "verified": res.verified, "errors": [e.to_json() for e in res.errors]})
+              "build": res.build, "verified": res.verified, "demo": demo,
+              "errors": [e.to_json() for e in res.errors]})
     if res.errors:
         fail(ctx, res.errors)
 

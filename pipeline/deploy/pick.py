@@ -199,6 +199,10 @@ def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = P
                             f"(--set / ENGINE_SET){why}", file=engines_dir,
                             fix="run `make deploy` again so the env file names the set this host gets"
                             + (" (once the registry answers)" if offline is not None else ""))
+    unlisted = sorted(set(res.chosen.models) - set(models)) if models is not None else []
+    if unlisted:   # left by a run before models.yaml changed: never deployed (the next run removes them)
+        res.verdict.warnings.append(f"the set holds {', '.join(unlisted)}, which {config_path.name} no longer "
+                                    "lists: not mounted; the next `engines run` removes them from the set")
     pick = Pick(res, pulled_from=pulled_from, downloaded=downloaded, offline=offline, built=built)
     if write_env is not None:
         values = handover.env_lines(res, models_dir, image_for_env, allow_demo=policy.allow_demo,
@@ -206,7 +210,7 @@ def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = P
         handover.write_env(write_env, values, res)
         pick.env_file = write_env
     if write_mounts is not None:   # the prod compose mounts, derived from the manifest
-        pick.mounts_file = write_override(write_mounts, res.chosen)
+        pick.mounts_file = write_override(write_mounts, res.chosen, models)
     if link:
         pick.link = handover.switch_current(engines_dir, res.chosen.tag)
     return pick

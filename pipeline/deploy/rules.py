@@ -153,7 +153,9 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
                               "production")
         else:
             v.refuse("pending", text)
-    if m.demo:
+    # demo weights of a model models.yaml no longer lists are never deployed, so they do not make the set demo
+    listed = [e for n, e in m.engines.items() if expected_models is None or n in expected_models]
+    if any(e.demo for e in listed) or any(p.demo for p in m.passthrough.values()):
         if allow_demo:
             v.warnings.append("holds demo weights, not the real checkpoints; accepted because of --allow-demo")
         else:

@@ -230,7 +230,7 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
     files["plan"].write_bytes(plan)
 
     log(f"{spec.name}: built in {seconds}s; verifying the {options['onnx']} ONNX it was built from")
-    onnx_level = verify_onnx_level(spec, record, paths["fp32"], onnx_file, spec.precision)
+    onnx_level = verify_onnx_level(spec, record, paths["fp32"], onnx_file, spec.precision, log=log)
     entry = EngineRecord(
         task=spec.task, source=spec.source, engine=f"{stem}.engine", plan=f"{stem}.plan",
         sha256={"source": record["sha256"]["source"],
@@ -269,8 +269,8 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                             fix="fix its permissions or pass --config pointing at a writable copy")
     missing = [p for p in cfg.passthrough if not p.source_path.is_file()]
     if missing:  # checked first: a set is complete on its own or not published at all
-        raise PipelineError("passthrough model not found", model=missing[0].name, file=missing[0].source_path,
-                            fix="place the file there, or run `engines demo-models` for a stand-in")
+        from pipeline.stages.demo import missing_checkpoint
+        raise missing_checkpoint(missing[0].name, missing[0].source_path, cfg.path, what="passthrough model")
     from pipeline.checkpoint import check_pin
     for p in cfg.passthrough:  # a pinned passthrough that changed is never published
         if p.sha256:
@@ -317,13 +317,16 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                             continue
                         else:  # same engine, other verify: thresholds or accuracy: data: judge it again
                             log(f"{spec.name}: verify thresholds or accuracy data changed; re-verifying the onnx level")
-                            staged[spec.name] = (_reverify(cfg, spec, prev, record), {})
+                            entry = _reverify(cfg, spec, prev, record, log)
+                            staged[spec.name] = (entry, {})
                             summary["models"][spec.name] = "re-verified"
-                            _gate_error(errors, spec, staged[spec.name][0], rejudged=True)
+                            _accuracy_summary(summary, spec, entry)
+                            _gate_error(errors, spec, entry, rejudged=changed_keys(spec, prev, entry))
                             continue
                     entry, files = _build_guarded(cfg, spec, backend, record, build_options(spec, backend, ws),
                                                   staging / "engines", gpus, log)
                     entry.extra["cache_key"] = key
+                    _accuracy_summary(summary, spec, entry)
                     _gate_error(errors, spec, entry)
                     staged[spec.name] = (entry, files)
                     summary["models"][spec.name] = entry.status if entry.status != Status.OK else "built"
@@ -332,24 +335,58 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                     summary["models"][spec.name] = "error"
                     if not keep_going:
                         break
+            for names in dropped_entries(cfg, manifest).values():   # said before anything is published
+                for name in names:
+                    log(f"{name}: no longer in {cfg.path.name}; removing it from {tag}")
+                    summary["models"][name] = "removed"
             _publish(cfg, set_dir, old is not None, files_ok, manifest, staged, staging, backend)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return summary, errors
 
 
-def _gate_error(errors: list, spec: ModelSpec, entry: EngineRecord, rejudged: bool = False) -> None:
+def changed_keys(spec: ModelSpec, prev: EngineRecord, now: EngineRecord) -> list[str]:
+    """The models.yaml keys whose change made a published engine be judged again."""
+    keys = []
+    if prev.onnx_level.get("thresholds") != spec.thresholds(spec.precision):
+        keys.append("verify: thresholds")
+    old = (prev.onnx_level.get("accuracy") or {}).get("signature") or {}
+    new = (now.onnx_level.get("accuracy") or {}).get("signature") or {}
+    if old != new:
+        if not old or not new:
+            keys.append("accuracy:")
+        else:
+            keys += [{"max_drop": f"accuracy: max_drop: {spec.precision}", "data": "accuracy: data",
+                      "split": "accuracy: split"}.get(k, f"accuracy: {k}")
+                     for k in ("max_drop", "data", "split", "version") if old.get(k) != new.get(k)]
+    return keys or ["verify: thresholds"]
+
+
+def _accuracy_summary(summary: dict, spec: ModelSpec, entry: EngineRecord) -> None:
+    """The accuracy gate's verdict for --json: reference, candidate, drop, limit and the key."""
+    acc = entry.onnx_level.get("accuracy")
+    if not acc:
+        return
+    metric = acc["metric"]
+    summary.setdefault("accuracy", {})[spec.name] = {
+        "metric": metric, "reference": acc["reference"].get(metric), "candidate": acc["candidate"].get(metric),
+        "drop": acc["drop_map50_95"], "limit": acc["max_drop"], "limit_key": f"accuracy.max_drop.{spec.precision}",
+        "passed": not any(r.startswith("accuracy:") for r in entry.onnx_level.get("reasons", [])),
+        "data": acc.get("data")}
+
+
+def _gate_error(errors: list, spec: ModelSpec, entry: EngineRecord, rejudged: list[str] | None = None) -> None:
     if entry.status != Status.OK:
         errors.append(PipelineError(
-            "the published engine fails the onnx-level verification under the new verify: thresholds; it is "
-            "marked failed, so resolve refuses it" if rejudged else
+            f"the published engine fails the onnx-level verification under the changed {' and '.join(rejudged)} "
+            "in models.yaml; it is marked failed, so resolve refuses it" if rejudged else
             f"{spec.precision.upper()} engine failed verification and was not published", model=spec.name,
             file=entry.get("built_from"), details=(entry.error or "").split("; "),
             fix=_verify().gate_fix(spec.precision, entry.error or "")))
 
 
-def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict) -> EngineRecord:
-    """The published engine judged again at the onnx level (thresholds changed)."""
+def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict, log=lambda m: None) -> EngineRecord:
+    """The published engine judged again at the onnx level (thresholds or accuracy: changed)."""
     import copy
 
     from pipeline.stages.verify import verify_onnx_level
@@ -357,7 +394,7 @@ def _reverify(cfg: Config, spec: ModelSpec, prev: EngineRecord, record: dict) ->
     entry = copy.deepcopy(prev)
     built_from = export_onnx_file(cfg, spec, prev.options.get("onnx", "fp32"))
     try:
-        level = verify_onnx_level(spec, record, paths["fp32"], built_from, spec.precision)
+        level = verify_onnx_level(spec, record, paths["fp32"], built_from, spec.precision, log=log)
     except PipelineError:
         raise
     except Exception as exc:  # ONNX Runtime and onnx raise many types: a paragraph, the set unchanged
@@ -402,6 +439,14 @@ def _build_guarded(cfg, spec, backend, record, options, staging, gpus, log) -> d
                                 "and report the message") from exc
 
 
+def dropped_entries(cfg: Config, manifest: SetManifest) -> dict[str, list[str]]:
+    """Manifest entries models.yaml no longer lists: {"models": [...], "passthrough": [...]}."""
+    models = {s.name for s in cfg.models}
+    passthrough = {p.name for p in cfg.passthrough}
+    return {"models": sorted(n for n in manifest.engines if n not in models),
+            "passthrough": sorted(n for n in manifest.passthrough if n not in passthrough)}
+
+
 def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest: SetManifest, staged: dict,
              staging: Path, backend) -> None:
     """Assemble the next generation of the set beside it (hard links of the current
@@ -424,12 +469,12 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
         manifest.engines[name] = entry
         if entry.status == Status.OK and files:      # a failed engine's files are never published
             installs[name] = files
-    # a model renamed in models.yaml (same source, new name): its old entry names the same files
-    current = {s.name for s in cfg.models}
-    for old in [n for n, e in manifest.engines.items() if n not in current
-                and any(e.source == s.source and manifest.engines.get(s.name) is not None
-                        and manifest.engines[s.name].status == Status.OK for s in cfg.models)]:
-        del manifest.engines[old]   # its files are the new entry's (the same source path)
+    # the set is what models.yaml says: a model or passthrough it no longer lists leaves the set
+    # (renamed ones too: a new name is a new entry), its files with it (issue 26)
+    removed = dropped_entries(cfg, manifest)
+    for name in removed["models"]:
+        del manifest.engines[name]
+    gone_passthrough = [manifest.passthrough.pop(name).file for name in removed["passthrough"]]
     if not exists and not any(e.status == Status.OK for e in manifest.engines.values()):
         return  # nothing passed: no set is created (the errors carry the figures)
     new_passthrough = []
@@ -439,11 +484,15 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
         if known is None or known.sha256 != digest or not files_ok:
             manifest.passthrough[p.name] = PassthroughRecord(p.source, digest, is_demo_passthrough(p.source_path))
             new_passthrough.append(p)
-    if not staged and not new_passthrough:
+    orphans = es.unlisted_files(set_dir, manifest) if exists else []
+    orphans += [f for f in gone_passthrough if f not in es.referenced_files(manifest)]
+    if not staged and not new_passthrough and not removed["models"] and not removed["passthrough"] and not orphans:
         return
     gen = staging / "set"
     if exists:
         es.clone_tree(set_dir, gen)
+        for rel in orphans:   # engines of removed models, or of a source: path since corrected
+            (gen / rel).unlink(missing_ok=True)
     # Files already in `gen` are hard links into the live set: replace directory entries
     # (os.replace, install_file), never write into them, or the live set changes too.
     for name, files in installs.items():

@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 
 from pipeline.config import Config
+from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_path
 
 SEED = 20261124
@@ -88,11 +89,71 @@ def is_demo_passthrough(path: Path) -> bool:
     return b"demo_weights" in head and b"handwash-classifier-placeholder" in head
 
 
-def demo_models(cfg: Config, log=print) -> list[dict]:
-    """Write every missing checkpoint; never touch an existing file."""
+# The embedded default: the sources (and tasks) of models/models.yaml as shipped. `engines run`
+# writes demo weights unasked only for these, so a fresh clone builds at once, while a missing
+# checkpoint anywhere else (a typo in `source:`) is an error naming the nearest file (issue 26).
+DEFAULT_SOURCES = {"yolo/yolov8n.pt": "detect", "hairnet_detection/hairnet_detection.pt": "detect",
+                   "yolo/yolov8n-pose.pt": "pose"}
+DEFAULT_PASSTHROUGH = ("handwash_xgb.joblib",)
+
+
+def is_embedded_default(source: str, task: str | None = None) -> bool:
+    """Whether a models.yaml entry is one of the embedded default's (``task`` None: passthrough)."""
+    from pathlib import PurePosixPath
+    source = PurePosixPath(source).as_posix()   # ./yolo/yolov8n.pt is the same entry
+    if task is None:
+        return source in DEFAULT_PASSTHROUGH
+    return DEFAULT_SOURCES.get(source) == task
+
+
+def nearest_file(path: Path, root: Path) -> Path | None:
+    """The existing file whose path (relative to ``root``) is closest to ``path``'s, by difflib:
+    first among the files of its own folder, else among files of the same suffix under ``root``."""
+    import difflib
+    if path.parent.is_dir():
+        pool = [f for f in path.parent.iterdir() if f.is_file() and not f.name.startswith(".")]
+        near = difflib.get_close_matches(path.name, [f.name for f in pool], n=1, cutoff=0.5)
+        if near:
+            return path.parent / near[0]
+    if not root.is_dir():
+        return None
+    skip = {"onnx", "engines"}   # what the stages write, never a checkpoint
+    pool = []
+    for f in root.rglob(f"*{path.suffix}"):
+        rel = f.relative_to(root)
+        if f.is_file() and rel.parts[0] not in skip and not any(p.startswith(".") for p in rel.parts):
+            pool.append(rel.as_posix())
+        if len(pool) >= 5000:
+            break
+    try:
+        want = path.relative_to(root).as_posix()
+    except ValueError:
+        want = path.name
+    near = difflib.get_close_matches(want, pool, n=1, cutoff=0.5)
+    return root / near[0] if near else None
+
+
+def missing_checkpoint(name: str, path: Path, config: Path, what: str = "checkpoint") -> PipelineError:
+    """The error for a ``source:`` of ``config`` that names no file: the path, and the nearest file there is."""
+    root = config.parent
+    near = nearest_file(path, root)
+    hint = f"did you mean {near.relative_to(root).as_posix() if near.is_relative_to(root) else near}? " if near else ""
+    return PipelineError(f"{what} not found", model=name, file=path,
+                         details=[f"nearest existing file: {near}" if near else
+                                  f"no file with a similar name in {path.parent if path.parent.is_dir() else root}"],
+                         fix=f"{hint}correct source: in {config} or place the trained file at "
+                             f"{path}; for a trial run without trained weights, `engines run --demo` (or "
+                             "`engines demo-models`) writes seeded demo weights there")
+
+
+def demo_models(cfg: Config, log=print, default_only: bool = False) -> list[dict]:
+    """Write every missing checkpoint (with ``default_only``, only the embedded default's: see
+    DEFAULT_SOURCES); never touch an existing file."""
     done = []
     for i, spec in enumerate(cfg.models):
         dest = spec.source_path
+        if default_only and not dest.exists() and not is_embedded_default(spec.source, spec.task):
+            continue
         if dest.exists():
             done.append({"model": spec.name, "file": str(dest), "action": "kept (exists)"})
             continue
@@ -102,6 +163,8 @@ def demo_models(cfg: Config, log=print) -> list[dict]:
         done.append({"model": spec.name, "file": str(dest), "action": f"wrote demo weights ({arch})"})
         log(f"{spec.name}: wrote demo weights from {arch} -> {dest}")
     for p in cfg.passthrough:
+        if default_only and not p.source_path.exists() and not is_embedded_default(p.source):
+            continue
         if not p.source_path.exists():
             write_demo_passthrough(p.source_path)
             done.append({"model": p.name, "file": str(p.source_path), "action": "wrote demo stand-in"})

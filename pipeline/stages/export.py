@@ -55,13 +55,12 @@ def onnx_file(cfg: Config, spec: ModelSpec, kind: str) -> Path:
     return onnx_paths(cfg, spec)[kind]
 
 
-def check_source(spec: ModelSpec) -> None:
-    """Cheap checks before the cache is consulted: present and not empty."""
+def check_source(spec: ModelSpec, config: Path | None = None) -> None:
+    """Cheap checks before the cache is consulted: present (else the nearest file is named) and not empty."""
     src = spec.source_path
     if not src.is_file():
-        raise PipelineError("checkpoint not found", model=spec.name, file=src,
-                            fix="place the trained .pt there, or run `engines demo-models` "
-                                "to write seeded demo weights for a trial run")
+        from pipeline.stages.demo import missing_checkpoint
+        raise missing_checkpoint(spec.name, src, config or spec.root / "models.yaml")
     if src.stat().st_size == 0:
         raise PipelineError("checkpoint is an empty file", model=spec.name, file=src,
                             fix="copy the checkpoint again from where it was trained")

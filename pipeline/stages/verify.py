@@ -67,12 +67,12 @@ def compare_runners(spec: ModelSpec, record: dict, reference: Runner, candidate:
 
 
 def verify_onnx_level(spec: ModelSpec, record: dict, reference_onnx: Path, built_from: Path,
-                      precision: str) -> dict:
+                      precision: str, log=lambda m: None) -> dict:
     batch = spec.batch.opt
     with OnnxRuntimeRunner(reference_onnx) as ref, OnnxRuntimeRunner(built_from) as cand:
         level = compare_runners(spec, record, ref, cand, precision, batch)
     if spec.accuracy is not None:
-        add_accuracy(level, spec, record, reference_onnx, built_from, precision)
+        add_accuracy(level, spec, record, reference_onnx, built_from, precision, log=log)
     return level
 
 
@@ -87,13 +87,16 @@ def model_names(record: dict) -> tuple[dict, list | None]:
 
 
 def add_accuracy(level: dict, spec: ModelSpec, record: dict, reference_onnx: Path, candidate: Path,
-                 precision: str, device: str = "cpu") -> None:
+                 precision: str, device: str = "cpu", log=lambda m: None) -> None:
     """mAP of the reference and the candidate on the user's labelled data; a drop above
-    max_drop fails the level. Figures are cached beside the reference ONNX."""
+    max_drop fails the level. Figures are cached beside the reference ONNX. Says on ``log``
+    that it runs (seconds to minutes) and its verdict."""
     import tempfile
     acc = spec.accuracy
     names, kpt = model_names(record)
     cache = reference_onnx.with_suffix(".accuracy.json")
+    log(f"{spec.name}: accuracy gate: mAP of the FP32 reference and the {precision} candidate on {acc.data} "
+        f"(split {acc.split}; {'ONNX Runtime on the CPU' if device == 'cpu' else f'GPU {device}'}, cached per file)")
     with tempfile.TemporaryDirectory(prefix=".accuracy-") as tmp:
         data_yaml, digest = accuracy.prepare(acc, spec.name, spec.task, names, kpt, Path(tmp))
         measure = dict(task=spec.task, data_yaml=data_yaml, digest=digest, imgsz=spec.imgsz, work=Path(tmp),
@@ -111,9 +114,19 @@ def add_accuracy(level: dict, spec: ModelSpec, record: dict, reference_onnx: Pat
     level["accuracy"] = {"data": str(acc.data), "split": acc.split, "digest": digest, "reference": ref,
                          "candidate": cand, "metric": accuracy.gated_metric(ref), "drop_map50_95": drop,
                          "max_drop": max_drop, "signature": accuracy.signature(acc, precision, digest)}
+    log(accuracy_line(spec.name, level["accuracy"], precision, passed=not reasons))
     if reasons:
         level["reasons"] = level["reasons"] + reasons
         level["status"] = Status.FAILED
+
+
+def accuracy_line(name: str, acc: dict, precision: str, passed: bool) -> str:
+    """The gate's verdict in one line: reference, candidate, drop and the limit with its key."""
+    metric = acc["metric"]
+    what = "keypoint mAP50-95" if metric == "pose_map50_95" else "mAP50-95"
+    return (f"{name}: accuracy gate {'passed' if passed else 'FAILED'}: {what} {acc['reference'][metric]:.2f} (FP32 "
+            f"reference) -> {acc['candidate'].get(metric, 0.0):.2f} ({precision}), drop {acc['drop_map50_95']:.2f} "
+            f"points, limit {acc['max_drop']:g} (accuracy: max_drop: {precision})")
 
 
 def accuracy_current(spec: ModelSpec, record: dict, level: dict) -> bool:

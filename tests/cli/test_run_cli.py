@@ -75,7 +75,7 @@ def test_failed_verification_does_not_stick(built_all_targets, tmp_path):
     (ws / "models.yaml").write_text(strict)
     r = engines(ws, "run")
     assert r.returncode == 1 and "re-verifying the onnx level" in r.stdout, r.stdout + r.stderr
-    assert "fails the onnx-level verification under the new verify: thresholds" in r.stderr
+    assert "fails the onnx-level verification under the changed verify: thresholds in models.yaml" in r.stderr
     listed = json.loads(engines(ws, "--json", "list").stdout)["sets"][0]
     assert listed["status"] == "failed" and any("ONNX-level verification failed" in x for x in listed["reasons"])
     (ws / "models.yaml").write_text(original)

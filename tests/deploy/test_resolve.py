@@ -680,3 +680,28 @@ def test_driver_refusal_next_step_is_the_driver_even_for_a_demo_set(models):
     fix = r.stderr.split("Next step:")[1]
     assert "R580 or newer" in fix and "tensorrt-rtx-cu12" in fix and "--allow-demo" in fix
     assert "engines run --backend tensorrt-rtx" not in fix
+
+
+def test_resolve_never_mounts_a_model_models_yaml_no_longer_lists(tmp_path, models):
+    """A set built before `pose` left models.yaml: chosen (its demo pose does not make it demo),
+    its pose engine never mounted, and a warning says the next run removes it (issue 26)."""
+    d = make_set(models / "engines")
+    m = json.loads((d / "manifest.json").read_text())
+    m["engines"]["pose"]["demo"] = True
+    (d / "manifest.json").write_text(json.dumps(m))
+    yaml_text = (models / "models.yaml").read_text()
+    (models / "models.yaml").write_text("\n".join(x for x in yaml_text.splitlines() if "name: pose" not in x) + "\n")
+    mounts_file = tmp_path / "docker-compose.engines.yml"
+    r = run_cli(models, "--gpu-facts", str(FACTS / "h100-80gb-hbm3.csv"), "--runtime", f"tensorrt=={TRT}",
+                "--no-link", "--write-mounts", str(mounts_file), json_out=True)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert any("pose" in w and "no longer lists" in w for w in doc["warnings"]), doc["warnings"]
+    targets = [v["target"] for v in json.loads(mounts_file.read_text().split("\n", 2)[2])["services"]["pyt-api-prod"]
+               ["volumes"]]
+    assert "${PYT_API_MODELS:-/app/models}/yolo/yolov8n.engine" in targets
+    assert not [t for t in targets if "pose" in t]
+    (models / "models.yaml").write_text(yaml_text)   # listed again: the demo pose refuses the set
+    r = run_cli(models, "--gpu-facts", str(FACTS / "h100-80gb-hbm3.csv"), "--runtime", f"tensorrt=={TRT}",
+                "--no-link")
+    assert r.exit_code == 1 and "demo" in r.output

@@ -526,3 +526,146 @@ def test_a_crash_while_re_judging_is_a_paragraph_and_keeps_the_set(built, tmp_pa
     assert "re-verifying the onnx level failed: RuntimeError" in errors[0].render()
     assert "Next step:" in errors[0].render() and errors[0].model == "human"
     assert (set_dir / "manifest.json").read_bytes() == before
+
+
+# -- the set follows models.yaml (issue 26) ---------------------------------------------------
+def _without(ws: Path, name: str) -> None:
+    """models.yaml without the one-line entry of ``name``."""
+    text = (ws / "models.yaml").read_text()
+    (ws / "models.yaml").write_text("".join(x for x in text.splitlines(True) if f"name: {name}," not in x))
+
+
+def test_a_model_removed_from_models_yaml_leaves_the_next_set(built, tmp_path):
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    _without(ws, "pose")
+    assert [m.name for m in load_config(ws / "models.yaml").models] == ["human", "hairnet"]
+    res = _build(ws)
+    assert res.returncode == 0, res.stderr
+    assert "pose: no longer in models.yaml; removing it from" in res.stderr
+    doc = json.loads(res.stdout)["build"]
+    assert doc["models"] == {"human": "cached", "hairnet": "cached", "pose": "removed"}
+    s = es.load_set(ws / "engines" / TAG)
+    assert sorted(s.models) == ["hairnet", "human"] and s.check_files() == []
+    assert not list(s.path.rglob("yolov8n-pose.*"))   # its engine and plan left with it
+    listed = json.loads(run_cli("--config", str(ws / "models.yaml"), "--json", "list").stdout)["sets"][0]
+    assert listed["models"] == ["hairnet", "human"]
+    res = _build(ws)   # nothing left to remove: nothing published
+    assert json.loads(res.stdout)["build"]["models"] == {"human": "cached", "hairnet": "cached"}
+
+
+def _real_checkpoint(demo: Path, dest: Path) -> None:
+    """A checkpoint without the demo marks (what a trained file looks like to the pipeline)."""
+    import torch
+    ckpt = torch.load(demo, map_location="cpu", weights_only=False)
+    for key in ("demo_weights", "demo_seed", "demo_note"):
+        ckpt.pop(key, None)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, dest)
+
+
+def test_a_demo_set_becomes_real_by_editing_models_yaml(built, tmp_path):
+    """The issue's loop: the demo entries deleted, a real `fall` and a real passthrough in
+    place; the next run leaves a set that is not DEMO, without `engines clean`."""
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    assert es.load_set(ws / "engines" / TAG).demo
+    _real_checkpoint(ws / "yolo" / "yolov8n.pt", ws / "fall" / "best.pt")
+    (ws / "handwash_xgb.joblib").write_bytes(b"a trained xgboost model")
+    (ws / "models.yaml").write_text("defaults: {imgsz: 320, opset: 12, precision: fp16, batch: 1}\n"
+                                    "models:\n  - {name: fall, source: fall/best.pt, task: detect}\n"
+                                    "passthrough:\n  - {name: handwash, source: handwash_xgb.joblib}\n")
+    res = run_cli("--config", str(ws / "models.yaml"), "--json", "run", "--backend", "tensorrt-rtx",
+                  "--target", "sm86")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["build"]["models"] == {"fall": "built", "human": "removed", "hairnet": "removed", "pose": "removed"}
+    assert doc["demo"] == []
+    s = es.load_set(ws / "engines" / TAG)
+    assert not s.demo and sorted(s.models) == ["fall"] and s.check_files() == []
+    assert sorted(p.relative_to(s.path).as_posix() for p in s.path.rglob("*.engine")) == ["fall/best.engine"]
+    res = run_cli("--config", str(ws / "models.yaml"), "run", "--backend", "tensorrt-rtx", "--target", "sm86")
+    assert res.returncode == 0 and "DEMO WEIGHTS" not in res.stdout and "fall: cached" in res.stdout
+
+
+def test_the_demo_line_names_the_models_that_hold_demo_weights(built):
+    res = run_cli("--config", str(built / "models.yaml"), "run", "--backend", "tensorrt-rtx", "--target", "sm86")
+    assert res.returncode == 0, res.stderr
+    assert "DEMO WEIGHTS in hairnet, human, pose, handwash:" in res.stdout
+
+
+def test_clean_removes_what_a_wrong_source_left(built, tmp_path):
+    """A typo's leftovers: demo weights at fall/bst.pt, onnx/fall/bst.*, bst.engine/.plan in a
+    set (not in its manifest). `engines clean` removes them and keeps real files."""
+    import shutil
+    ws = tmp_path / "ws"
+    shutil.copytree(built, ws)
+    set_dir = ws / "engines" / TAG
+    m = json.loads((set_dir / "manifest.json").read_text())
+    for entry in [*m["engines"].values(), *m["passthrough"].values()]:
+        entry["demo"] = False   # a set kept by clean (built from real weights)
+    (set_dir / "manifest.json").write_text(json.dumps(m))
+    typo = ws / "fall" / "bst.pt"
+    typo.parent.mkdir()
+    shutil.copy(ws / "yolo" / "yolov8n.pt", typo)             # the demo weights a run wrote there
+    (ws / "fall" / "best.pt").write_bytes(b"the trained file")  # the file meant
+    (ws / "onnx" / "fall").mkdir()
+    for suffix in (".onnx", ".fp16.onnx"):
+        shutil.copy(ws / "onnx" / "yolo" / f"yolov8n{suffix}", ws / "onnx" / "fall" / f"bst{suffix}")
+    rec = json.loads((ws / "onnx" / "yolo" / "yolov8n.export.json").read_text())
+    (ws / "onnx" / "fall" / "bst.export.json").write_text(json.dumps({**rec, "model": "fall", "source": "fall/bst.pt"}))
+    (set_dir / "fall").mkdir()
+    for kind in ("engine", "plan"):
+        shutil.copy(set_dir / "yolo" / f"yolov8n.{kind}", set_dir / "fall" / f"bst.{kind}")
+    other = ws / "fall" / "other.pt"   # real weights models.yaml no longer names: never removed
+    other.write_bytes(b"trained")
+    res = run_cli("--config", str(ws / "models.yaml"), "--json", "clean", "--yes")
+    assert res.returncode == 0, res.stderr
+    removed = set(json.loads(res.stdout)["removed"])
+    assert {str(typo), str(set_dir / "fall" / "bst.engine"), str(set_dir / "fall" / "bst.plan"),
+            str(ws / "onnx" / "fall" / "bst.onnx"), str(ws / "onnx" / "fall" / "bst.export.json")} <= removed
+    assert not typo.exists() and not list((ws / "onnx" / "fall").iterdir())
+    assert not list((set_dir / "fall").iterdir())
+    assert (ws / "fall" / "best.pt").is_file() and other.is_file() and (ws / "yolo" / "yolov8n.pt").is_file()
+    assert es.load_set(set_dir).check_files() == []   # the kept set is whole
+
+
+def _level(thresholds: dict, max_drop: float | None, drop: float = 0.5) -> dict:
+    level = {"thresholds": thresholds, "reasons": []}
+    if max_drop is not None:
+        level["accuracy"] = {"metric": "map50_95", "reference": {"map50_95": 40.0}, "candidate": {"map50_95": 40 - drop},
+                             "drop_map50_95": drop, "max_drop": max_drop, "data": "d/data.yaml",
+                             "signature": {"data": "abc", "split": "val", "max_drop": max_drop, "version": 1}}
+    return level
+
+
+def test_a_re_judged_failure_names_the_key_that_changed(exported):
+    from pipeline.manifest import EngineRecord
+    from pipeline.stages.build import _accuracy_summary, _gate_error, changed_keys
+    spec = load_config(exported / "models.yaml").models[0]
+    thr = spec.thresholds(spec.precision)
+    prev = EngineRecord(onnx_level=_level(thr, 1.0))
+    now = EngineRecord(onnx_level=_level(thr, 0.2), status="failed",
+                       error="accuracy: mAP50-95 dropped 0.50 points (40.00 -> 39.50), more than max_drop fp16: 0.2")
+    assert changed_keys(spec, prev, now) == ["accuracy: max_drop: fp16"]
+    errors: list = []
+    _gate_error(errors, spec, now, rejudged=changed_keys(spec, prev, now))
+    assert "under the changed accuracy: max_drop: fp16 in models.yaml" in errors[0].render()
+    assert "verify: thresholds" not in errors[0].render()
+    stricter = EngineRecord(onnx_level=_level({**thr, "min_cosine": 0.5}, 1.0))
+    assert changed_keys(spec, stricter, EngineRecord(onnx_level=_level(thr, 1.0))) == ["verify: thresholds"]
+    summary: dict = {}
+    now.onnx_level["reasons"] = [now.error]
+    _accuracy_summary(summary, spec, now)
+    assert summary["accuracy"]["human"] == {
+        "metric": "map50_95", "reference": 40.0, "candidate": 39.5, "drop": 0.5, "limit": 0.2,
+        "limit_key": "accuracy.max_drop.fp16", "passed": False, "data": "d/data.yaml"}
+
+
+def test_the_accuracy_verdict_line_gives_reference_candidate_drop_and_limit():
+    from pipeline.stages.verify import accuracy_line
+    line = accuracy_line("fall", _level({}, 3.0, drop=2.61)["accuracy"], "int8", passed=True)
+    assert line == ("fall: accuracy gate passed: mAP50-95 40.00 (FP32 reference) -> 37.39 (int8), drop 2.61 points, "
+                    "limit 3 (accuracy: max_drop: int8)")

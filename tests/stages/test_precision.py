@@ -4,6 +4,7 @@ tests make (labels: the FP32 model's own confident detections)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -412,7 +413,14 @@ def test_the_accuracy_gate_re_judges_without_rebuilding_and_ignores_how_config_i
     _config(ws, acc)
     (ws / "models.yaml").write_text((ws / "models.yaml").read_text().replace("precision: int8", "precision: fp16"))
     build = ("build", "--backend", "tensorrt-rtx", "--target", "sm89")
-    assert run_cli("--config", str(ws / "models.yaml"), *build).returncode == 0
+    r = run_cli("--config", str(ws / "models.yaml"), "--json", *build)
+    assert r.returncode == 0, r.stderr
+    assert "human: accuracy gate: mAP of the FP32 reference and the fp16 candidate on" in r.stderr  # progress
+    assert re.search(r"human: accuracy gate passed: mAP50-95 [\d.]+ \(FP32 reference\) -> [\d.]+ \(fp16\), "
+                     r"drop -?[\d.]+ points, limit 2 \(accuracy: max_drop: fp16\)", r.stderr), r.stderr
+    verdict = json.loads(r.stdout)["build"]["accuracy"]["human"]
+    assert verdict["passed"] and verdict["limit"] == 2.0 and verdict["limit_key"] == "accuracy.max_drop.fp16"
+    assert verdict["reference"] > 10 and verdict["drop"] == round(verdict["reference"] - verdict["candidate"], 3)
     engine = ws / "engines" / TAG / "yolo" / "yolov8n.engine"
     inode = engine.stat().st_ino
     r = run_cli("--config", "models.yaml", *build, cwd=ws)   # the same config, spelt relative

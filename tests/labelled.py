@@ -17,8 +17,8 @@ def labelled_set(ws: Path, onnx_file: Path, imgsz: int, n: int = 6) -> Path:
     import onnxruntime as ort
     import yaml
 
-    from pipeline.checks.detections import decode
     from pipeline.checks.images import bundled_images, letterbox
+    from pipeline.tasks import Head, decode
     root = ws / "labelled"
     (root / "images/val").mkdir(parents=True)
     (root / "labels/val").mkdir(parents=True)
@@ -35,7 +35,7 @@ def labelled_set(ws: Path, onnx_file: Path, imgsz: int, n: int = 6) -> Path:
         img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
         h, w = img.shape[:2]
         x = np.ascontiguousarray(letterbox(img, imgsz)[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32)[None] / 255
-        d = decode(sess.run(None, {"images": x})[0], len(names), 0)[0]
+        d = decode.decode_boxes(Head("detect", len(names), imgsz=imgsz), {"output0": sess.run(None, {"images": x})[0]})[0]
         padx, pady = (imgsz - w) / 2, (imgsz - h) / 2
         rows = []
         for j in np.argsort(-d["scores"])[:15]:

@@ -47,7 +47,12 @@ models:
 BAD = [
     ("models:\n  - {name: a, source: a.pt, task: detect, colour: red}\n", "a", "unknown key(s) colour"),
     ("models:\n  - {name: a, task: detect}\n", "a", "missing required field 'source'"),
-    ("models:\n  - {name: a, source: a.pt, task: classify}\n", "a", "task 'classify' is not supported"),
+    ("models:\n  - {name: a, source: a.pt, task: semantic}\n", "a", "task 'semantic' is not supported: semantic"),
+    ("models:\n  - {name: a, source: a.pt, task: depth}\n", "a", "task 'depth' is not supported: depth"),
+    ("models:\n  - {name: a, source: a.pt, task: segmnet}\n", "a", "task 'segmnet' is not supported"),
+    ("models:\n  - {name: a, source: a.pt, task: classify, nms: false}\n", "a", "does not apply to a classify"),
+    ("models:\n  - {name: a, source: a.pt, task: detect, nms: maybe}\n", "a", "nms 'maybe' is not true or false"),
+    ("models:\n  - {name: a, source: a.pt, task: obb, demo_arch: yolov10}\n", "a", "demo_arch 'yolov10' has no obb"),
     ("models:\n  - {name: a, source: a.pt, task: detect, imgsz: 500}\n", "a", "not a positive multiple of 32"),
     ("models:\n  - {name: a, source: a.pt, task: detect, imgsz: -32}\n", "a", "not a positive multiple of 32"),
     ("models:\n  - {name: a, source: a.pt, task: detect, opset: 11}\n", "a", "opset 11 is below 12"),
@@ -87,10 +92,10 @@ def test_bad_config_names_model_and_fix(tmp_path, text, model, needle):
 
 
 def test_cli_exits_2_on_bad_config(tmp_path):
-    path = write_config(tmp_path, "models:\n  - {name: a, source: a.pt, task: segment}\n")
+    path = write_config(tmp_path, "models:\n  - {name: a, source: a.pt, task: depth}\n")
     res = run_cli("--config", str(path), "export")
     assert res.returncode == 2
-    assert "task 'segment' is not supported" in res.stderr and "Next step" in res.stderr
+    assert "task 'depth' is not supported" in res.stderr and "Next step" in res.stderr
 
 
 def test_missing_config_file(tmp_path):

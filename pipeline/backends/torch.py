@@ -15,26 +15,30 @@ def load_yolo(path: Path):
 
 
 class TorchRunner(Runner):
-    """Runs ``model.model`` in FP32 eval mode, fused like the exporter fuses it.
-
-    ``output0`` is the first element Ultralytics' heads return in eval mode; it is the
-    tensor the ONNX export names ``output0``.
-    """
+    """Runs ``model.model`` in FP32 eval mode, set up as Ultralytics' exporter sets it up: fused, the
+    heads in export mode (so they return what the ONNX outputs hold, in its order), and the
+    NMS-free branch on only for ``nms=False``. Outputs are named as the export names them:
+    ``output0``, then ``output1`` (segment prototypes)."""
     name = "torch"
 
     def __init__(self, checkpoint: Path, imgsz: int, batch: int = 1, device: str = "cpu",
-                 half: bool = False):
+                 half: bool = False, nms: bool | None = None):
         self.checkpoint = checkpoint
         self.imgsz = imgsz
         self.batch = batch
         self.device = device
         self.half = half
+        self.nms = nms
         self.model = None
 
     def activate(self) -> None:
         import torch
         yolo = load_yolo(self.checkpoint)
-        model = yolo.model.float().fuse(verbose=False) if hasattr(yolo.model, "fuse") else yolo.model
+        model = yolo.model
+        if hasattr(model, "end2end"):
+            model.end2end = self.nms is False
+        model = model.float().fuse(verbose=False) if hasattr(model, "fuse") else model
+        _export_mode(model, self.imgsz)
         model = model.eval().to(self.device)
         if self.half:
             model = model.half()
@@ -59,5 +63,21 @@ class TorchRunner(Runner):
             x = x.half()
         with torch.inference_mode():
             y = self.model(x)
-        y = y[0] if isinstance(y, (list, tuple)) else y
-        return {"output0": y.float().cpu().numpy()}
+        outs = list(y) if isinstance(y, (list, tuple)) else [y]
+        return {f"output{i}": o.float().cpu().numpy() for i, o in enumerate(outs)}
+
+
+MAX_DET = 300   # Ultralytics' default max_det, which the exporter clamps to the anchors/queries there are
+
+
+def _export_mode(model, imgsz: int) -> None:
+    """The head settings Ultralytics' exporter applies before tracing (ultralytics/engine/exporter.py)."""
+    from ultralytics.nn.modules.head import Classify, Detect, RTDETRDecoder
+    for m in model.modules():
+        if isinstance(m, Classify):
+            m.export, m.format = True, "onnx"
+        elif isinstance(m, (Detect, RTDETRDecoder)):
+            m.dynamic, m.export, m.format = False, True, "onnx"
+            available = (m.num_queries if isinstance(m, RTDETRDecoder)
+                         else sum((imgsz // int(s)) ** 2 for s in model.stride.tolist()))
+            m.max_det = min(MAX_DET, available)

@@ -147,17 +147,18 @@ class _Null:
         return None
 
 
-def end_to_end(infer: Callable[[np.ndarray], np.ndarray], images: list[Path], imgsz: int, batch: int,
-               nc: int, nkpt: int) -> Callable[[], object]:
+def end_to_end(infer: Callable[[np.ndarray], object], images: list[Path], imgsz: int, batch: int,
+               decode: Callable[[dict], list]) -> Callable[[], object]:
     """A closure doing what a user's request does: read + letterbox ``batch`` images,
-    infer, decode + NMS. ``infer`` maps a float32 NCHW batch to output0 (numpy)."""
-    from pipeline.checks.detections import decode
+    infer, decode (+ NMS on raw layouts). ``infer`` maps a float32 NCHW batch to its outputs
+    ({name: array}, or output0 alone); ``decode`` is the model's task decoder."""
     from pipeline.checks.images import preprocess
     paths = [images[i % len(images)] for i in range(batch)]
 
     def step():
         x = np.stack([preprocess(p, imgsz) for p in paths])
-        return decode(infer(x), nc, nkpt)
+        y = infer(x)
+        return decode(y if isinstance(y, dict) else {"output0": y})
     return step
 
 

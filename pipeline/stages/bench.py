@@ -68,10 +68,10 @@ def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: 
     import torch
 
     from pipeline.checkpoint import gate
-    from pipeline.checks.detections import task_shape
     from pipeline.errors import PipelineError
+    from pipeline.tasks import decode_outputs
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    nc, nkpt = task_shape(record)
+    decode = lambda outputs: decode_outputs(record, outputs)
     images = reference_images(spec.verify_images)
     expected = (record.get("sha256") or {}).get("source")
     if not expected:   # trust is bound to a digest: a record without one vouches for no file
@@ -80,11 +80,11 @@ def benchmark_model(spec: ModelSpec, record: dict, checkpoint: Path, onnx_fp32: 
                             file=checkpoint, fix="rerun `engines run` to export the model again")
     with gate(spec.name, checkpoint, expected_sha256=expected, trusted=bool(record.get("trusted"))) as decision:
         return _benchmark_rows(spec, decision, onnx_fp32, engine_runner, batches_, iterations, warmup, device,
-                               views, ort, max_seconds, images, nc, nkpt)
+                               views, ort, max_seconds, images, decode)
 
 
 def _benchmark_rows(spec, decision, onnx_fp32, engine_runner, batches_, iterations, warmup, device, views, ort,
-                    max_seconds, images, nc, nkpt) -> list[dict]:
+                    max_seconds, images, decode) -> list[dict]:
     from pipeline.backends.onnxruntime import OnnxRuntimeRunner
     rows = []
 
@@ -114,13 +114,13 @@ def _benchmark_rows(spec, decision, onnx_fp32, engine_runner, batches_, iteratio
                 add(engine_runner.label, "engine", b, fn, True)
             if "end2end" in views:
                 add(engine_runner.label, "end2end", b, end_to_end(
-                    lambda a: engine_runner.infer({"images": a})["output0"], images, spec.imgsz, b, nc, nkpt), True)
+                    lambda a: engine_runner.infer({"images": a})["output0"], images, spec.imgsz, b, decode), True)
         for label, fn, infer in _torch_fns(decision, spec.imgsz, b, device):
             cuda = device == "cuda"
             if "engine" in views:
                 add(label, "engine", b, fn, cuda)
             if "end2end" in views:
-                add(label, "end2end", b, end_to_end(infer, images, spec.imgsz, b, nc, nkpt), cuda)
+                add(label, "end2end", b, end_to_end(infer, images, spec.imgsz, b, decode), cuda)
         if ort:
             with OnnxRuntimeRunner(onnx_fp32) as r:
                 fixed = r.inputs()[0].shape[0]
@@ -130,7 +130,7 @@ def _benchmark_rows(spec, decision, onnx_fp32, engine_runner, batches_, iteratio
                     add("onnxruntime cpu fp32", "engine", b, lambda r=r, x=x: r.infer({"images": x}), False)
                 if "end2end" in views:
                     add("onnxruntime cpu fp32", "end2end", b, end_to_end(
-                        lambda a, r=r: r.infer({"images": a})["output0"], images, spec.imgsz, b, nc, nkpt), False)
+                        lambda a, r=r: r.infer({"images": a})["output0"], images, spec.imgsz, b, decode), False)
     return rows
 
 

@@ -20,7 +20,7 @@ def measure_parity(spec: ModelSpec, checkpoint: Path, onnx_models: dict[str, byt
     thresholds. Returns {"images": [...], "<kind>": merged stats, "passed", "reasons"}."""
     images = reference_images(spec.verify_images)
     feeds = batches(images, spec.imgsz, parity_batch_size(spec))
-    with TorchRunner(checkpoint, spec.imgsz, batch=parity_batch_size(spec)) as torch_runner:
+    with TorchRunner(checkpoint, spec.imgsz, batch=parity_batch_size(spec), nms=spec.nms) as torch_runner:
         refs = [torch_runner.infer({"images": x}) for x in feeds]
     result: dict = {"images": [p.name for p in images], "reasons": []}
     for kind, model in onnx_models.items():

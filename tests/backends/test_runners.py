@@ -331,7 +331,7 @@ def test_tensorrt_runner_cuda_python_and_torch_agree(workspace):
 def test_identical_outputs_match_completely_even_with_zero_area_boxes():
     """Found by the tiny model above: a zero-width box (a black pixel read as w=0) has IoU 0
     with itself, so identical outputs reported a match rate below 1."""
-    from pipeline.checks.detections import match
+    from pipeline.tasks.compare import match
     det = {"boxes": np.array([[5.0, 5.0, 5.0, 9.0], [1.0, 1.0, 4.0, 4.0]], np.float32),
            "scores": np.array([0.9, 0.8], np.float32), "classes": np.array([0, 1]), "kpts": None}
     m = match(det, det)

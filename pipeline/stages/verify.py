@@ -232,7 +232,7 @@ def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -
     precision = spec_precision(spec, entry)
     if precision != spec.precision:
         spec = dataclasses.replace(spec, precision=precision)
-    dropped = entry.judge_onnx(verify_onnx_level(spec, record, fp32, built_from, precision))
+    dropped = entry.judge_onnx(verify_onnx_level(spec, record, fp32, built_from, precision, log=log))
     level = entry.engine_level
     if dropped:
         log(f"{name}: verify thresholds changed; the engine-level runs on {', '.join(dropped)} no longer count")
@@ -249,7 +249,8 @@ def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -
             run["status"], run["reasons"] = Status.FAILED, run["reasons"] + io_problems
         gpu = gpus[0]
         if spec.accuracy is not None:   # the engine itself on this GPU (never run here: no full TensorRT)
-            add_accuracy(run, spec, record, fp32, set_dir / entry.engine, spec.precision, device=str(gpu.index))
+            add_accuracy(run, spec, record, fp32, set_dir / entry.engine, spec.precision, device=str(gpu.index),
+                         log=log)
         status, at = run.pop("status"), run.pop("at", None)
         level.record(VerificationRun(status, gpu.name, gpu.compute_cap, gpu.driver, at, extra=run))
         log(f"{name}: engine level {status} on {gpu.name}")

@@ -174,18 +174,6 @@ def demo_entries(set_dir: Path | None) -> list[str]:
         n for n, p in s.manifest.passthrough.items() if p.demo)
 
 
-def set_holds_demo_weights(set_dir: Path | None) -> bool:
-    """Whether the set a run built into holds demo weights (False where it cannot be read)."""
-    from pipeline.engine_set import load_set
-    if set_dir is None:
-        return False
-    try:
-        s = load_set(set_dir)
-    except PipelineError:
-        return False
-    return bool(s is not None and s.demo)
-
-
 def to_verify_here(manifest, gpus: list, names) -> list[str]:
     """Models whose engine level this host can run but has not passed here yet (a
     failure here is retried: its cause may be fixed)."""

@@ -199,7 +199,8 @@ def list_cmd(ctx: Ctx, gpu_facts) -> None:
         gpus = detect_gpus(gpu_facts)
     except PipelineError as err:   # an unreadable --gpu-facts file is bad input
         fail(ctx, err, code=2)
-    rows = api.list_report(engines_dir, gpus[0].name if gpus else None)
+    from pipeline.deploy.rules import expected_models  # light: no schema check; a bad file lists no names
+    rows = api.list_report(engines_dir, gpus[0].name if gpus else None, expected_models(ctx.config_path))
     ctx.emit({"ok": True, "gpu": gpus[0].name if gpus else None, "sets": rows})
     if not rows:
         ctx.echo(f"no engine sets under {engines_dir} (run `make engines`)")
@@ -211,6 +212,9 @@ def list_cmd(ctx: Ctx, gpu_facts) -> None:
                  f"status {r['status']}{'  DEMO WEIGHTS' if r['demo'] else ''}\n    models: {', '.join(r['models'])}")
         for why in r["reasons"]:
             ctx.echo(f"    {why}")
+        if r["unlisted"]:
+            ctx.echo(f"    not in {ctx.config_path.name}: {', '.join(r['unlisted'])} (never mounted by resolve; the next "
+                     "`engines run` removes them from the set)")
 
 
 @click.command("verify")

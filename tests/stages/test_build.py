@@ -541,6 +541,9 @@ def test_a_model_removed_from_models_yaml_leaves_the_next_set(built, tmp_path):
     shutil.copytree(built, ws)
     _without(ws, "pose")
     assert [m.name for m in load_config(ws / "models.yaml").models] == ["human", "hairnet"]
+    listed = json.loads(run_cli("--config", str(ws / "models.yaml"), "--json", "list").stdout)["sets"][0]
+    assert listed["unlisted"] == ["pose"]   # before the next run: said by list, never mounted by resolve
+    assert "not in models.yaml: pose" in run_cli("--config", str(ws / "models.yaml"), "list").stdout
     res = _build(ws)
     assert res.returncode == 0, res.stderr
     assert "pose: no longer in models.yaml; removing it from" in res.stderr
@@ -550,7 +553,7 @@ def test_a_model_removed_from_models_yaml_leaves_the_next_set(built, tmp_path):
     assert sorted(s.models) == ["hairnet", "human"] and s.check_files() == []
     assert not list(s.path.rglob("yolov8n-pose.*"))   # its engine and plan left with it
     listed = json.loads(run_cli("--config", str(ws / "models.yaml"), "--json", "list").stdout)["sets"][0]
-    assert listed["models"] == ["hairnet", "human"]
+    assert listed["models"] == ["hairnet", "human"] and listed["unlisted"] == []
     res = _build(ws)   # nothing left to remove: nothing published
     assert json.loads(res.stdout)["build"]["models"] == {"human": "cached", "hairnet": "cached"}
 

@@ -15,10 +15,10 @@ from pipeline.errors import PipelineError
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder the frames are written to (created if missing), e.g. models/calib/line1: "
                    "then calibration: {images: calib/line1} in models.yaml.")
-@click.option("--every", type=int, default=30, show_default=True,
+@click.option("--every", type=click.IntRange(min=1), default=30, show_default=True,
               help="Keep one frame in N (30: one a second of a 30 fps recording); spread frames over hours "
                    "and lighting rather than taking many from one minute.")
-@click.option("--limit", type=int, default=None,
+@click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Stop after this many frames in all (the calibration uses at most calibration: count, "
                    "512 by default).")
 @click.pass_obj

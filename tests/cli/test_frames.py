@@ -24,3 +24,9 @@ def test_frames_command_refuses_a_missing_video_with_a_paragraph(tmp_path):
     assert "Traceback" not in res.stderr and not (tmp_path / "calib").exists()
     res = run_cli("frames", "--out", str(tmp_path / "calib"))
     assert res.returncode == 2   # no video: click's usage error
+
+
+def test_frames_every_zero_is_a_usage_error(tmp_path):
+    video = write_video(tmp_path / "line1.avi", frames=3)
+    res = run_cli("frames", str(video), "--out", str(tmp_path / "calib"), "--every", "0")
+    assert res.returncode == 2 and "--every" in res.stderr and not (tmp_path / "calib").exists()

@@ -11,6 +11,24 @@ ARGS ?=
 export UID := $(shell id -u)
 export GID := $(shell id -g)
 
+# Builder image variants, one per TensorRT major (docs/container.md "Variants"): `make image TRT=10`,
+# `make engines-docker TRT=10`. Each is tagged engines-builder:trt<N> and labelled with its TensorRT
+# version; unset, engines-builder:latest with Dockerfile.build's own pins (TensorRT 11).
+TRT_VARIANTS := 10 11
+TRT_IMAGE_11 := nvcr.io/nvidia/tensorrt:26.08-py3
+TRT_VERSION_11 := 11.2.1.2
+TRT_IMAGE_10 := nvcr.io/nvidia/tensorrt:25.08-py3
+TRT_VERSION_10 := 10.13.2.6
+ifneq ($(TRT),)
+ifeq ($(filter $(TRT),$(TRT_VARIANTS)),)
+$(error TRT=$(TRT) is not a builder image variant. Next step: use TRT=11 (TensorRT $(TRT_VERSION_11)) or TRT=10 \
+(TensorRT $(TRT_VERSION_10)); another release: TRT_IMAGE=<NGC tag> EXPECTED_TRT_VERSION=<its TensorRT>)
+endif
+export TRT_IMAGE := $(TRT_IMAGE_$(TRT))
+export EXPECTED_TRT_VERSION := $(TRT_VERSION_$(TRT))
+export ENGINES_IMAGE := engines-builder:trt$(TRT)
+endif
+
 .DEFAULT_GOAL := help
 .PHONY: help install lock engines test test-fast lint bench image image-info engines-docker verify-gpu deploy deploy-dry-run resolve clean \
 	docker-up docker-down FORCE

@@ -41,7 +41,7 @@ def select(cfg: Config, names) -> list:
 def choose_backend(name: str = "auto", targets: list[str] | None = None, gpu_facts: Path | None = None,
                    log: Log = _quiet):
     """(backend, gpus) for --backend/--target, saying why on ``log``."""
-    from pipeline.backends.trt_backends import choose_backend as _choose
+    from pipeline.builders.choose import choose_backend as _choose
     from pipeline.hardware import detect_gpus
     gpus = detect_gpus(gpu_facts)
     try:
@@ -185,22 +185,19 @@ def to_verify_here(manifest, gpus: list, names) -> list[str]:
 
 
 # -- sets -----------------------------------------------------------------------------------
-def list_report(engines_dir: Path, gpu_name: str | None = None, listed: list[str] | None = None) -> list[dict]:
+def list_report(engines_dir: Path, gpu_name: str | None = None) -> list[dict]:
     """A row per set folder, damaged ones included; status is the manifest's verdict (for
-    ``gpu_name`` when given, else across every GPU the engines ran on). With ``listed``
-    (models.yaml's model names), ``unlisted`` names the set's models it no longer lists."""
+    ``gpu_name`` when given, else across every GPU the engines ran on)."""
     sets, broken = scan_sets(engines_dir)
     rows = []
     for s in sets:
         v = s.manifest.verdict(gpu_name)
         rows.append({"tag": s.tag, "backend": s.manifest.backend, "version": s.manifest.trt_version,
                      "targets": s.manifest.targets, "models": sorted(s.models), "status": v.status,
-                     "reasons": v.reasons, "pending": v.pending, "demo": s.demo, "path": str(s.path),
-                     "unlisted": sorted(set(s.models) - set(listed)) if listed is not None else []})
+                     "reasons": v.reasons, "pending": v.pending, "demo": s.demo, "path": str(s.path)})
     for b in broken:
         rows.append({"tag": b.tag, "backend": None, "version": None, "targets": [], "models": [],
-                     "status": Status.CORRUPT, "reasons": [b.reason], "pending": [], "demo": False, "path": str(b.path),
-                     "unlisted": []})
+                     "status": Status.CORRUPT, "reasons": [b.reason], "pending": [], "demo": False, "path": str(b.path)})
     return sorted(rows, key=lambda r: r["tag"])
 
 

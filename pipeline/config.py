@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.builders.compat import HARDWARE_LEVELS
 from pipeline.engine_set import SET_FILES  # a passthrough mirrored onto one of them would overwrite it
 from pipeline.errors import ConfigError
 
@@ -50,10 +51,11 @@ DEFAULT_VERIFY = {
 DEFAULTS_KEYS = {"imgsz", "opset", "precision", "batch", "workspace", "verify", "verify_images", "calibration",
                  "accuracy"}
 # Set-wide keys (under defaults: only): every engine of a set shares them, as does its tag.
-# compatibility: ampere_plus -> HardwareCompatibilityLevel.AMPERE_PLUS, tag trt-<ver>-sm80plus
-# (docs/fleet.md "Portable tier"); version_compatible -> BuilderFlag.VERSION_COMPATIBLE.
+# compatibility: ampere_plus -> HardwareCompatibilityLevel.AMPERE_PLUS, tag trt-<ver>-sm80plus;
+# same_compute_capability -> SAME_COMPUTE_CAPABILITY, tag trt-<ver>-sm86cc (docs/fleet.md "Portable
+# tier"; the levels: pipeline.builders.compat); version_compatible -> BuilderFlag.VERSION_COMPATIBLE.
 SET_KEYS = {"compatibility", "version_compatible"}
-COMPATIBILITY = ("ampere_plus",)
+COMPATIBILITY = tuple(HARDWARE_LEVELS)
 MODEL_KEYS = {"name", "source", "task", "sha256", "trust", "demo_classes"} | DEFAULTS_KEYS
 PASSTHROUGH_KEYS = {"name", "source", "sha256"}
 TOP_KEYS = {"defaults", "models", "passthrough"}
@@ -167,7 +169,8 @@ class Config:
     path: Path
     models: list[ModelSpec]
     passthrough: list[PassthroughSpec] = field(default_factory=list)
-    compatibility: str | None = None      # None: this GPU type only; "ampere_plus": any cc >= 8.0
+    compatibility: str | None = None      # None: this GPU type only; "ampere_plus": any cc >= 8.0;
+    #                                       "same_compute_capability": any GPU of the building GPU's cc
     version_compatible: bool = False      # the plan also loads on later TensorRT of the same major
 
     @property
@@ -519,11 +522,12 @@ def _set_options(defaults: dict, path: Path) -> tuple[str | None, bool]:
     elif comp not in COMPATIBILITY:
         raise _err(f"compatibility {comp!r} is not supported", "defaults", path,
                    "write compatibility: ampere_plus (one engine set for every GPU of compute capability 8.0 "
-                   "or newer, full TensorRT only, slower: docs/fleet.md \"Portable tier\"), or remove it to build for "
-                   "the building GPU's type only")
+                   "or newer, full TensorRT only, slower: docs/fleet.md \"Portable tier\"), compatibility: "
+                   "same_compute_capability (one set for every GPU of the building GPU's compute capability, "
+                   "Turing or newer, not Jetson), or remove it to build for the building GPU's type only")
     vc = defaults.get("version_compatible", False)
     if not isinstance(vc, bool):
         raise _err(f"version_compatible {vc!r} must be true or false", "defaults", path,
                    "write version_compatible: true (the plan also loads on later TensorRT of the same major "
-                   "version) or remove it")
+                   "version, and a TensorRT 10 plan on TensorRT 11) or remove it")
     return comp, vc

@@ -17,40 +17,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.builders import builder_for_tag, builder_named
 from pipeline.errors import PipelineError
 from pipeline.fsutil import lock_for, sha256_file, write_json_atomic
-from pipeline.hardware import sm_name
-from pipeline.manifest import ManifestError, SetManifest
+from pipeline.manifest import BACKENDS, ManifestError, SetManifest  # noqa: F401  (BACKENDS: the builders' list)
 from pipeline.runtime import BUILDER_CMD
 
 MANIFEST = "manifest.json"
 REPORT = "report.md"
 SET_FILES = (MANIFEST, REPORT)   # names a set owns at its top level
-BACKENDS = ("tensorrt", "tensorrt-rtx")
-
-
-PORTABLE_TAGS = {"ampere_plus": "sm80plus"}   # compatibility -> the tag's GPU part
 
 
 def make_tag(backend: str, version: str, targets: list[str], compatibility: str | None = None) -> str:
-    """``trt-10.13.3.9-sm90``, ``trtrtx-1.7.1.116-sm86_89_120``, or for the portable tier
-    (``compatibility: ampere_plus``, any GPU of compute capability 8.0 or newer) ``trt-10.13.3.9-sm80plus``."""
-    from pipeline.hardware import cc_tuple
-    prefix = {"tensorrt": "trt", "tensorrt-rtx": "trtrtx"}[backend]
-    if compatibility:
-        return f"{prefix}-{version}-{PORTABLE_TAGS[compatibility]}"
-    ccs = "_".join(sm_name(t)[2:] for t in sorted(targets, key=cc_tuple))
-    return f"{prefix}-{version}-sm{ccs}"
+    """``trt-10.13.3.9-sm90``, ``trtrtx-1.7.1.116-sm86_89_120``; for the portable tiers
+    ``trt-10.13.3.9-sm80plus`` (``compatibility: ampere_plus``, any GPU of compute capability 8.0 or
+    newer) and ``trt-11.2.1.2-sm86cc`` (``same_compute_capability``, any GPU of compute capability 8.6).
+    The builder owns its prefix (pipeline.builders)."""
+    return builder_named(backend).tag(version, targets, compatibility)
 
 
 def rebuild_command(tag: str, config_arg: str = "") -> str:
     """The command that builds the set ``tag`` again, read from the tag alone (so it also
-    works for a set whose manifest is damaged): a TensorRT for RTX set for its own targets,
-    a TensorRT set in the builder container on its GPU."""
-    m = re.fullmatch(r"trtrtx-[^-]+-sm(\d+(?:_\d+)*)", tag)
-    if m:
-        targets = ",".join(f"sm{t}" for t in m.group(1).split("_"))
-        return f"engines{config_arg} run --force --backend tensorrt-rtx --target {targets}"
+    works for a set whose manifest is damaged): its builder's, from the tag's GPU part."""
+    found = builder_for_tag(tag)
+    m = re.fullmatch(r"sm(\d+(?:_\d+)*)", found[1]) if found else None
+    if found:
+        return found[0].rebuild_command(m.group(1) if m else None, config_arg)
     return f"{BUILDER_CMD} run --force   (on a GPU of the set's type)"
 
 

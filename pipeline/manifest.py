@@ -32,16 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from pipeline.builders import NAMES as BACKENDS  # the builders' one list
+from pipeline.builders.compat import level
 from pipeline.errors import PipelineError
 from pipeline.status import Status
 
 SCHEMA = 1
-BACKENDS = ("tensorrt", "tensorrt-rtx")
 # Set status words (``engines list``), worst first.
 FAILED, MIXED, PENDING, OK = Status.FAILED, Status.MIXED, Status.PENDING, Status.OK
-# Compute capabilities only Jetson modules have (Xavier 7.2, Orin 8.7, Thor 10.1 / 11.0 from CUDA 13):
-# TensorRT's hardware compatibility does not cover JetPack, so a portable set never runs there.
-JETSON_CCS = ("7.2", "8.7", "10.1", "11.0")
 # A tag names a folder under models/engines and a registry tag (OCI: [A-Za-z0-9_][A-Za-z0-9._-]{0,127});
 # "current" is the handover link, never a set.
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -418,16 +416,16 @@ class SetManifest:
         if not gpus:
             return "no GPU on this machine"
         if not self.runs_on(gpus[0].compute_cap):
-            if self.compatibility:
-                return (f"{gpus[0].name} is {gpus[0].sm}; the set's portable tier needs compute capability 8.0 or "
-                        "newer, not a Jetson")
+            lv = level(self.compatibility)
+            if lv is not None:
+                return f"{gpus[0].name} is {gpus[0].sm}; the set's portable tier covers {lv.covers}"
             return f"{gpus[0].name} is {gpus[0].sm}, not one of the set's targets ({', '.join(self.targets)})"
         return None
 
     # -- portable tier (``compatibility`` and ``version_compatible``, kept in ``extra``) --
     @property
     def compatibility(self) -> str | None:
-        """"ampere_plus" for a hardware-compatible set (HardwareCompatibilityLevel.AMPERE_PLUS), else None."""
+        """The hardware compatibility level of a portable set ("ampere_plus", "same_compute_capability"), else None."""
         return self.extra.get("compatibility") or None
 
     @property
@@ -435,13 +433,10 @@ class SetManifest:
         return bool(self.extra.get("version_compatible"))
 
     def runs_on(self, compute_cap: str) -> bool:
-        """A GPU of this compute capability can load the engines: one of the targets, or for
-        an AMPERE_PLUS set any compute capability 8.0 or newer."""
-        from pipeline.hardware import cc_tuple
-        if self.compatibility == "ampere_plus":
-            # NVIDIA: hardware compatibility is for Ampere and later, and not supported on JetPack
-            return cc_tuple(compute_cap) >= (8, 0) and compute_cap not in JETSON_CCS
-        return compute_cap in self.targets
+        """A GPU of this compute capability can load the engines: one of the targets, or what
+        the set's hardware compatibility level covers (pipeline.builders.compat)."""
+        lv = level(self.compatibility)
+        return lv.runs_on(self.targets, compute_cap) if lv else compute_cap in self.targets
 
     def built_on_same_gpu(self, gpu_name: str) -> bool:
         """Every engine was built on this GPU model (a set can be extended on another)."""

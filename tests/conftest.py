@@ -77,7 +77,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 def build_full_trt_human(workspace: Path):
     """Build the `human` demo model with the full TensorRT on this GPU: (backend, engine path).
     Only for tests that already skip unless the full TensorRT and a GPU are here."""
-    from pipeline.backends.trt_backends import choose_backend
+    from pipeline.builders.choose import choose_backend
     from pipeline.config import load_config
     from pipeline.hardware import detect_gpus
     from pipeline.stages.build import build_all

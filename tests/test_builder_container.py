@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline.errors import PipelineError
+from tests.test_docker import client, images  # noqa: F401  (the daemon and stand-in base, for the variant builds)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as 
 @pytest.fixture
 def open_tmp():
     """A folder other uids can reach (pytest's tmp_path is private to root)."""
-    import pipeline.backends.timing_cache  # noqa: F401
+    import pipeline.builders.timing_cache  # noqa: F401
     import pipeline.fsutil  # noqa: F401  imported here: the child uids may not read the interpreter's files
     import pipeline.stages.build  # noqa: F401
     d = Path(tempfile.mkdtemp(prefix="engines-uid-test-", dir="/tmp"))
@@ -73,7 +74,7 @@ def _cache_path(folder: Path) -> Path:
 
 def _write_cache(folder: Path) -> str:
     """What trt_builder does with the cache file: lock, then replace it atomically."""
-    from pipeline.backends.timing_cache import locked
+    from pipeline.builders.timing_cache import locked
     from pipeline.fsutil import atomic_path
     path = _cache_path(folder)
     with locked(path), atomic_path(path) as tmp:
@@ -96,7 +97,7 @@ def test_two_uids_share_the_timing_cache_volume(open_tmp, monkeypatch):
 
 @needs_root
 def test_a_lock_file_of_another_uid_is_named(open_tmp):
-    from pipeline.backends.timing_cache import locked
+    from pipeline.builders.timing_cache import locked
     shared = open_tmp / "shared"
     shared.mkdir()
     shared.chmod(0o1777)
@@ -361,3 +362,96 @@ def test_image_and_venv_install_from_the_lock():
     build = yaml.safe_load((REPO / "docker-compose.build.yml").read_text())["services"]["builder"]["build"]
     assert list(build["args"]) == list(BUILD_ARGS)
     assert (REPO / "docker" / "pip-ca").is_dir()    # COPY docker/pip-ca/ needs the folder, with or without ca.pem
+
+
+# ------------------------------------------------------------ builder image variants (issue 23)
+
+def _variants() -> dict[str, tuple[str, str]]:
+    """Makefile's builder variants: TRT=<major> -> (NGC base image, the TensorRT it carries)."""
+    import re
+    make = (REPO / "Makefile").read_text()
+    majors = re.search(r"^TRT_VARIANTS := (.+)$", make, re.M).group(1).split()
+    return {n: (re.search(rf"^TRT_IMAGE_{n} := (\S+)$", make, re.M).group(1),
+                re.search(rf"^TRT_VERSION_{n} := (\S+)$", make, re.M).group(1)) for n in majors}
+
+
+def _make_vars(*args: str) -> dict[str, str]:
+    import re
+    import subprocess
+    if not shutil.which("make"):
+        pytest.skip("make not installed")
+    res = subprocess.run(["make", "-s", "-p", "-f", str(REPO / "Makefile"), *args, "help"], cwd=REPO,
+                         capture_output=True, text=True)
+    return {m.group(1): m.group(2) for m in re.finditer(r"^(TRT_IMAGE|EXPECTED_TRT_VERSION|ENGINES_IMAGE) := (.*)$",
+                                                          res.stdout + res.stderr, re.M)} | {"_rc": res.returncode,
+                                                                                             "_err": res.stderr}
+
+
+def test_the_default_image_is_tensorrt_11_and_tensorrt_10_is_one_variable_away():
+    import re
+    variants = _variants()
+    assert set(variants) == {"10", "11"}
+    assert variants["11"][1].startswith("11.") and variants["10"][1].startswith("10.")
+    docker = (REPO / "Dockerfile.build").read_text()
+    # Dockerfile.build's own pins are the TensorRT 11 variant's: a plain `make image` builds TensorRT 11
+    assert re.search(rf"^ARG TRT_IMAGE={re.escape(variants['11'][0])}$", docker, re.M)
+    assert re.search(rf"^ARG EXPECTED_TRT_VERSION={re.escape(variants['11'][1])}$", docker, re.M)
+    for n, (image, version) in variants.items():
+        got = _make_vars(f"TRT={n}")
+        assert (got["TRT_IMAGE"], got["EXPECTED_TRT_VERSION"], got["ENGINES_IMAGE"]) == \
+            (image, version, f"engines-builder:trt{n}")
+    assert "TRT_IMAGE" not in _make_vars()                    # unset: compose's default, engines-builder:latest
+    bad = _make_vars("TRT=9")
+    assert bad["_rc"] != 0 and "TRT=9 is not a builder image variant" in bad["_err"] and "TRT=10" in bad["_err"]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("variant", ["10", "11"])
+def test_each_variant_builds_its_own_labelled_image_and_its_own_set_tag(client, images, tmp_path, variant):  # noqa: F811
+    """Stand-in NGC bases carrying TensorRT 10.13.2.6 and 11.2.1.2: Dockerfile.build's version guard
+    with the variant's build args labels each image with its version, resolve reads that label, and
+    the sets it builds are tagged apart; the other variant's version on the same base is refused."""
+    import contextlib
+    import uuid
+
+    from pipeline.deploy.rules import missing_tag
+    from pipeline.docker_runner import TRT_LABEL, image_runtime
+    from pipeline.hardware import GpuFacts
+    from tests.test_docker import _guard_block
+
+    def build(base: str, expected: str, tag: str):
+        """Dockerfile.build's version guard and label on ``base``, with the variant's build args."""
+        (tmp_path / "Dockerfile").write_text(f"FROM {base}\nARG TRT_IMAGE\n" + _guard_block())
+        out = []
+        for chunk in client.api.build(path=str(tmp_path), tag=tag, rm=True, decode=True,
+                                      buildargs={"TRT_IMAGE": base, "EXPECTED_TRT_VERSION": expected}):
+            out.append(chunk.get("stream") or chunk.get("error") or "")
+            if "error" in chunk:
+                return None, "".join(out)
+        return client.images.get(tag), "".join(out)
+
+    _, version = _variants()[variant]
+    ctx = tmp_path / "base"
+    ctx.mkdir()
+    (ctx / "python3").write_text(f"#!/bin/sh\n# stands in for: python3 -c 'import tensorrt; ...'\necho {version}\n")
+    (ctx / "python3").chmod(0o755)
+    (ctx / "Dockerfile").write_text(f"FROM {images.base}\nLABEL com.nvidia.tensorrt.version=\"{version}\"\n"
+                                    "COPY python3 /usr/bin/python3\n")
+    suffix = uuid.uuid4().hex[:6]
+    base, tag = f"engines-test-ngc-trt{variant}:{suffix}", f"engines-builder-test:trt{variant}-{suffix}"
+    client.images.build(path=str(ctx), tag=base, rm=True)
+    try:
+        img, log = build(base, version, tag)
+        assert img is not None, log
+        assert img.labels[TRT_LABEL] == version
+        rt = image_runtime(tag)
+        assert rt.spec == f"tensorrt=={version}"
+        h100 = GpuFacts(0, "NVIDIA H100 80GB HBM3", None, "9.0", "580.95.05", None, None, None)
+        assert missing_tag(h100, rt) == f"trt-{version}-sm90"
+        other = _variants()["11" if variant == "10" else "10"][1]
+        img, log = build(base, other, f"{tag}-wrong")
+        assert img is None and f"has TensorRT {version}" in log and f"not {other}" in log
+    finally:
+        for name in (tag, base):
+            with contextlib.suppress(Exception):
+                client.images.remove(name, force=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.backends.trt_backends import TensorRTRTX
+from pipeline.builders import TensorRTRTX
 from pipeline.config import load_config
 from pipeline.deploy.rules import refusal, resolve
 from pipeline.engine_set import rebuild_command

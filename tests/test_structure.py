@@ -14,7 +14,7 @@ PKG = REPO / "pipeline"
 # Lower layers never import higher ones; within a layer, no circle.
 LAYERS = [
     ("errors", "fsutil", "status"),
-    ("hardware", "runtime", "engine_file", "manifest", "checkpoint", "video_frames"),
+    ("hardware", "builders", "runtime", "engine_file", "manifest", "checkpoint", "video_frames"),
     ("engine_set", "config"),
     ("checks", "backends"),
     ("stages", "docker_runner", "registry"),

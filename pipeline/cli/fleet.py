@@ -66,7 +66,8 @@ def _print_table(head: list[str], body: list[list[str]]) -> None:
 
 
 
-PLAN_HELP = """Write one Kubernetes batch/v1 Job per cell of the GPU list (GPU product x builder image).
+PLAN_HELP = """Write one Kubernetes batch/v1 Job per cell of the GPU list: each TensorRT version's builder
+image on each GPU type (builders: x gpus:), plus any single cells; each cell builds its own set.
 
 Each Job is pinned to its GPU type by the NVIDIA GPU Feature Discovery labels
 (nvidia.com/gpu.product, or nvidia.com/gpu.compute.major/minor), asks for
@@ -83,9 +84,11 @@ Without --out the manifests go to stdout (`engines fleet plan --gpus gpus.yaml |
 @fleet.command("plan", help=PLAN_HELP)
 @common_options
 @click.option("--gpus", "gpus_file", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="The GPU list (YAML): registry, models (pvc or image), registry_secret, namespace and the cells, "
-                   "e.g. [{gpu: Tesla-T4, image: REGISTRY/engines-builder:25.08, trt: '10.13.2.6'}, "
-                   "{compute_cap: '9.0', image: ...}].")
+              help="The GPU list (YAML): registry, models (pvc or image), registry_secret, namespace and the cells: "
+                   "a matrix, every builder image of `builders:` (one per TensorRT version, e.g. {image: "
+                   "REGISTRY/engines-builder:trt11, trt: '11.2.1.2'}) on every GPU type of `gpus:` (e.g. {gpu: "
+                   "Tesla-T4}, {compute_cap: '9.0'}), and/or single `cells:` ({gpu: ..., image: ..., trt: ...}). "
+                   "docs/fleet.md shows a file.")
 @click.option("--out", "out", type=click.Path(), default=None, metavar="PATH",
               help="Write the Jobs here: a .yaml file (all Jobs, multi-document) or a folder (an existing one, or a "
                    "path ending in '/': one <job>.yaml each). Default: stdout.")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.builders import NAMES as BUILDER_NAMES
 from pipeline.config import PRECISIONS
 from pipeline.errors import PipelineError
 
@@ -43,7 +44,7 @@ class Targets(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, list):
             return value
-        from pipeline.backends.trt_backends import parse_target
+        from pipeline.builders.choose import parse_target
         out = []
         for tok in _tokens(value):
             try:
@@ -88,7 +89,7 @@ TRUST = click.option("--trust-checkpoint", "trust", is_flag=True,
                          help="Load checkpoints that need unsafe (full pickle) loading, which can run code in "
                               "the file; only for files whose origin you trust. Recorded in the manifest.")
 BACKEND = click.option(
-    "--backend", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True,
+    "--backend", type=click.Choice(["auto", *BUILDER_NAMES]), default="auto", show_default=True,
     help="auto: the full TensorRT when it imports and a GPU is present, else TensorRT for RTX.")
 TARGET = click.option(
     "--target", "targets", type=Targets(), default=None,

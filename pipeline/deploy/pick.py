@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import registry
-from pipeline.deploy import handover, rules
+from pipeline.deploy import handover, missing, rules
 from pipeline.deploy.compose_mounts import write_override
 from pipeline.engine_set import LockTimeout, load_set
 from pipeline.errors import PipelineError
@@ -179,7 +179,7 @@ def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = P
     if res.chosen is None and build_missing:
         want = rules.missing_tag(gpu, rt)
         on_line(f"no set fits; building {want} (--build-missing)")
-        code = rules.build_missing(res, models_dir, builder_image, on_line=on_line, config_name=config_path.name)
+        code = missing.build_missing(res, models_dir, builder_image, on_line=on_line, config_name=config_path.name)
         if code != 0:
             raise PipelineError(f"the build of {want} failed (exit status {code})",
                                 fix="read the builder's output above; fix and rerun")

@@ -1,8 +1,10 @@
 """The deploy step: pick the engine set that matches the host, prove it, hand it over.
 
-Pure functions over files; the hand-over (env file, ``models/engines/current``) is in
-``handover`` and the runtime's version (``--runtime``, an image label, or package
-metadata) in ``runtime``. Imports no torch, ultralytics or TensorRT.
+Pure functions over files, starting nothing: building a missing set is ``deploy.missing``,
+the hand-over (env file, ``models/engines/current``) is in ``handover`` and the runtime's
+version (``--runtime``, an image label, or package metadata) in ``runtime``. What differs
+between builders is the builder's (``pipeline.builders``). Imports no torch, ultralytics or
+TensorRT.
 
 Rules (issue 5, and issue 4 "Two levels of verification"):
 
@@ -14,9 +16,13 @@ Rules (issue 5, and issue 4 "Two levels of verification"):
 * a ``tensorrt-rtx`` set matches when its targets include the GPU's compute capability
   and its version is the runtime's;
 * the portable tier (issue 11): a ``tensorrt`` set built with ``compatibility: ampere_plus``
-  matches any GPU of compute capability 8.0 or newer on the same TensorRT version, and one
-  built ``version_compatible`` also a later TensorRT of the same major version; both are
-  accepted with a warning naming their cost, and an exact set always wins over them;
+  matches any GPU of compute capability 8.0 or newer, accepted with a warning naming its cost;
+  one built ``same_compute_capability`` (issue 23) any GPU of its compute capability (Turing
+  and later, not Jetson), with no warning: NVIDIA's sanctioned form of moving a plan between
+  models of one compute capability;
+* version compatibility (issue 23): a set built ``version_compatible`` also loads on a later
+  TensorRT of the same major and, as NVIDIA's support matrix states, a 10.x one on 11.y and an
+  8.x one on 10.y ("No other combination"); accepted with a warning; an exact set always wins;
 * refused always: a set with a model that failed, an engine whose verification failed,
   a manifest missing a model of models.yaml, files whose sha256 differ from the manifest;
 * refused unless allowed: demo weights (``allow_demo``), engine-level verification not
@@ -24,21 +30,18 @@ Rules (issue 5, and issue 4 "Two levels of verification"):
 """
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.backends.trt_backends import TensorRTRTX
+from pipeline.builders import builder_named
+from pipeline.builders.compat import CROSS_MAJOR_RULE, level
 from pipeline.engine_set import EngineSet, make_tag, rebuild_command, scan_sets
 from pipeline.errors import PipelineError
 from pipeline.fsutil import sha256_file
 from pipeline.hardware import GpuFacts, cc_tuple, sm_name
-from pipeline.runtime import BUILDER_CMD, DEFAULT_IMAGE, Runtime
+from pipeline.runtime import BUILDER_CMD, Runtime
 from pipeline.status import Status
-
-RTX_TARGETS = TensorRTRTX.supported_targets()  # one list with the builder (no TensorRT import)
-
 
 # The oldest driver branch that runs each CUDA major (NVIDIA, "Supported Drivers and CUDA
 # Toolkit Versions", docs.nvidia.com/datacenter/tesla/drivers/supported-drivers-and-cuda-toolkit-versions.html:
@@ -103,10 +106,11 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
     m = s.manifest
     v = Verdict(s.tag, s.path, updated=str(m.updated or m.created or ""))
     v.same_gpu = m.built_on_same_gpu(gpu.name)
+    builder = builder_named(m.backend)
     if m.backend != runtime.backend:
         v.refuse("backend", f"built with {m.backend}; the service runs {runtime.label}")
     elif m.trt_version != runtime.version:
-        if m.backend == "tensorrt" and m.version_compatible and _later_same_major(m.trt_version, runtime.version):
+        if builder.runtime_loads(m.trt_version, runtime.version, m.version_compatible):
             v.portable = True
             # NVIDIA (Developer Guide, "Version Compatibility"): "version-compatible engines can be
             # slower than engines built for a specific runtime version"
@@ -117,12 +121,14 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
         else:
             v.refuse("version", f"built with {m.backend} {m.trt_version}; the service runs {runtime.label} "
                                 "(an engine only loads on the TensorRT version that built it)"
-                                + (" or, version-compatible, on a later one of the same major version"
+                                + (" or, version-compatible, on a later one of the same major version and across "
+                                   f"majors only as NVIDIA's support matrix states: \"{CROSS_MAJOR_RULE}\""
                                    if m.version_compatible else ""))
+    tier = level(m.compatibility)
     if not m.runs_on(gpu.compute_cap):
         built_for = ", ".join(sm_name(t) for t in sorted(m.targets, key=cc_tuple)) or "nothing"
-        if m.compatibility:
-            built_for = "every GPU of compute capability 8.0 or newer except Jetson modules (AMPERE_PLUS)"
+        if tier is not None:
+            built_for = tier.covers + (f" (built for {built_for})" if tier.key != "ampere_plus" else "")
         v.refuse("cc", f"built for {built_for}; this GPU is {gpu.sm} (compute capability {gpu.compute_cap})")
     elif m.compatibility == "ampere_plus":
         v.portable = True
@@ -161,22 +167,14 @@ def judge(s: EngineSet, gpu: GpuFacts, runtime: Runtime, *, allow_demo: bool, al
         else:
             v.refuse("demo", "holds demo weights or a demo stand-in (`engines demo-models`), not the real models")
     built_on = (m.gpu or {}).get("name")
-    if m.backend == "tensorrt" and built_on and not v.same_gpu and gpu.compute_cap in m.targets \
+    # a same_compute_capability set is built to move between models of its compute capability: no warning
+    if builder.tuned_on_build_gpu and built_on and not v.same_gpu and gpu.compute_cap in m.targets \
             and not m.compatibility:
         v.warnings.append(
             f"built on {built_on}, this GPU is {gpu.name}: same compute capability {gpu.compute_cap}, so it "
             "loads, but NVIDIA advises against using a plan across GPU models (tactics are timed on the "
             "building GPU: slower, or errors); build on this GPU for the best result")
     return v
-
-
-def _later_same_major(built: str, runtime: str) -> bool:
-    """A version-compatible plan loads on TensorRT of the same major version, not older."""
-    try:
-        b, r = (tuple(int(x) for x in v.split(".")) for v in (built, runtime))
-    except (ValueError, AttributeError):   # not a dotted version: no claim of compatibility
-        return False
-    return r[0] == b[0] and r >= b
 
 
 def stale_sources(s: EngineSet, models_dir: Path) -> list[str]:
@@ -209,13 +207,20 @@ class Resolution:
         v = self.verdict
         if v is None:
             return ""
-        what = "TensorRT for RTX targets include" if self.runtime.backend == "tensorrt-rtx" else "built for"
+        builder = builder_named(self.runtime.backend)
+        what = "built for" if builder.needs_build_gpu else f"{builder.label} targets include"
         gpu = "built on this GPU model" if v.same_gpu else "compute capability match only"
-        if self.runtime.backend == "tensorrt-rtx":
+        tier = level(self.chosen.manifest.compatibility) if self.chosen else None
+        if not builder.needs_build_gpu:
             gpu = "built ahead of time for the listed compute capabilities"
+        elif tier is not None and tier.key == "same_compute_capability":
+            gpu = "hardware compatibility SAME_COMPUTE_CAPABILITY (any GPU of this compute capability)"
         elif v.portable:
             gpu = "portable tier (no exact set fits)"
-        return (f"{self.runtime.label} exactly; {what} {self.gpu.sm}; {gpu}; "
+        built = self.chosen.manifest.trt_version if self.chosen else self.runtime.version
+        version = (f"{self.runtime.label} exactly" if built == self.runtime.version
+                   else f"{self.runtime.label} loads a version-compatible plan built with {built}")
+        return (f"{version}; {what} {self.gpu.sm}; {gpu}; "
                 f"{self.files_checked} files match the manifest's sha256")
 
     def to_json(self) -> dict:
@@ -275,41 +280,9 @@ def resolve(engines_dir: Path, gpu: GpuFacts, runtime: Runtime, *, allow_demo: b
     return res
 
 
-def build_missing(res, models_dir: Path, builder_image: str | None, on_line=print,
-                   config_name: str = "models.yaml") -> int:
-    """Build the set this host lacks: the builder container for TensorRT, a local build for RTX."""
-    gpu, rt = res.gpu, res.runtime
-    if rt.backend == "tensorrt-rtx":
-        if gpu.compute_cap not in RTX_TARGETS:
-            raise refusal(res)
-        import subprocess
-        import sys
-        cmd = [sys.executable, "-m", "pipeline", "--config", str(models_dir / config_name), "run",
-               "--backend", "tensorrt-rtx", "--target", gpu.sm]
-        on_line("running: " + " ".join(shlex.quote(c) for c in cmd))
-        return subprocess.call(cmd, stdout=sys.stderr)  # stdout stays ours (--json)
-    try:
-        from pipeline import docker_runner
-    except ImportError as exc:
-        raise PipelineError(f"cannot run the builder container ({exc})",
-                            fix=f"build the set by hand: `{BUILDER_CMD}`") from None
-    image = builder_image or DEFAULT_IMAGE
-    label = docker_runner.image_trt_version(docker_runner.connect(), image)
-    if label and label != rt.version:  # building would only produce a set resolve refuses
-        raise PipelineError(f"the builder image {image} carries TensorRT {label}, the service runs {rt.version}",
-                            fix=f"build a builder image with TensorRT {rt.version} (TRT_IMAGE/EXPECTED_TRT_VERSION in "
-                                "Dockerfile.build) and pass it with --builder-image")
-    inside = docker_runner.CONTAINER_MODELS
-    args = ["--config", f"{inside}/{config_name}", "run", "--backend", "tensorrt"]
-    on_line(f"building {missing_tag(gpu, rt)} in {image}: engines {' '.join(args)}")
-    return docker_runner.run_builder(models_dir, image, args, gpu=True, on_line=on_line)
-
-
 def build_command(gpu: GpuFacts, runtime: Runtime, config_arg: str = "") -> str:
-    """The exact command that builds the missing set for this host."""
-    if runtime.backend == "tensorrt-rtx":
-        return f"engines{config_arg} run --backend tensorrt-rtx --target {gpu.sm}"
-    return BUILDER_CMD
+    """The exact command that builds the missing set for this host (its builder's)."""
+    return builder_named(runtime.backend).build_command(gpu, config_arg)
 
 
 def missing_tag(gpu: GpuFacts, runtime: Runtime) -> str:
@@ -335,10 +308,9 @@ def refusal(res: Resolution, config_arg: str = "", registry_ref: str | None = No
     only = (lambda allowed: any(k and k <= allowed for k in near))
     cmd = build_command(gpu, rt, config_arg)
     want = missing_tag(gpu, rt)
-    if rt.backend == "tensorrt-rtx" and gpu.compute_cap not in RTX_TARGETS:
-        fix = (f"TensorRT for RTX does not build for {gpu.sm} (it targets {', '.join(RTX_TARGETS)}): run the "
-               f"service with the full TensorRT and build its set here with `{BUILDER_CMD}` "
-               "(then resolve with `--runtime tensorrt==<its version>`)")
+    builder = builder_named(rt.backend)
+    if builder.no_build_fix(gpu):
+        fix = builder.no_build_fix(gpu)
     elif only({"pending"}) or only({"pending", "demo"}) and not only({"demo"}):
         fix = (f"run `engines{config_arg} verify` on this GPU (in the builder container: "
                f"`{BUILDER_CMD} verify`), then resolve again; or pass --allow-pending to accept it unproven"
@@ -349,21 +321,15 @@ def refusal(res: Resolution, config_arg: str = "", registry_ref: str | None = No
     elif only({"driver", "demo", "pending"}) and any("driver" in k for k in near):
         # rebuilding with the same toolchain gives the same CUDA: the driver or the toolchain must move
         need = max(CUDA_MIN_DRIVER.values())
-        cu12 = ("the tensorrt-rtx-cu12 packages instead of -cu13" if rt.backend == "tensorrt-rtx"
-                else "a CUDA 12 builder image (TRT_IMAGE/EXPECTED_TRT_VERSION)")
         fix = (f"upgrade this host's NVIDIA driver to R{need} or newer (CUDA 13 needs it; `nvidia-smi` shows the "
-               f"driver), or rebuild with {cu12}"
+               f"driver), or rebuild with {builder.older_cuda_route}"
                + ("; the set also holds demo weights (--allow-demo)" if any("demo" in k for k in near) else ""))
     elif only({"files"}) or only({"corrupt"}) or only({"files", "corrupt"}):
         bad = [v.tag for v in res.verdicts if {"files", "corrupt"} & set(v.kinds)]
         fix = ("never edit files inside a set; rebuild what was altered or damaged: "
                + "; ".join(f"{tag} with `{rebuild_command(tag, config_arg)}`" for tag in bad))
-    elif rt.backend == "tensorrt-rtx":
-        fix = (f"build {want} with `{cmd}` (tensorrt-rtx {rt.version} installed), or rerun with "
-               "--build-missing")
     else:
-        fix = (f"build {want} on this host with `{cmd}` (or `make engines-docker`) from a builder image "
-               f"that carries TensorRT {rt.version}, or rerun with --build-missing")
+        fix = builder.build_fix(want, gpu, rt.version, config_arg)
     if registry_ref:
         fix += f"; then `engines push {registry_ref}` from the host that built it"
     where = f" in {registry_ref}" if registry_ref else ""

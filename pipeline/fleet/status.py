@@ -2,15 +2,18 @@
 
 A cell is judged with the rules of `engines resolve` (deploy.judge) against a GPU of that
 product: a set counts for it when resolve on such a host could take it. A full-TensorRT
-set must also have been built on that GPU product (it is built and timed on its GPU type);
-one that would load by compute capability alone is reported, but the cell stays missing.
+set must also have been built on that GPU product (it is built and timed on its GPU type)
+unless it was built to move (a hardware compatibility level, or a version-compatible plan
+on a later TensorRT); one that would load by compute capability alone is reported, but the
+cell stays missing. The cells are the GPU list's (``pipeline.fleet.cells``), the same
+reader and ``Cell`` as `engines fleet plan`.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
+from pipeline.builders import builder_named
+from pipeline.builders.compat import level
 from pipeline.engine_set import EngineSet
-from pipeline.errors import PipelineError
+from pipeline.fleet.cells import Cell, gfd_product, read_cells  # noqa: F401  (read_cells: `fleet status --gpus`)
 from pipeline.registry import VERIFICATION
 from pipeline.status import Status
 
@@ -26,48 +29,18 @@ def rows(sets: list[EngineSet]) -> list[dict]:
     return sorted(out, key=lambda r: (r["backend"] or "", r["version"] or "", r["tag"]))
 
 
-def read_cells(path: Path) -> list[dict]:
-    """The wanted cells: [{gpu, runtime (BACKEND==VERSION) | tensorrt | trt (version), compute_cap?}];
-    `engines fleet plan`'s file serves too, where each cell names its gpu and trt."""
-    from pipeline.fleet.cells import read_gpu_list
-    from pipeline.runtime import parse_runtime
-    _, data = read_gpu_list(path)   # the reader `fleet plan` uses: size, UTF-8, nesting depth, each key once
-    data = data.get("cells") if isinstance(data, dict) else data
-    if not isinstance(data, list):
-        raise PipelineError("the GPU list is not a list of cells", file=path, fix=_CELL_FIX)
-    cells = []
-    for i, item in enumerate(data):
-        version = (item.get("tensorrt") or item.get("trt")) if isinstance(item, dict) else None
-        if not isinstance(item, dict) or not item.get("gpu") or not (item.get("runtime") or version):
-            raise PipelineError(f"cell {i + 1} needs `gpu` and `runtime` (or `tensorrt`/`trt`): {item!r}", file=path,
-                                fix=_CELL_FIX)
-        spec = str(item.get("runtime") or f"tensorrt=={version}")
-        try:
-            rt = parse_runtime(spec, str(path))
-        except PipelineError as err:
-            raise PipelineError(f"cell {i + 1}: {err.what}", file=path, fix=err.fix) from None
-        cc = item.get("compute_cap")
-        cells.append({"gpu": str(item["gpu"]), "runtime": rt, "compute_cap": str(cc) if cc is not None else None})
-    return cells
-
-
-_CELL_FIX = ("one item per cell, e.g. `- {gpu: NVIDIA H100 80GB HBM3, runtime: tensorrt==10.13.3.9, "
-             "compute_cap: '9.0'}` (compute_cap is optional when a set built on that GPU exists)")
-
-
-def cells(sets: list[EngineSet], wanted: list[dict]) -> list[dict]:
+def cells(sets: list[EngineSet], wanted: list[Cell]) -> list[dict]:
     """Per wanted cell: passed | pending | failed | missing, the set that decides it, and why."""
     from pipeline.deploy.rules import judge
-    from pipeline.fleet.plan import gfd_product
     from pipeline.hardware import GpuFacts
     out = []
     for c in wanted:
-        rt, name = c["runtime"], c["gpu"]
+        rt, name = c.runtime, c.gpu
         built = [s.manifest.gpu or {} for s in sets]
         # the GPU Feature Discovery spelling (NVIDIA-H100-80GB-HBM3) names the same product as nvidia-smi's
         name = next((str(g["name"]) for g in built if g.get("name") and gfd_product(g["name"]) == gfd_product(name)),
                     name)
-        cc = c["compute_cap"] or next((str(g["compute_cap"]) for g in built
+        cc = c.compute_cap or next((str(g["compute_cap"]) for g in built
                                        if g.get("name") == name and g.get("compute_cap")), None)
         row = {"gpu": name, "runtime": rt.spec, "compute_cap": cc, "status": "missing", "tag": None, "why": ""}
         if cc is None:
@@ -80,7 +53,8 @@ def cells(sets: list[EngineSet], wanted: list[dict]) -> list[dict]:
             v = judge(s, gpu, rt, allow_demo=True, allow_pending=True)
             if {"backend", "version", "cc"} & set(v.kinds):
                 continue                                   # cannot run there at all
-            if rt.backend == "tensorrt" and not v.same_gpu and not v.portable:  # portable: built to move
+            moves = v.portable or level(s.manifest.compatibility) is not None   # built to move between GPU models
+            if builder_named(rt.backend).tuned_on_build_gpu and not v.same_gpu and not moves:
                 row["why"] = row["why"] or f"{s.tag} loads by compute capability only (built on another GPU)"
                 continue
             pending = any("verification pending" in w for w in v.warnings)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import engine_set as es
+from pipeline.builders import builder_named
 from pipeline.config import Config, ModelSpec
 from pipeline.engine_file import engine_bytes, metadata_from_onnx
 from pipeline.errors import PipelineError
@@ -42,12 +43,6 @@ def _verify():
 BUILD_VERSION = 1  # bump when the build procedure changes
 
 
-# Strongly typed networks take a Q/DQ ONNX as it is; TensorRT 10.12 is the oldest full TensorRT
-# this pipeline builds INT8 with (NVIDIA deprecates the implicit INT8 path from 10.1 on and
-# removes it in 11; issue 15). TensorRT for RTX networks are always strongly typed.
-INT8_MIN_TRT = (10, 12)
-
-
 def build_options(spec: ModelSpec, backend, workspace_gib: float | None) -> dict:
     int8 = spec.precision == "int8"
     strongly = True if int8 else backend.strongly_typed  # may import TensorRT: only called on a cache miss
@@ -59,18 +54,8 @@ def build_options(spec: ModelSpec, backend, workspace_gib: float | None) -> dict
 
 
 def int8_refusal(backend) -> str | None:
-    """Why this backend cannot build a Q/DQ ONNX strongly typed (None: it can)."""
-    if backend.name == "tensorrt-rtx":
-        return None
-    version = backend.version() or "0"
-    try:
-        have = tuple(int(x) for x in version.split(".")[:2])
-    except ValueError:
-        have = (0, 0)
-    if have < INT8_MIN_TRT:
-        return (f"INT8 needs TensorRT {'.'.join(map(str, INT8_MIN_TRT))} or newer (a strongly typed build of the "
-                f"Q/DQ ONNX); this is TensorRT {version}")
-    return None   # 10.12+: STRONGLY_TYPED exists, or (11) every network is strongly typed
+    """Why this backend cannot build a Q/DQ ONNX strongly typed (None: it can): its builder says."""
+    return builder_named(backend.name).int8_refusal(backend.version())
 
 
 def _portable(backend) -> dict:
@@ -176,7 +161,7 @@ def disk_needed(fp32_onnx: Path, precision: str, backend) -> int:
     """Bytes a build writes: the .engine and the .plan (the same plan twice), 5 % margin, and
     room for the timing cache where the backend keeps one (not TensorRT for RTX)."""
     engine = fp32_onnx.stat().st_size * ENGINE_PER_FP32_ONNX.get(precision, 1.3) + 60_000 * len(backend.targets)
-    cache = 0 if backend.name == "tensorrt-rtx" else TIMING_CACHE_BYTES
+    cache = TIMING_CACHE_BYTES if builder_named(backend.name).timing_cache else 0
     return int(2 * engine * DISK_MARGIN) + cache
 
 
@@ -186,14 +171,14 @@ def timing_cache_path(cfg: Config, backend) -> Path:
     slug = "".join(c if c.isalnum() or c in ".-_" else "_" for c in f"{backend.name}-{backend.version()}-{gpu}-cuda{cuda}")
     # The builder container keeps it on a volume (ENGINES_TIMING_CACHE); see docker-compose.build.yml
     folder = Path(os.environ.get("ENGINES_TIMING_CACHE") or cfg.engines_dir / ".cache")
-    from pipeline.backends.timing_cache import cache_folder  # one folder per uid: a shared volume serves several users
+    from pipeline.builders.timing_cache import cache_folder  # one folder per uid: a shared volume serves several users
     return cache_folder(folder) / f"{slug}.timing"
 
 
 def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dict, staging: Path,
                gpus: list, log) -> tuple[EngineRecord, dict[str, Path]]:
     """Build and gate one engine into ``staging``; returns its manifest entry and its staged files."""
-    from pipeline.backends.trt_builder import BuildRequest, build_plan
+    from pipeline.builders.build_plan import BuildRequest, build_plan
     from pipeline.stages.verify import verify_onnx_level
 
     paths = onnx_paths(cfg, spec)
@@ -203,10 +188,8 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
     req = BuildRequest(model=spec.name, onnx=onnx_file, use_fp16_flag=options["fp16_flag"],
                        strongly_typed=options["strongly_typed"], imgsz=spec.imgsz, batch=options["batch"],
                        workspace_bytes=int(options["workspace_gib"] * GIB) if options["workspace_gib"] else None,
-                       # TensorRT for RTX ignores the timing cache (deprecated there since 1.2, no effect on the
-                       # engine: NVIDIA's TensorRT for RTX docs, "timing cache migration"); only the full
-                       # TensorRT keeps one
-                       timing_cache=None if backend.name == "tensorrt-rtx" else timing_cache_path(cfg, backend),
+                       # only a builder that keeps a timing cache gets one (TensorRT for RTX ignores it)
+                       timing_cache=timing_cache_path(cfg, backend) if backend.timing_cache else None,
                        targets=backend.target_enums(trt),
                        compatibility=backend.compatibility, version_compatible=backend.version_compatible)
     log(f"{spec.name}: building {onnx_file.name} with {backend.name} {backend.version()} "
@@ -241,9 +224,7 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
                "build_seconds": seconds, "engine_bytes": files["engine"].stat().st_size,
                "trusted_checkpoint": record.get("trusted", False),
                **({"int8": _quantize().provenance(record["int8"])} if options["onnx"] == "int8" else {}),
-               "reproduce": f"engines build --model {spec.name} --backend {backend.name}"
-                            + (f" --target {','.join(sm_name(t) for t in backend.targets)}"
-                               if backend.name == "tensorrt-rtx" else "")})
+               "reproduce": backend.reproduce(spec.name)})
     entry.judge_onnx(onnx_level)   # the build gate: status and error follow the onnx level
     return entry, files
 

@@ -151,12 +151,12 @@ def cannot_run_here(manifest, gpus: list) -> str | None:
 
 def engine_runtime(manifest, gpus: list):
     """The TensorRT module that runs this set's engines here, or (None, why)."""
-    from pipeline.backends.trt_backends import TensorRT, TensorRTRTX, _import_real
+    from pipeline.builders import builder_named
+    from pipeline.builders.base import import_real
     why = cannot_run_here(manifest, gpus)
     if why:
         return None, why
-    cls = TensorRT if manifest.backend == "tensorrt" else TensorRTRTX
-    mod, why = _import_real(cls.module_name)
+    mod, why = import_real(builder_named(manifest.backend).module_name)
     return (mod, None) if mod is not None else (None, why)
 
 
@@ -306,7 +306,7 @@ def _fp16_engine_fps(spec, record, onnx_fp32: Path, trt, batch: int, bench: dict
     import tempfile
 
     from pipeline.backends.tensorrt_runner import TensorRTRunner
-    from pipeline.backends.trt_builder import BuildRequest, build_plan
+    from pipeline.builders.build_plan import BuildRequest, build_plan
     from pipeline.checks.timing import measure
     fp16_onnx = onnx_fp32.with_name(onnx_fp32.stem + ".fp16.onnx")
     strongly = not hasattr(trt.BuilderFlag, "FP16")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.backends.trt_backends import TensorRTRTX
+from pipeline.builders import TensorRTRTX
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow

@@ -567,14 +567,17 @@ PORTABLE = f"trt-{TRT}-sm80plus"
 
 
 def make_portable_set(engines_dir: Path, version=TRT, built_on=H100, cc="9.0", version_compatible=False,
-                      **kw) -> Path:
-    """A set as `engines run` writes it with `compatibility: ampere_plus` in models.yaml defaults
-    (CUDA 12 by default: the A10/L4/4090 fact files run R535/R570 drivers, too old for CUDA 13)."""
+                      compatibility="ampere_plus", **kw) -> Path:
+    """A set as `engines run` writes it with `compatibility: ampere_plus` (or another level, or
+    None) in models.yaml defaults (CUDA 12 by default: the A10/L4/4090 fact files run R535/R570
+    drivers, too old for CUDA 13)."""
     kw.setdefault("cuda", "12.2")
-    tag = make_tag("tensorrt", version, [cc], "ampere_plus")
+    tag = make_tag("tensorrt", version, [cc], compatibility)
     d = make_set(engines_dir, version=version, targets=(cc,), built_on=built_on, folder=tag, **kw)
     m = json.loads((d / "manifest.json").read_text())
-    m.update(tag=tag, compatibility="ampere_plus")
+    m.update(tag=tag)
+    if compatibility:
+        m["compatibility"] = compatibility
     if version_compatible:
         m["version_compatible"] = True
     (d / "manifest.json").write_text(json.dumps(m, indent=2))
@@ -637,9 +640,9 @@ def test_version_compatible_set_loads_on_a_later_tensorrt_of_the_same_major(mode
     res = resolve(models / "engines", h100, parse_runtime(f"tensorrt=={TRT}"), allow_pending=True)
     assert res.chosen is not None and res.verdict.portable
     assert any("version-compatible" in w and "10.13.0.35" in w for w in res.verdict.warnings)
-    for later_or_older in ("11.0.0.1", "10.12.0.36"):
-        res = resolve(models / "engines", h100, parse_runtime(f"tensorrt=={later_or_older}"), allow_pending=True)
-        assert res.chosen is None and res.verdicts[0].kinds == ["version"], later_or_older
+    for older_or_unlisted in ("10.12.0.36", "12.0.0.1"):
+        res = resolve(models / "engines", h100, parse_runtime(f"tensorrt=={older_or_unlisted}"), allow_pending=True)
+        assert res.chosen is None and res.verdicts[0].kinds == ["version"], older_or_unlisted
     # and an exact set for the runtime wins over it
     make_set(models / "engines")
     res = resolve(models / "engines", h100, parse_runtime(f"tensorrt=={TRT}"), allow_pending=True)
@@ -659,8 +662,9 @@ def test_portable_set_can_be_verified_on_another_gpu_type(models):
 def test_fleet_status_counts_a_portable_set_for_other_gpu_products(models):
     """A portable (AMPERE_PLUS) set built on an H100 fills the A10 cell; an exact H100 set does not."""
     from pipeline.engine_set import list_sets
+    from pipeline.fleet.cells import Cell
     from pipeline.fleet.status import cells
-    wanted = [{"gpu": "NVIDIA A10", "compute_cap": "8.6", "runtime": parse_runtime(f"tensorrt=={TRT}")}]
+    wanted = [Cell("cells[0]", "NVIDIA A10", "8.6", None, TRT)]
     make_set(models / "engines", built_on=H100, verified_on=H100)           # exact, sm90 only
     assert cells(list_sets(models / "engines"), wanted)[0]["status"] == "missing"
     make_portable_set(models / "engines")
@@ -705,3 +709,113 @@ def test_resolve_never_mounts_a_model_models_yaml_no_longer_lists(tmp_path, mode
     r = run_cli(models, "--gpu-facts", str(FACTS / "h100-80gb-hbm3.csv"), "--runtime", f"tensorrt=={TRT}",
                 "--no-link")
     assert r.exit_code == 1 and "demo" in r.output
+
+
+# ------------------------------------------------- TensorRT 11: across majors, same compute capability
+
+@pytest.mark.parametrize(("built", "runtime", "loads"), [
+    ("10.13.2.6", "11.2.1.2", True),     # NVIDIA: 10 version-compatible engines run with a TensorRT 11 runtime
+    ("8.6.1.6", "10.13.2.6", True),      # ... and 8 with a 10 runtime
+    ("10.13.2.6", "12.0.0.1", False),    # "No other combination"
+    ("9.3.0.1", "11.2.1.2", False),
+    ("8.6.1.6", "11.2.1.2", False),
+    ("11.2.1.2", "10.13.2.6", False),    # never backwards
+    ("11.0.0.114", "11.2.1.2", True),    # a later release of the same major
+])
+def test_version_compatible_sets_cross_majors_only_as_nvidia_lists(models, built, runtime, loads):
+    make_portable_set(models / "engines", version=built, version_compatible=True, compatibility=None)
+    res = resolve(models / "engines", gpu("h100-80gb-hbm3.csv"), parse_runtime(f"tensorrt=={runtime}"),
+                  allow_pending=True)
+    assert (res.chosen is not None) is loads, res.verdicts[0].reasons
+    if loads:
+        assert res.verdict.portable and any(f"built with TensorRT {built}" in w for w in res.verdict.warnings)
+        assert f"loads a version-compatible plan built with {built}" in res.why()
+    else:
+        (v,) = res.verdicts
+        assert v.kinds == ["version"]
+        # the refusal quotes NVIDIA's rule
+        assert "No other combination" in v.reasons[0] and "TensorRT 10 version-compatible engines" in v.reasons[0]
+
+
+def test_a_plain_tensorrt_10_set_is_refused_on_tensorrt_11_with_the_next_step(models):
+    make_portable_set(models / "engines", version="10.13.2.6", compatibility=None)
+    r = run_cli(models, "--gpu-facts", str(FACTS / "h100-80gb-hbm3.csv"), "--runtime", "tensorrt==11.2.1.2",
+                "--allow-pending", "--no-link")
+    assert r.exit_code == 1
+    assert "trt-10.13.2.6-sm90: refused: built with tensorrt 10.13.2.6" in r.stderr
+    assert "No other combination" not in r.stderr          # the cross-major rule is for version-compatible sets
+    fix = r.stderr.split("Next step:")[1]
+    assert "trt-11.2.1.2-sm90" in fix and "make image TRT=11" in fix
+
+
+SAME_CC = "trt-11.2.1.2-sm86cc"
+
+
+def _a10g(driver="580.95.05") -> GpuFacts:
+    # An A10G (AWS g5) is compute capability 8.6 like the A10: facts as nvidia-smi gives them
+    return GpuFacts(0, "NVIDIA A10G", "GPU-a10g", "8.6", driver, 23028, 22000, None, source="test")
+
+
+def test_same_compute_capability_tag_and_manifest_record():
+    from pipeline.manifest import SetManifest
+    assert make_tag("tensorrt", "11.2.1.2", ["8.6"], "same_compute_capability") == SAME_CC
+    m = SetManifest(tag=SAME_CC, backend="tensorrt", trt_version="11.2.1.2", targets=["8.6"],
+                    extra={"compatibility": "same_compute_capability"})
+    back = SetManifest.from_dict(m.to_dict())
+    assert back.compatibility == "same_compute_capability"
+    assert back.runs_on("8.6") and not back.runs_on("8.9") and not back.runs_on("9.0")
+
+
+def test_same_compute_capability_set_is_picked_for_an_a10g_from_an_a10_build_without_a_warning(models):
+    make_portable_set(models / "engines", version="11.2.1.2", built_on="NVIDIA A10", cc="8.6",
+                      compatibility="same_compute_capability", verified_on="NVIDIA A10G")
+    res = resolve(models / "engines", _a10g(), parse_runtime("tensorrt==11.2.1.2"))
+    assert res.chosen is not None and res.chosen.tag == SAME_CC
+    assert res.verdict.warnings == [] and not res.verdict.same_gpu
+    assert "SAME_COMPUTE_CAPABILITY" in res.why()
+    # an exact set built on another 8.6 board is accepted with NVIDIA's warning instead; the sanctioned one wins
+    make_set(models / "engines", version="11.2.1.2", targets=("8.6",), built_on="NVIDIA A10",
+             verified_on="NVIDIA A10G", cuda="12.2")
+    res = resolve(models / "engines", _a10g(), parse_runtime("tensorrt==11.2.1.2"))
+    exact = next(v for v in res.verdicts if v.tag == "trt-11.2.1.2-sm86")
+    assert exact.accepted and any("advises against" in w for w in exact.warnings)
+    assert res.chosen.tag == SAME_CC
+
+
+@pytest.mark.parametrize("host", ["jetson-agx-orin.csv", "t4.csv", "h100-80gb-hbm3.csv"])
+def test_same_compute_capability_set_is_refused_on_another_capability_or_a_jetson(models, host):
+    make_portable_set(models / "engines", version="11.2.1.2", built_on="NVIDIA A10", cc="8.6",
+                      compatibility="same_compute_capability")
+    res = resolve(models / "engines", gpu(host), parse_runtime("tensorrt==11.2.1.2"), allow_pending=True)
+    (v,) = res.verdicts
+    assert res.chosen is None and v.kinds == ["cc"]
+    assert "SAME_COMPUTE_CAPABILITY" in v.reasons[0] and "except Jetson" in v.reasons[0]
+
+
+@pytest.mark.parametrize(("name", "cc"), [("Orin (nvgpu)", "8.7"), ("Tesla V100-SXM2-16GB", "7.0"),
+                                          ("Tesla P4", "6.1")])
+def test_same_compute_capability_refuses_jetson_and_pre_turing_at_build_and_resolve(models, name, cc):
+    from pipeline.builders import TensorRT
+    g = GpuFacts(0, name, None, cc, "580.95.05", None, None, None, source="test")
+    with pytest.raises(PipelineError) as err:
+        TensorRT(g).configure("same_compute_capability", False)
+    assert ("JetPack" in err.value.what) if cc == "8.7" else ("7.5 or newer" in err.value.what)
+    assert "remove compatibility:" in err.value.fix
+    # a set claiming the level for that capability (made by hand) is never picked there either
+    make_portable_set(models / "engines", version="11.2.1.2", built_on=name, cc=cc,
+                      compatibility="same_compute_capability")
+    res = resolve(models / "engines", g, parse_runtime("tensorrt==11.2.1.2"), allow_pending=True)
+    assert res.chosen is None and res.verdicts[0].kinds == ["cc"]
+
+
+def test_fleet_status_counts_a_same_compute_capability_set_for_another_gpu_of_its_capability(models):
+    from pipeline.engine_set import list_sets
+    from pipeline.fleet.cells import Cell
+    from pipeline.fleet.status import cells
+    make_portable_set(models / "engines", version="11.2.1.2", built_on="NVIDIA A10", cc="8.6",
+                      compatibility="same_compute_capability", verified_on="NVIDIA A10G")
+    wanted = [Cell("cells[0]", "NVIDIA A10G", "8.6", None, "11.2.1.2"), Cell("cells[1]", "NVIDIA L4", "8.9", None,
+                                                                          "11.2.1.2")]
+    a10g, l4 = cells(list_sets(models / "engines"), wanted)
+    assert a10g["tag"] == SAME_CC and a10g["status"] == "passed"
+    assert l4["status"] == "missing" and l4["tag"] is None

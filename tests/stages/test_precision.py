@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from pipeline import api
-from pipeline.backends.trt_backends import TensorRTRTX
+from pipeline.builders import TensorRTRTX
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.stages import quantize
@@ -439,7 +439,7 @@ def test_int8_is_refused_before_anything_is_calibrated(int8_ws, tmp_path, monkey
     cfg = load_config(_config(ws, ", calibration: {images: calib}"))
     calls = []
     monkeypatch.setattr(quantize, "ensure_twin", lambda *a, **k: calls.append(a))
-    from pipeline.backends.trt_backends import TensorRT
+    from pipeline.builders import TensorRT
     from pipeline.hardware import detect_gpus
     from tests.deploy.test_resolve import FACTS
     gpu = detect_gpus(FACTS / "h100-80gb-hbm3.csv")[0]

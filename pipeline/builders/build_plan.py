@@ -12,7 +12,8 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.backends import timing_cache
+from pipeline.builders import timing_cache
+from pipeline.builders.compat import level
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_path
 
@@ -28,7 +29,7 @@ class BuildRequest:
     workspace_bytes: int | None
     timing_cache: Path | None
     targets: list = field(default_factory=list)  # TensorRT for RTX ComputeCapability enums
-    compatibility: str | None = None  # "ampere_plus": HardwareCompatibilityLevel.AMPERE_PLUS (full TensorRT)
+    compatibility: str | None = None  # a key of builders.compat.HARDWARE_LEVELS (full TensorRT)
     version_compatible: bool = False  # BuilderFlag.VERSION_COMPATIBLE
 
 
@@ -109,22 +110,26 @@ def build_plan(trt, req: BuildRequest) -> bytes:
 
 
 def apply_compatibility(trt, config, req: BuildRequest) -> None:
-    """The portable tier: an engine for every GPU of compute capability 8.0 or newer
-    (AMPERE_PLUS), and/or one later TensorRT versions of the same major also load.
+    """The portable tiers: a hardware compatibility level (AMPERE_PLUS: every GPU of compute
+    capability 8.0 or newer; SAME_COMPUTE_CAPABILITY: every GPU of the building GPU's), and/or a
+    version-compatible plan that later TensorRT releases load (pipeline.builders.compat).
     Feature-detected: a TensorRT without them refuses the build instead of ignoring it."""
-    if req.compatibility == "ampere_plus":
-        if not hasattr(trt, "HardwareCompatibilityLevel") or not hasattr(config, "hardware_compatibility_level"):
-            raise PipelineError("this TensorRT has no hardware compatibility levels (compatibility: ampere_plus)",
-                                model=req.model, file=req.onnx,
-                                fix="build in a builder image with TensorRT 8.6 or newer, or remove compatibility: "
-                                    "from models.yaml")
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-        if config.hardware_compatibility_level != trt.HardwareCompatibilityLevel.AMPERE_PLUS:
+    lv = level(req.compatibility)
+    if lv is not None:
+        levels = getattr(trt, "HardwareCompatibilityLevel", None)
+        if levels is None or not hasattr(levels, lv.enum) or not hasattr(config, "hardware_compatibility_level"):
+            raise PipelineError(f"this TensorRT has no hardware compatibility level {lv.enum} (compatibility: "
+                                f"{lv.key})", model=req.model, file=req.onnx,
+                                fix="build in a builder image that has it (`make image`: TensorRT 11; AMPERE_PLUS "
+                                    "since 8.6), or remove compatibility: from models.yaml")
+        wanted = getattr(levels, lv.enum)
+        config.hardware_compatibility_level = wanted
+        if config.hardware_compatibility_level != wanted:
             # read back: a builder that ignores it would publish an exact engine tagged portable
-            raise PipelineError("this TensorRT did not take hardware compatibility level AMPERE_PLUS (it reads "
+            raise PipelineError(f"this TensorRT did not take hardware compatibility level {lv.enum} (it reads "
                                 f"back {config.hardware_compatibility_level})", model=req.model, file=req.onnx,
-                                fix="build the portable set with the full TensorRT (--backend tensorrt) on an "
-                                    "Ampere-or-newer GPU, or remove compatibility: from models.yaml")
+                                fix="build the portable set with the full TensorRT (--backend tensorrt) on a GPU "
+                                    "the level supports, or remove compatibility: from models.yaml")
     if req.version_compatible:
         if not hasattr(trt.BuilderFlag, "VERSION_COMPATIBLE"):
             raise PipelineError("this TensorRT cannot build version-compatible engines", model=req.model,

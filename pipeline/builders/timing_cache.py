@@ -44,7 +44,7 @@ def locked(path: Path) -> Iterator[None]:
             f"cannot lock the TensorRT timing cache: the lock file belongs to {_owner(lock_file)}, "
             f"this build runs as uid {os.getuid()} ({exc.strerror})", file=lock_file,
             fix="run the builder as the uid that owns the cache, point ENGINES_TIMING_CACHE at a folder "
-                "of your own, or delete the stale cache (`docker volume rm engines_timing-cache`); "
+                "of your own, or delete the stale cache (`docker volume rm <checkout folder>_timing-cache`); "
                 "builds keep a cache per uid under it") from None
     try:
         yield

@@ -185,19 +185,22 @@ def to_verify_here(manifest, gpus: list, names) -> list[str]:
 
 
 # -- sets -----------------------------------------------------------------------------------
-def list_report(engines_dir: Path, gpu_name: str | None = None) -> list[dict]:
+def list_report(engines_dir: Path, gpu_name: str | None = None, listed: list[str] | None = None) -> list[dict]:
     """A row per set folder, damaged ones included; status is the manifest's verdict (for
-    ``gpu_name`` when given, else across every GPU the engines ran on)."""
+    ``gpu_name`` when given, else across every GPU the engines ran on). With ``listed``
+    (models.yaml's model names), ``unlisted`` names the set's models it no longer lists."""
     sets, broken = scan_sets(engines_dir)
     rows = []
     for s in sets:
         v = s.manifest.verdict(gpu_name)
         rows.append({"tag": s.tag, "backend": s.manifest.backend, "version": s.manifest.trt_version,
                      "targets": s.manifest.targets, "models": sorted(s.models), "status": v.status,
-                     "reasons": v.reasons, "pending": v.pending, "demo": s.demo, "path": str(s.path)})
+                     "reasons": v.reasons, "pending": v.pending, "demo": s.demo, "path": str(s.path),
+                     "unlisted": sorted(set(s.models) - set(listed)) if listed is not None else []})
     for b in broken:
         rows.append({"tag": b.tag, "backend": None, "version": None, "targets": [], "models": [],
-                     "status": Status.CORRUPT, "reasons": [b.reason], "pending": [], "demo": False, "path": str(b.path)})
+                     "status": Status.CORRUPT, "reasons": [b.reason], "pending": [], "demo": False, "path": str(b.path),
+                     "unlisted": []})
     return sorted(rows, key=lambda r: r["tag"])
 
 

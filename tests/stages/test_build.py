@@ -542,6 +542,9 @@ def test_a_model_removed_from_models_yaml_leaves_the_next_set(built, tmp_path):
     shutil.copytree(built, ws)
     _without(ws, "pose")
     assert [m.name for m in load_config(ws / "models.yaml").models] == ["human", "hairnet"]
+    listed = json.loads(run_cli("--config", str(ws / "models.yaml"), "--json", "list").stdout)["sets"][0]
+    assert listed["unlisted"] == ["pose"]   # before the next run: said by list, never mounted by resolve
+    assert "not in models.yaml: pose" in run_cli("--config", str(ws / "models.yaml"), "list").stdout
     res = _build(ws)
     assert res.returncode == 0, res.stderr
     assert "pose: no longer in models.yaml; removing it from" in res.stderr
@@ -551,7 +554,7 @@ def test_a_model_removed_from_models_yaml_leaves_the_next_set(built, tmp_path):
     assert sorted(s.models) == ["hairnet", "human"] and s.check_files() == []
     assert not list(s.path.rglob("yolov8n-pose.*"))   # its engine and plan left with it
     listed = json.loads(run_cli("--config", str(ws / "models.yaml"), "--json", "list").stdout)["sets"][0]
-    assert listed["models"] == ["hairnet", "human"]
+    assert listed["models"] == ["hairnet", "human"] and listed["unlisted"] == []
     res = _build(ws)   # nothing left to remove: nothing published
     assert json.loads(res.stdout)["build"]["models"] == {"human": "cached", "hairnet": "cached"}
 
@@ -670,3 +673,29 @@ def test_the_accuracy_verdict_line_gives_reference_candidate_drop_and_limit():
     line = accuracy_line("fall", _level({}, 3.0, drop=2.61)["accuracy"], "int8", passed=True)
     assert line == ("fall: accuracy gate passed: mAP50-95 40.00 (FP32 reference) -> 37.39 (int8), drop 2.61 points, "
                     "limit 3 (accuracy: max_drop: int8)")
+
+
+def test_a_typo_in_source_end_to_end(exported, tmp_path):
+    """The issue's typo: `source: fall/bst.pt` is an error naming fall/best.pt; with --demo it
+    builds demo weights there; once corrected, the set holds fall/best.engine only, and
+    `engines clean` removes the demo checkpoint and exports the typo left."""
+    ws = tmp_path / "ws"
+    _real_checkpoint(exported / "yolo" / "yolov8n.pt", ws / "fall" / "best.pt")
+    typo = "defaults: {imgsz: 320}\nmodels:\n  - {name: fall, source: fall/bst.pt, task: detect}\n"
+    write_config(ws, typo)
+    run = ("--config", str(ws / "models.yaml"), "run", "--backend", "tensorrt-rtx", "--target", "sm86")
+    res = run_cli(*run)
+    assert res.returncode == 1 and "did you mean fall/best.pt?" in res.stderr and not (ws / "fall" / "bst.pt").exists()
+    res = run_cli(*run, "--demo")
+    assert res.returncode == 0, res.stderr
+    assert "DEMO WEIGHTS in fall:" in res.stdout and (ws / "fall" / "bst.pt").is_file()
+    write_config(ws, typo.replace("bst.pt", "best.pt"))
+    res = run_cli(*run)
+    assert res.returncode == 0, res.stderr
+    assert "DEMO WEIGHTS" not in res.stdout
+    s = es.load_set(ws / "engines" / TAG)
+    assert not s.demo and s.check_files() == [] and not list(s.path.rglob("bst.*"))   # the set follows at once
+    res = run_cli("--config", str(ws / "models.yaml"), "clean", "--yes")
+    assert res.returncode == 0, res.stderr
+    assert not (ws / "fall" / "bst.pt").exists() and not list((ws / "onnx").rglob("bst.*"))
+    assert (ws / "fall" / "best.pt").is_file() and list((ws / "onnx").rglob("best.onnx")) and s.path.is_dir()

@@ -522,7 +522,7 @@ def _set_options(defaults: dict, path: Path) -> tuple[str | None, bool]:
     elif comp not in COMPATIBILITY:
         raise _err(f"compatibility {comp!r} is not supported", "defaults", path,
                    "write compatibility: ampere_plus (one engine set for every GPU of compute capability 8.0 "
-                   "or newer, full TensorRT only, slower: docs/fleet.md \"Portable tier\"), compatibility: "
+                   "or newer, full TensorRT only, slower: docs/fleet.md \"Portable tiers\"), compatibility: "
                    "same_compute_capability (one set for every GPU of the building GPU's compute capability, "
                    "Turing or newer, not Jetson), or remove it to build for the building GPU's type only")
     vc = defaults.get("version_compatible", False)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.builders import TensorRT, builder_named
 from pipeline.config import UniqueKeyLoader
 from pipeline.errors import PipelineError
 from pipeline.runtime import Runtime, parse_runtime
@@ -69,7 +70,7 @@ class Cell:
     compute_cap: str | None    # "9.0"
     image: str | None          # the builder image (fleet plan needs it; fleet status does not)
     trt: str | None            # the TensorRT version the image carries, checked before building
-    backend: str = "tensorrt"  # the runtime's builder (fleet status may ask for tensorrt-rtx cells)
+    backend: str = TensorRT.name   # the runtime's builder (fleet status may ask for TensorRT for RTX cells)
 
     @property
     def product(self) -> str | None:
@@ -210,14 +211,15 @@ def _builder_part(item: dict, where: str, path: Path, need_image: bool) -> tuple
     """(image, trt version, backend) of a cell or a `builders:` entry."""
     image = _str(item, "image", path, where, required=need_image)
     trt = item.get("trt") or item.get("tensorrt")
-    backend = "tensorrt"
+    backend = TensorRT.name   # the fleet builds on each GPU type with the full TensorRT
     runtime = item.get("runtime")
     if runtime is not None:
         try:
             rt = parse_runtime(str(runtime), str(path))
         except PipelineError:
             rt = None
-        if rt is None or (need_image and rt.backend != "tensorrt"):
+        # a builder that builds ahead of time needs no GPU of each type: no fleet of Jobs for it
+        if rt is None or (need_image and not builder_named(rt.backend).needs_build_gpu):
             raise _bad(path, f"{where}: `runtime: {runtime}` is not a full-TensorRT runtime",
                        "write runtime: tensorrt==10.13.2.6 (the fleet builds with the full TensorRT), or use trt:")
         trt, backend = trt or rt.version, rt.backend

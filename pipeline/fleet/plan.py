@@ -38,7 +38,7 @@ def build_script(ff: FleetFile, cell: Cell) -> str:
         lines.append('have="$(python3 -c \'import tensorrt; print(tensorrt.__version__)\')"; '
                      'if [ "$have" != "$ENGINES_EXPECT_TRT" ]; then echo "this image carries TensorRT $have, the '
                      'GPU list says $ENGINES_EXPECT_TRT: fix trt: or the image" >&2; exit 3; fi')
-    lines.append("engines run --backend tensorrt" + ("" if ff.allow_demo else " --no-demo"))
+    lines.append(f"engines run --backend {cell.backend}" + ("" if ff.allow_demo else " --no-demo"))
     lines.append("engines verify")
     flags = (" --plain-http" if ff.plain_http else "") + (" --insecure" if ff.insecure else "")
     lines.append(f'engines push{flags} "$ENGINES_REGISTRY"')

@@ -50,10 +50,14 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PIP_INSTALL) -q --upgrade pip
 	@echo ".venv: step 1/2: the pipeline and its dependencies (the large step: PyTorch alone is about 4 GB)"
 	$(PIP_INSTALL) -c $(LOCK) -e '.[$(EXTRAS)]'
-	@echo ".venv: step 2/2: TensorRT API stubs for the API-compatibility test"
+	@echo ".venv: step 2/2: TensorRT API stubs for the API-compatibility test; Triton's schema and server for the Triton tests"
 	# stubs of the full TensorRT API (10.13) for the API-compatibility test; --no-deps
 	# because they depend on `tensorrt`, which PyPI cannot install here.
 	$(PIP_INSTALL) -q --no-deps tensorrt-stubs==10.13.0.35.1
+	# Triton's own checks for the Triton deploy target (tests/deploy/targets/tritonserver.py): its
+	# model_config.proto (tritonclient) and the tritonserver binary nvidia-pytriton ships (together
+	# about 145 MB). --no-deps: their protobuf, ml-dtypes and numpy pins would move the project's.
+	$(PIP_INSTALL) -q --no-deps tritonclient==2.73.0 nvidia-pytriton==0.7.0
 	touch $(STAMP)
 	@echo ".venv: ready ($$(du -sh $(VENV) 2>/dev/null | cut -f1)). Run the CLI as $(VENV)/bin/engines, or \`source $(VENV)/bin/activate\` first"
 

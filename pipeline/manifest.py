@@ -16,6 +16,7 @@ Schema 1 (``SCHEMA``)::
                              "sha256": {"source", "onnx", "engine", "plan"},
                              "options": {...}, "build_seconds", "status": "ok"|"failed", "error",
                              "demo", "cache_key", "reproduce", "last_attempt", "benchmark",
+                             "io": {"inputs": [{"name", "shape", "dtype"}], "outputs": [...], "layout"},
                              "verification": {"onnx": {"status", ...figures},
                                               "engine": {"status", "runs": [{"status", "gpu_name",
                                                          "compute_cap", "driver", "at", ...}], "note"}}}},
@@ -189,6 +190,42 @@ class EngineLevel:
         return Status.PENDING, "not yet run on a GPU"
 
 
+# The output layouts a YOLO head exports (DESIGN.md, "Model families"; decoded by pipeline.tasks.decode):
+# raw one-to-many predictions that need NMS ((batch, 4+nc[+extra], anchors)), NMS-free rows
+# ((batch, max_det, 6[+extra]) = x1, y1, x2, y2, score, class), RT-DETR's rows ((batch, 300, 4+nc),
+# boxes cx, cy, w, h in 0..1) or class probabilities ((batch, nc)).
+LAYOUTS = ("one-to-many", "end2end", "rtdetr", "probabilities")
+
+
+def output_layout(task: str | None, end2end: bool, head: str | None = None) -> str:
+    """The layout of a model's outputs, from its task, the export's end2end flag and its head."""
+    if task == "classify":
+        return "probabilities"
+    return "rtdetr" if "RTDETR" in str(head or "") else "end2end" if end2end else "one-to-many"
+
+
+def engine_io(io: dict, task: str | None, end2end: bool, head: str | None = None) -> dict:
+    """The manifest's ``io`` record: the export's tensors plus the output layout."""
+    return {"inputs": io["inputs"], "outputs": io["outputs"], "layout": output_layout(task, end2end, head)}
+
+
+def check_io(io: object, where: str) -> dict:
+    """``io``: {"inputs": [tensor], "outputs": [tensor], "layout"}; a tensor is {"name", "shape":
+    [int or a dimension's name], "dtype"} (what stages/export.py records)."""
+    _expect(io, dict, where)
+    for side in ("inputs", "outputs"):
+        tensors = _expect(io.get(side), list, f"{where}.{side}")
+        for i, t in enumerate(tensors):
+            _expect(t, dict, f"{where}.{side}[{i}]")
+            _expect(t.get("name"), str, f"{where}.{side}[{i}].name")
+            _expect(t.get("dtype"), str, f"{where}.{side}[{i}].dtype")
+            for j, d in enumerate(_expect(t.get("shape"), list, f"{where}.{side}[{i}].shape")):
+                _expect(d, (int, str), f"{where}.{side}[{i}].shape[{j}]")
+    if io.get("layout") not in LAYOUTS:
+        raise ManifestError(f"{where}.layout: {io.get('layout')!r} is not one of {', '.join(LAYOUTS)}"[:200])
+    return io
+
+
 @dataclass
 class EngineRecord:
     """One model's engine in a set."""
@@ -204,6 +241,7 @@ class EngineRecord:
     onnx_level: dict = field(default_factory=dict)     # figures of the onnx-level gate
     engine_level: EngineLevel = field(default_factory=EngineLevel)
     verification_extra: dict = field(default_factory=dict)  # a newer writer's other levels, kept as they are
+    io: dict | None = None     # inputs/outputs (name, shape, dtype) and the output layout; None in older sets
     extra: dict = field(default_factory=dict)          # built_from, gpu, cache_key, reproduce, benchmark...
 
     @classmethod
@@ -224,6 +262,8 @@ class EngineRecord:
         _expect(rec.demo, bool, f"{where}.demo")
         for key in ("task", "source", "error"):
             _expect(getattr(rec, key), (str, type(None)), f"{where}.{key}")
+        if rec.io is not None:
+            check_io(rec.io, f"{where}.io")
         for key, value in (_expect(extra.get("gpu"), (dict, type(None)), f"{where}.gpu") or {}).items():
             _expect(value, (str, int, float, type(None)), f"{where}.gpu.{key}")
         _expect(extra.get("built_from"), (str, type(None)), f"{where}.built_from")
@@ -239,6 +279,8 @@ class EngineRecord:
     def to_dict(self) -> dict:
         out = _to_dict(self)
         out.pop("onnx_level"), out.pop("engine_level"), out.pop("verification_extra")
+        if out.get("io") is None:
+            out.pop("io", None)   # an entry of an older set stays as it was written
         out["verification"] = {**self.verification_extra, "onnx": self.onnx_level,
                                "engine": self.engine_level.to_dict()}
         return out

@@ -306,3 +306,44 @@ def test_damaged_export_records_are_no_records(models):
     assert read_json(onnx_dir / "a.export.json") is None and read_json(onnx_dir / "b.export.json") is None
     plan = api.plan_clean(load_config(models / "models.yaml"), everything=False)
     assert plan.remove == []
+
+
+# -- io: a set describes its tensors (issue 21 item 1) ---------------------------------------------
+IO = {"inputs": [{"name": "images", "shape": ["batch", 3, 640, 640], "dtype": "float32"}],
+      "outputs": [{"name": "output0", "shape": ["batch", 84, 8400], "dtype": "float32"}], "layout": "one-to-many"}
+
+
+def test_io_is_optional_and_read_both_ways(models):
+    """An older set (no io) loads and is rewritten without one; a newer one keeps it (an older
+    reader keeps it too: unknown keys are kept as they are)."""
+    d = make_set(models / "engines")
+    m = read_manifest(d)
+    assert m.engines["human"].io is None and "io" not in m.to_dict()["engines"]["human"]
+    _rewrite(d, lambda raw: raw["engines"]["human"].update(io=IO))
+    m = read_manifest(d)
+    assert m.engines["human"].io == IO and SetManifest.from_dict(m.to_dict()).to_dict()["engines"]["human"]["io"] == IO
+
+
+def test_the_output_layout_follows_the_task_and_the_export():
+    from pipeline.manifest import engine_io
+    tensors = {"inputs": IO["inputs"], "outputs": IO["outputs"]}
+    assert engine_io(tensors, "detect", False)["layout"] == "one-to-many"
+    assert engine_io(tensors, "pose", True)["layout"] == "end2end"
+    assert engine_io(tensors, "classify", False)["layout"] == "probabilities"
+    assert engine_io(tensors, "detect", False, "RTDETRDecoder")["layout"] == "rtdetr"
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda io: io.update(layout="nchw"), "io.layout: 'nchw' is not one of"),
+    (lambda io: io.update(inputs="images"), "io.inputs: expected list"),
+    (lambda io: io["outputs"][0].update(shape=[1, 84.5]), "io.outputs[0].shape[1]: expected int or str"),
+    (lambda io: io["outputs"][0].pop("dtype"), "io.outputs[0].dtype: expected str"),
+])
+def test_a_damaged_io_record_is_refused_with_the_reason(models, change, expected):
+    d = make_set(models / "engines")
+    io = json.loads(json.dumps(IO))
+    change(io)
+    _rewrite(d, lambda raw: raw["engines"]["human"].update(io=io))
+    with pytest.raises(ManifestError) as err:
+        read_manifest(d)
+    assert expected in err.value.what

@@ -803,8 +803,9 @@ def test_pull_and_resolve_from_are_library_calls_without_click(tmp_path, registr
     got = api.pull(dst / "models.yaml", remote, host, api.Policy())
     assert got.downloaded and got.chosen.tag == d.name and (dst / "engines" / "current").resolve().name == d.name
     env = tmp_path / ".env.engines"
+    from pipeline.deploy.targets import ENV_FILE
     picked = api.resolve(dst / "models.yaml", host, api.Policy(require=True, allow_pending=True), from_remote=remote,
-                         write_env=env, link=False)
+                         targets=[(ENV_FILE, env)], link=False)
     assert picked.chosen.tag == d.name and picked.pulled_from == repo and f"ENGINE_SET={d.name}" in env.read_text()
     with pytest.raises(api.PipelineError, match="no engine set in"):   # the same policy, one set of defaults
         api.pull(dst / "models.yaml", remote, api.HostQuery(gpu_facts=Path(H100_FACTS), runtime="tensorrt==10.3.0.26"),

@@ -14,7 +14,7 @@ import os
 
 import click
 
-from pipeline.cli import docker, fleet, frames, registry, resolve, stages
+from pipeline.cli import docker, fleet, frames, registry, resolve, stages, triton
 from pipeline.cli.context import CONFIG_HELP, DEFAULT_CONFIG, JSON_HELP, Ctx, Failed, fail
 from pipeline.errors import PipelineError, UsageProblem
 
@@ -67,7 +67,7 @@ def cli(click_ctx: click.Context, config: str, as_json: bool) -> None:
 
 
 # the one list of commands, in the order `engines --help` shows them
-COMMAND_MODULES = (stages, frames, resolve, registry, fleet, docker)
+COMMAND_MODULES = (stages, frames, resolve, triton, registry, fleet, docker)
 for _module in COMMAND_MODULES:
     for _cmd in _module.COMMANDS:
         cli.add_command(_cmd)

@@ -11,6 +11,7 @@ import click
 
 from pipeline.cli import options
 from pipeline.cli.context import DEFAULT_CONFIG, Ctx, common_options, fail
+from pipeline.deploy.targets import TARGETS
 from pipeline.errors import PipelineError
 
 RESOLVE_HELP = """Pick the engine set that matches this host, prove it, and hand it over.
@@ -33,7 +34,8 @@ ONNX-level gate when it was built); with --require it is refused unless
 \b
 Hand-over: the `current` symlink in the engines folder switches atomically (not with
 --no-link); --write-env writes ENGINE_SET, ENGINE_DIR and the rest of what
-docker-compose.prod.full.yml reads.
+docker-compose.prod.full.yml reads, --write-mounts the compose mounts, --write-triton
+a Triton model repository of the chosen set (one --write-<target> per deploy target).
 \b
 Exit status: 0 a set was chosen and handed over; 1 no set fits (the message lists
 the host's facts, every set and why it was refused, and the command that builds the
@@ -41,6 +43,14 @@ missing one) or the hand-over failed; 2 a usage error.
 \b
 Example: engines resolve --gpu-facts gpu.csv --runtime tensorrt==10.13.3.9 --no-link
 """
+
+
+def target_options(f):
+    """--write-<name> for each deploy target in pipeline.deploy.targets.TARGETS (one list)."""
+    for t in reversed(TARGETS):
+        f = click.option(t.option, f"write_{t.name}", metavar=t.metavar, help=t.help,
+                         type=click.Path(dir_okay=t.is_dir, file_okay=not t.is_dir, path_type=Path))(f)
+    return f
 
 
 def config_arg(ctx: Ctx) -> str:
@@ -74,13 +84,7 @@ def report_sets(ctx: Ctx, res) -> None:
 @common_options
 @options.host_options
 @options.policy_options
-@click.option("--write-env", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
-              help="Write the choice for docker compose: ENGINE_SET, ENGINE_DIR, ENGINE_RUNTIME, ENGINE_GPU_INDEX, "
-                   "ENGINES_MODELS_DIR (and PYT_API_IMAGE when known), e.g. .env.engines.")
-@click.option("--write-mounts", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
-              help="Write a compose override binding each engine and passthrough file of the chosen set "
-                   "read-only into pyt-api-prod, from its manifest (e.g. docker-compose.engines.yml; `make "
-                   "deploy` passes it as the second -f).")
+@target_options
 @click.option("--no-link", is_flag=True,
               help="Leave the `current` symlink in the engines folder as it is (read-only mounts, dry runs).")
 @click.option("--build-missing", is_flag=True,
@@ -106,22 +110,21 @@ def resolve_cmd(ctx: Ctx, **values) -> None:
     try:
         host, policy = options.host_query(values), options.policy(values)
         from_remote = options.remote(from_ref, values) if from_ref else None
+        writes = [(t, values[f"write_{t.name}"]) for t in TARGETS if values[f"write_{t.name}"] is not None]
         chosen = pick.resolve(ctx.config_path, host, policy, from_remote=from_remote, expect_set=values["set_tag"],
                               build_missing=values["build_missing"], builder_image=values["builder_image"],
-                              write_env=values["write_env"], write_mounts=values["write_mounts"],
-                              link=not values["no_link"], image_for_env=host.image,
+                              targets=writes, link=not values["no_link"], image_for_env=host.image,
                               on_line=lambda line: ctx.echo(str(line), err=True), config_arg=config_arg(ctx),
                               lock_timeout=values["lock_timeout"], on_wait=ctx.progress)
     except PipelineError as err:
         fail(ctx, err)
     res = chosen.resolution
-    if chosen.mounts_file:
-        ctx.echo(f"wrote {chosen.mounts_file} (the set's mounts for pyt-api-prod)")
     env = str(chosen.env_file) if chosen.env_file else None
-    report_choice(ctx, res, f"chose {res.chosen.tag}: {res.why()}", chosen.link,
-                  f"wrote {env} (ENGINE_SET={res.chosen.tag}, ENGINE_DIR={res.chosen.path.resolve()})" if env else None)
+    wrote = [t.summary(chosen, dest) for t, dest in writes]
+    report_choice(ctx, res, f"chose {res.chosen.tag}: {res.why()}", chosen.link, "\n".join(wrote) or None)
     out = res.to_json()
-    out.update({"env_file": env, "link": str(chosen.link) if chosen.link else None, "require": policy.require})
+    out.update({"env_file": env, "link": str(chosen.link) if chosen.link else None, "require": policy.require,
+                "written": {name: str(path) for name, path in chosen.written.items()}})
     ctx.emit(out)
 
 

@@ -2,24 +2,27 @@
 
 The host's facts (GPU, TensorRT runtime), one policy with one set of defaults, the
 registry (pull, or fall back on the sets already here when it does not answer), the
-build of a missing set, and the hand-over (env file, compose mounts, `current` link).
-The CLI parses options into a ``HostQuery`` and a ``Policy`` and calls ``resolve`` or
-``pull``; tests drive the same calls without click.
+build of a missing set, and the hand-over: the deploy targets asked for (env file, compose
+mounts, Triton repository: pipeline.deploy.targets) and the `current` link. ``serve`` picks
+the sets a Triton repository holds (`engines triton`). The CLI parses options into a
+``HostQuery`` and a ``Policy`` and calls ``resolve``, ``pull`` or ``serve``; tests drive the
+same calls without click.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import registry
 from pipeline.deploy import handover, missing, rules
-from pipeline.deploy.compose_mounts import write_override
-from pipeline.engine_set import LockTimeout, load_set
-from pipeline.errors import PipelineError
+from pipeline.deploy.targets import COMPOSE_MOUNTS, ENV_FILE, TRITON, Target
+from pipeline.engine_set import EngineSet, LockTimeout, load_set, scan_sets
+from pipeline.errors import PipelineError, UsageProblem
 from pipeline.hardware import GpuFacts, detect_gpus, pick_gpu
 from pipeline.runtime import Runtime, installed_runtime, parse_runtime
+from pipeline.status import Status
 
 
 def find_runtime(runtime: str | None, image: str | None) -> Runtime:
@@ -76,26 +79,50 @@ class Policy:
 
 @dataclass
 class Pick:
-    """What resolve or pull chose and handed over."""
-    resolution: rules.Resolution
+    """What resolve, pull or serve chose and handed over: what a deploy target writes from."""
+    resolution: rules.Resolution | None   # None: no host was asked (serve)
     pulled_from: str | None = None    # registry the set came from (None: it was here)
     downloaded: bool = False
     offline: PipelineError | None = None   # the registry outage (or the set lock another process held) that made
     #                                        resolve use local sets
     built: bool = False
-    env_file: Path | None = None
-    mounts_file: Path | None = None
     link: Path | None = None
+    models_dir: Path | None = None
+    models: list[str] | None = None        # what models.yaml lists (None: unknown)
+    policy: Policy = field(default_factory=Policy)
+    image: str | None = None               # the service image, for the env file
+    selected: list[EngineSet] = field(default_factory=list)   # serve's sets (resolve: the chosen one)
+    refused: dict[str, str] = field(default_factory=dict)     # serve: set tag -> why it was left out
+    written: dict[str, Path] = field(default_factory=dict)    # target name -> what it wrote
 
     @property
     def chosen(self):
-        return self.resolution.chosen
+        return self.resolution.chosen if self.resolution else None
+
+    @property
+    def sets(self) -> list[EngineSet]:
+        """The sets a deploy target hands over."""
+        return self.selected or ([self.chosen] if self.chosen is not None else [])
+
+    @property
+    def env_file(self) -> Path | None:
+        return self.written.get(ENV_FILE.name)
+
+    @property
+    def mounts_file(self) -> Path | None:
+        return self.written.get(COMPOSE_MOUNTS.name)
+
+    def write(self, targets: Sequence[tuple[Target, Path]]) -> None:
+        """Hand the pick over to each (target, destination), in order."""
+        for target, dest in targets:
+            self.written[target.name] = target.write(self, Path(dest))
 
     def to_json(self) -> dict:
-        out = self.resolution.to_json()
+        out = self.resolution.to_json() if self.resolution else {"sets": [s.tag for s in self.sets]}
         out.update({"env_file": str(self.env_file) if self.env_file else None,
                     "link": str(self.link) if self.link else None,
-                    "mounts_file": str(self.mounts_file) if self.mounts_file else None})
+                    "mounts_file": str(self.mounts_file) if self.mounts_file else None,
+                    "written": {k: str(v) for k, v in self.written.items()}})
         return out
 
 
@@ -141,12 +168,13 @@ def _fetch(remote: registry.Remote, res: rules.Resolution, engines_dir: Path, on
 
 def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = Policy(), *,
             from_remote: registry.Remote | None = None, expect_set: str | None = None,
-            build_missing: bool = False, builder_image: str | None = None, write_env: Path | None = None,
-            write_mounts: Path | None = None, link: bool = True, image_for_env: str | None = None,
+            build_missing: bool = False, builder_image: str | None = None,
+            targets: Sequence[tuple[Target, Path]] = (), link: bool = True, image_for_env: str | None = None,
             on_line: Callable[[str], None] = _quiet, config_arg: str = "", lock_timeout: float | None = None,
             on_wait: Callable[[str], None] | None = None) -> Pick:
     """`engines resolve`: (pull from ``from_remote``,) choose the set for this host, (build
-    it when missing,) check it is ``expect_set``, and hand it over. A pull that cannot have
+    it when missing,) check it is ``expect_set``, and hand it over to each (target,
+    destination) of ``targets`` (pipeline.deploy.targets). A pull that cannot have
     the set's lock within ``lock_timeout`` seconds falls back on the sets already here, as on
     a registry outage (the wait announced through ``on_wait``, default ``on_line``)."""
     models_dir = config_path.parent
@@ -203,14 +231,65 @@ def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = P
     if unlisted:   # left by a run before models.yaml changed: never deployed (the next run removes them)
         res.verdict.warnings.append(f"the set holds {', '.join(unlisted)}, which {config_path.name} no longer "
                                     "lists: not mounted; the next `engines run` removes them from the set")
-    pick = Pick(res, pulled_from=pulled_from, downloaded=downloaded, offline=offline, built=built)
-    if write_env is not None:
-        values = handover.env_lines(res, models_dir, image_for_env, allow_demo=policy.allow_demo,
-                                    allow_pending=policy.allow_pending)
-        handover.write_env(write_env, values, res)
-        pick.env_file = write_env
-    if write_mounts is not None:   # the prod compose mounts, derived from the manifest
-        pick.mounts_file = write_override(write_mounts, res.chosen, models)
+    pick = Pick(res, pulled_from=pulled_from, downloaded=downloaded, offline=offline, built=built,
+                models_dir=models_dir, models=models, policy=policy, image=image_for_env)
+    pick.write(targets)
     if link:
         pick.link = handover.switch_current(engines_dir, res.chosen.tag)
+    return pick
+
+
+def _unservable(s: EngineSet, policy: Policy, models: list[str] | None) -> str | None:
+    """Why ``s`` cannot go into a serving repository (None: it can); resolve's policy, no host GPU."""
+    v = s.manifest.verdict(None, models)
+    if v.failed or v.status == Status.MIXED:
+        return "; ".join(v.reasons + v.missing)
+    if s.demo and not policy.allow_demo:
+        return "built from demo weights (`engines demo-models`); --allow-demo accepts it for a smoke test"
+    if v.pending and not policy.accept_pending:
+        return f"engine-level verification not yet passed ({'; '.join(v.pending)}); {policy.pending_ok} accepts it"
+    problems = s.check_files()
+    if problems:
+        return "files differ from its manifest: " + "; ".join(problems[:3])
+    return None
+
+
+def serve(config_path: Path, dest: Path, policy: Policy = Policy(), *, runtime: str | None = None,
+          tags: Sequence[str] = (), on_line: Callable[[str], None] = _quiet) -> Pick:
+    """`engines triton`: write a Triton model repository at ``dest`` from the sets in the engines
+    folder (pulled ones included) that one Triton server can load: every acceptable set of one
+    TensorRT version (``runtime``, else the only version there is), or the sets ``tags`` names.
+    Demo, failed and tampered sets are left out (named in ``Pick.refused``); a named one is refused."""
+    models_dir = config_path.parent
+    engines_dir = models_dir / "engines"
+    models = rules.expected_models(config_path)
+    found, broken = scan_sets(engines_dir)
+    refused = {b.tag: f"unreadable: {b.reason}" for b in broken}
+    by_tag = {s.tag: s for s in found}
+    unknown = [t for t in tags if t not in by_tag]
+    if unknown:
+        raise UsageProblem(f"no engine set {', '.join(unknown)} in {engines_dir}", file=engines_dir,
+                           fix="run `engines list` for the sets here (or `engines pull` one)")
+    want = parse_runtime(runtime) if runtime else None
+    chosen = []
+    for s in [by_tag[t] for t in dict.fromkeys(tags)] or found:
+        why = (f"built with {s.manifest.backend} {s.manifest.trt_version}, not {want.backend} {want.version} "
+               "(--runtime)" if want and (s.manifest.backend, s.manifest.trt_version) != (want.backend, want.version)
+               else _unservable(s, policy, models))
+        if why and s.tag in tags:
+            raise PipelineError(f"set {s.tag} cannot be served: {why}", file=s.path,
+                                fix="leave it out (--set names the sets to serve), or fix it as the reason says")
+        if why:
+            refused[s.tag] = why
+            on_line(f"  - {s.tag}: left out: {why}")
+        else:
+            chosen.append(s)
+    if not chosen:
+        raise PipelineError(f"no engine set in {engines_dir} can be served by Triton",
+                            details=[f"{t}: {why}" for t, why in sorted(refused.items())] or ["the folder holds no set"],
+                            file=engines_dir,
+                            fix="build one (`engines run`) or pull one (`engines pull`); for a smoke test with demo "
+                                "weights pass --allow-demo")
+    pick = Pick(None, models_dir=models_dir, models=models, policy=policy, selected=chosen, refused=refused)
+    pick.write([(TRITON, dest)])
     return pick

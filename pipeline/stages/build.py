@@ -21,7 +21,7 @@ from pipeline.engine_file import engine_bytes, metadata_from_onnx
 from pipeline.errors import PipelineError
 from pipeline.fsutil import check_writable, sha256_file, sha256_json, write_bytes_atomic
 from pipeline.hardware import sm_name
-from pipeline.manifest import EngineLevel, EngineRecord, SetManifest
+from pipeline.manifest import EngineLevel, EngineRecord, SetManifest, engine_io
 from pipeline.stages.export import cached_record, onnx_paths
 from pipeline.stages.export import onnx_file as export_onnx_file
 from pipeline.status import Status
@@ -220,6 +220,8 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
                 "onnx": record["int8"]["sha256"] if options["onnx"] == "int8" else record["sha256"][options["onnx"]]},
         options=options, demo=record.get("demo", False),
         engine_level=EngineLevel(note="run `engines verify` on a target GPU"),
+        # the tensors and output layout, so a pulled set describes itself (a Triton config needs them)
+        io=engine_io(record["io"], spec.task, bool(meta.get("end2end")), meta.get("head")) if record.get("io") else None,
         extra={"built_from": str(onnx_file.relative_to(cfg.root)), "gpu": _gpu_json(backend),
                "build_seconds": seconds, "engine_bytes": files["engine"].stat().st_size,
                "trusted_checkpoint": record.get("trusted", False),

@@ -244,7 +244,8 @@ def _unservable(s: EngineSet, policy: Policy, models: list[str] | None) -> str |
     v = s.manifest.verdict(None, models)
     if v.failed or v.status == Status.MIXED:
         return "; ".join(v.reasons + v.missing)
-    if s.demo and not policy.allow_demo:
+    served = [e for n, e in s.models.items() if models is None or n in models]   # the passthrough is not served
+    if any(e.demo for e in served) and not policy.allow_demo:
         return "built from demo weights (`engines demo-models`); --allow-demo accepts it for a smoke test"
     if v.pending and not policy.accept_pending:
         return f"engine-level verification not yet passed ({'; '.join(v.pending)}); {policy.pending_ok} accepts it"

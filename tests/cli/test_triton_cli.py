@@ -101,3 +101,17 @@ def test_help_names_every_option():
     assert r.returncode == 0
     for opt in ("--runtime", "--set", "--allow-demo", "--require", "--allow-pending", "cc_model_filenames"):
         assert opt in r.stdout
+
+
+def test_demo_engines_are_left_out_but_a_demo_passthrough_is_not_served_anyway(models, tmp_path):
+    d = with_io(make_set(models / "engines", targets=("9.0",)))
+    m = read_manifest(d)
+    m.passthrough["handwash"].demo = True   # a stand-in hand-wash model: Triton does not serve it
+    write_manifest(d, m)
+    r = engines(models, "triton", str(tmp_path / "repo"))
+    assert r.returncode == 0, r.stderr
+    m.engines["human"].demo = True
+    write_manifest(d, m)
+    r = engines(models, "--json", "triton", str(tmp_path / "other"))
+    err = json.loads(r.stdout)["errors"][0]
+    assert r.returncode == 1 and any("demo weights" in x and "--allow-demo" in x for x in err["details"])

@@ -14,8 +14,14 @@ import yaml
 from pipeline.builders.compat import HARDWARE_LEVELS
 from pipeline.engine_set import SET_FILES  # a passthrough mirrored onto one of them would overwrite it
 from pipeline.errors import ConfigError
+from pipeline.tasks import REFUSED as REFUSED_TASKS
+from pipeline.tasks import TASKS as TASK_TABLE
 
-TASKS = ("detect", "pose")
+TASKS = tuple(TASK_TABLE)   # detect, segment, pose, obb, classify: the task table (pipeline/tasks)
+# nms: the output layout. None: Ultralytics' default (raw one-to-many outputs, NMS on the host);
+# false: the NMS-free head of YOLO26/YOLOv10 (end2end rows); true: NMS embedded in the graph
+# (full TensorRT only: TensorRT for RTX cannot build it, NVIDIA/TensorRT-RTX#32).
+NMS_CHOICES = (None, False, True)
 PRECISIONS = ("fp16", "fp32", "int8")
 MIN_OPSET = 12
 MAX_IMGSZ = 4096  # 4096 x 4096 is already 40x the pixels of 640; larger is a typo or a memory blow-up
@@ -32,9 +38,11 @@ MAX_IMGSZ = 4096  # 4096 x 4096 is already 40x the pixels of 640; larger is a ty
 # the worst single score moved 0.23 (a box near the threshold), hence a mean, not a max.
 DEFAULT_VERIFY = {
     "fp32": {"atol": 0.1, "rtol": 1e-3, "min_cosine": 0.99999, "max_mean_abs": 0.01,
-             "min_match_rate": 0.98, "max_mean_score_delta": 0.001, "min_iou": 0.98, "max_kpt_px": 1.0},
+             "min_match_rate": 0.98, "max_mean_score_delta": 0.001, "min_iou": 0.98, "max_kpt_px": 1.0,
+             "min_mask_iou": 0.98, "min_top1_agreement": 1.0, "max_prob_delta": 0.001},
     "fp16": {"atol": None, "rtol": None, "min_cosine": 0.9995, "max_mean_abs": 1.0,
-             "min_match_rate": 0.90, "max_mean_score_delta": 0.03, "min_iou": 0.90, "max_kpt_px": 8.0},
+             "min_match_rate": 0.90, "max_mean_score_delta": 0.03, "min_iou": 0.90, "max_kpt_px": 8.0,
+             "min_mask_iou": 0.90, "min_top1_agreement": 1.0, "max_prob_delta": 0.02},
     # INT8 (Q/DQ ONNX, convolutions only, head outputs and DFL in float; docs/precision.md): judged
     # on detections only (elementwise and cosine figures of a quantized graph say little), and set
     # to catch a broken quantization, not to prove accuracy: that is the accuracy gate's job
@@ -45,7 +53,8 @@ DEFAULT_VERIFY = {
     #   score delta 0.11-0.16, keypoints 38-46 px (calibrated on 2 or 24 images);
     # - every op quantized (one scale across box pixels and scores): 0 of 600 detections, fails all.
     "int8": {"atol": None, "rtol": None, "min_cosine": None, "max_mean_abs": None,
-             "min_match_rate": 0.40, "max_mean_score_delta": 0.20, "min_iou": 0.60, "max_kpt_px": 64.0},
+             "min_match_rate": 0.40, "max_mean_score_delta": 0.20, "min_iou": 0.60, "max_kpt_px": 64.0,
+             "min_mask_iou": 0.50, "min_top1_agreement": 0.5, "max_prob_delta": 0.20},
 }
 
 DEFAULTS_KEYS = {"imgsz", "opset", "precision", "batch", "workspace", "verify", "verify_images", "calibration",
@@ -56,7 +65,7 @@ DEFAULTS_KEYS = {"imgsz", "opset", "precision", "batch", "workspace", "verify", 
 # tier"; the levels: pipeline.builders.compat); version_compatible -> BuilderFlag.VERSION_COMPATIBLE.
 SET_KEYS = {"compatibility", "version_compatible"}
 COMPATIBILITY = tuple(HARDWARE_LEVELS)
-MODEL_KEYS = {"name", "source", "task", "sha256", "trust", "demo_classes"} | DEFAULTS_KEYS
+MODEL_KEYS = {"name", "source", "task", "sha256", "trust", "demo_classes", "demo_arch", "nms"} | DEFAULTS_KEYS
 PASSTHROUGH_KEYS = {"name", "source", "sha256"}
 TOP_KEYS = {"defaults", "models", "passthrough"}
 BUILTIN_DEFAULTS: dict[str, Any] = {"imgsz": 640, "opset": 12, "precision": "fp16", "batch": 1,
@@ -127,6 +136,8 @@ class ModelSpec:
     sha256: str | None = None  # pinned digest of the checkpoint (lower-case hex)
     trust: bool = False        # load the checkpoint without the safe-load allow-list
     demo_classes: tuple[str, ...] | None = None  # class names for demo weights (None: the COCO 80)
+    demo_arch: str | None = None   # the family demo weights are built from (None: the task table's default)
+    nms: bool | None = None        # output layout: None raw, False NMS-free head, True NMS in the graph
     calibration: Calibration | None = None    # INT8 calibration images (None: the reference images)
     accuracy: Accuracy | None = None          # labelled data for the mAP gate (None: no gate)
 
@@ -140,8 +151,10 @@ class ModelSpec:
         return str(Path(self.source).with_suffix(""))
 
     def export_options(self) -> dict:
-        return {"imgsz": self.imgsz, "opset": self.opset, "batch": self.batch.to_json(),
-                "task": self.task}
+        opts = {"imgsz": self.imgsz, "opset": self.opset, "batch": self.batch.to_json(), "task": self.task}
+        if self.nms is not None:   # only when set: the default layout keeps the exports cached before the key
+            opts["nms"] = self.nms
+        return opts
 
     def thresholds(self, precision: str | None = None) -> dict:
         """Defaults for the precision, then flat ``verify:`` keys, then ``verify: {fp16: ...}``."""
@@ -201,10 +214,27 @@ def _err(what: str, where: str, path: Path, fix: str) -> ConfigError:
 
 
 def _check_keys(entry: dict, allowed: set[str], where: str, path: Path) -> None:
-    extra = sorted(set(entry) - allowed)
+    extra = sorted(set(entry) - allowed, key=str)
     if extra:
-        raise _err(f"unknown key(s) {', '.join(extra)}", where, path,
-                   f"remove them; allowed keys are {', '.join(sorted(allowed))}")
+        import difflib  # only when there is something to hint at
+        hints = [f"{k} -> {near[0]}" for k in extra
+                 if (near := difflib.get_close_matches(str(k), sorted(allowed), n=1))]
+        hint = f"did you mean {', '.join(hints)}? " if hints else ""
+        raise _err(f"unknown key(s) {', '.join(map(str, extra))}", where, path,
+                   f"{hint}remove or rename them; allowed keys are {', '.join(sorted(allowed))}")
+
+
+def workspace_problem(value: Any) -> str | None:
+    """Why ``value`` is not a builder workspace (a finite number of GiB > 0), or None. The one
+    check for every source: models.yaml, --workspace and its ENGINES_*_WORKSPACE variable."""
+    import math
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"workspace {value!r} is not a number of GiB"
+    if not math.isfinite(value) or value <= 0:
+        return f"workspace {value!r} must be a positive number of GiB"
+    return None
 
 
 def _parse_batch(value: Any, where: str, path: Path) -> Batch:
@@ -245,10 +275,9 @@ def _merged(entry: dict, defaults: dict, where: str, path: Path, root: Path) -> 
     if opts["precision"] not in PRECISIONS:
         raise _err(f"precision {opts['precision']!r} is not one of {', '.join(PRECISIONS)}",
                    where, path, "use precision: fp16, fp32 or int8")
-    ws = opts["workspace"]
-    if ws is not None and (isinstance(ws, bool) or not isinstance(ws, (int, float)) or ws <= 0):
-        raise _err(f"workspace {ws!r} must be a positive number of GiB", where, path,
-                   "write e.g. workspace: 4, or remove it to let TensorRT decide")
+    why = workspace_problem(opts["workspace"])
+    if why:
+        raise _err(why, where, path, "write e.g. workspace: 4, or remove it to let TensorRT decide")
     if not isinstance(opts["verify"], dict):
         raise _err("verify must be a mapping of thresholds", where, path,
                    "write e.g. verify: {min_match_rate: 0.9}")
@@ -357,12 +386,51 @@ def _sha256(value: Any, where: str, path: Path) -> str | None:
     return text
 
 
-def _trust(value: Any, where: str, path: Path) -> bool:
+def _trust(value: Any, where: str, path: Path, pinned: str | None, source: str) -> bool:
+    """trust: true binds to the model's sha256: pin (checkpoint.Trust): without one it would trust
+    whatever file is later copied to the path."""
     if value is None:
         return False
     if not isinstance(value, bool):
         raise _err(f"trust {value!r} is not true or false", where, path,
                    "write trust: true only for a checkpoint whose origin you trust, or remove it")
+    if value and pinned is None:
+        raise _err("trust: true needs a sha256: pin on the same model (trust names the file by its digest, so a "
+                   "file copied over it later is not trusted with it)", where, path,
+                   f"add sha256: '<digest>' from `sha256sum {path.parent / source}` once you have checked that "
+                   "file is the one you trust, or remove trust: true and pass --trust-checkpoint for one run")
+    return value
+
+
+def _task(value: Any, where: str, path: Path) -> None:
+    if value in TASKS:
+        return
+    if value in REFUSED_TASKS:
+        raise _err(f"task {value!r} is not supported: {REFUSED_TASKS[value]}", where, path,
+                   f"build it with Ultralytics' own `yolo export` for now, or use one of: {', '.join(TASKS)}")
+    raise _err(f"task {value!r} is not supported", where, path, f"use one of: {', '.join(TASKS)}")
+
+
+def _demo_arch(value: Any, task: str, where: str, path: Path) -> str | None:
+    if value is None:
+        return None
+    families = TASK_TABLE[task].demo
+    if value not in families:
+        raise _err(f"demo_arch {value!r} has no {task} architecture here", where, path,
+                   f"use one of: {', '.join(families)} (the family demo weights are built from), or remove it")
+    return value
+
+
+def _nms(value: Any, task: str, where: str, path: Path) -> bool | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise _err(f"nms {value!r} is not true or false", where, path,
+                   "write nms: false (the NMS-free head of YOLO26/YOLOv10), nms: true (NMS inside the engine, full "
+                   "TensorRT only), or remove it for Ultralytics' default raw outputs")
+    if not TASK_TABLE[task].end2end:
+        raise _err(f"nms: {str(value).lower()} does not apply to a {task} model (it has no boxes)", where, path,
+                   "remove nms: from this entry")
     return value
 
 
@@ -477,9 +545,7 @@ def load_config(path: Path | str) -> Config:
         if name in seen:
             raise _err("duplicate model name", name, path, "give every model a unique name")
         seen.add(name)
-        if entry["task"] not in TASKS:
-            raise _err(f"task {entry['task']!r} is not supported", name, path,
-                       f"use one of: {', '.join(TASKS)}")
+        _task(entry["task"], name, path)
         _inside(root, entry["source"], name, path, "source")
         _same_source(sources, entry["source"], name, path)
         opts = _merged(entry, defaults, name, path, root)
@@ -489,8 +555,11 @@ def load_config(path: Path | str) -> Config:
                                 workspace=opts["workspace"], verify=opts["verify"],
                                 verify_images=opts["verify_images"], root=root,
                                 sha256=_sha256(entry.get("sha256"), name, path),
-                                trust=_trust(entry.get("trust"), name, path),
+                                trust=_trust(entry.get("trust"), name, path, _sha256(entry.get("sha256"), name, path),
+                                             str(entry["source"])),
                                 demo_classes=_demo_classes(entry.get("demo_classes"), name, path),
+                                demo_arch=_demo_arch(entry.get("demo_arch"), entry["task"], name, path),
+                                nms=_nms(entry.get("nms"), entry["task"], name, path),
                                 calibration=opts["calibration"], accuracy=opts["accuracy"]))
     passthrough: list[PassthroughSpec] = []
     for i, entry in enumerate(data.get("passthrough") or []):

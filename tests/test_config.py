@@ -281,3 +281,24 @@ def test_calibration_and_accuracy_defaults(tmp_path):
     assert spec.calibration.images == tmp_path / "calib" and spec.calibration.count == CALIBRATION_COUNT
     assert spec.calibration.method == "max" and spec.accuracy.split == "val"
     assert spec.accuracy.max_drop == {**DEFAULT_MAX_DROP, "int8": 2.5}
+
+
+@pytest.mark.parametrize(("entry", "hint"), [
+    ("{name: a, source: a.pt, task: detect, worksapce: 4}", "worksapce -> workspace"),
+    ("{name: a, sorce: a.pt, task: detect}", "sorce -> source"),
+    ("{name: a, source: a.pt, task: detect, sha265: x}", "sha265 -> sha256"),
+])
+def test_a_mistyped_key_gets_the_nearest_allowed_one(tmp_path, entry, hint):
+    """Issue 26.9: as a misspelt ENGINES_* variable does."""
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(tmp_path, f"models:\n  - {entry}\n"))
+    assert f"did you mean {hint}?" in err.value.fix and "allowed keys are" in err.value.fix
+    assert err.value.model == "a" or err.value.model.startswith("models[")
+
+
+def test_trust_true_needs_the_sha256_pin_it_binds_to(tmp_path):
+    """Issue 25.1: `trust: true` alone would trust whatever file is copied to the path later."""
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(tmp_path, "models:\n  - {name: a, source: yolo/a.pt, task: detect, trust: true}\n"))
+    assert "needs a sha256: pin" in err.value.what and "sha256sum" in err.value.fix
+    assert str(tmp_path / "yolo/a.pt") in err.value.fix

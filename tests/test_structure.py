@@ -15,7 +15,7 @@ PKG = REPO / "pipeline"
 LAYERS = [
     ("errors", "fsutil", "status"),
     ("hardware", "builders", "runtime", "engine_file", "manifest", "checkpoint", "video_frames"),
-    ("engine_set", "config"),
+    ("engine_set", "config", "tasks"),
     ("checks", "backends"),
     ("stages", "docker_runner", "registry"),
     ("deploy", "fleet"),

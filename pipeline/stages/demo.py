@@ -5,40 +5,63 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_path
+from pipeline.tasks import TASKS
 
 SEED = 20261124
-# The architecture follows the task; the classes follow models.yaml's `demo_classes` (the
-# real model's class names), so nothing here knows a model by its name.
-TASK_ARCH = {"detect": "yolov8n.yaml", "pose": "yolov8n-pose.yaml"}
+# The architecture follows the task (and models.yaml's demo_arch: family), from the task table; the
+# classes follow models.yaml's `demo_classes` (the real model's class names), so nothing here knows a
+# model by its name.
+TASK_ARCH = {name: task.demo_arch() for name, task in TASKS.items()}
+CONF = 0.25   # Ultralytics' default predict confidence: demo scores are made decisive around it
+CLASS_STEP = 1.0   # logit prior between consecutive classes of a demo detector
 
 
-def write_demo_checkpoint(dest: Path, arch: str, names: dict | None, seed: int) -> None:
+def demo_arch(spec) -> str:
+    """The bundled architecture demo weights for ``spec`` are built from."""
+    return TASKS[spec.task].demo_arch(spec.demo_arch)
+
+
+def write_demo_checkpoint(dest: Path, arch: str, names: dict | None, seed: int, imgsz: int = 640) -> None:
     import torch
-    from ultralytics import YOLO
+    from ultralytics import RTDETR, YOLO
     torch.manual_seed(seed)
-    yolo = YOLO(arch, verbose=False)
-    if names is not None:  # the same architecture (and model class: detect or pose) with these classes
+    yolo = RTDETR(arch) if arch.startswith("rtdetr") else YOLO(arch, verbose=False)
+    if names is not None:  # the same architecture (and model class) with these classes
         model = type(yolo.model)(arch, nc=len(names), verbose=False)
         model.names = dict(names)
         yolo.model = model
-    _make_responsive(yolo.model, seed)
+    _make_responsive(yolo.model, seed, imgsz)
     yolo.ckpt = {**(getattr(yolo, "ckpt", None) or {}), "demo_weights": True, "demo_seed": seed,
                  "demo_note": "random weights from the bundled architecture; not a trained model"}
     with atomic_path(dest, suffix=".pt") as tmp:
         yolo.save(str(tmp))
 
 
-def _make_responsive(model, seed: int) -> None:
+def _last_conv(module):
+    """The last nn.Conv2d inside a head branch (a bare conv, or the conv of Ultralytics' Conv block)."""
+    from torch import nn
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1] if convs else None
+
+
+def _branch_convs(head, *names: str) -> list:
+    return [c for n in names for seq in (getattr(head, n, None) or []) if (c := _last_conv(seq)) is not None]
+
+
+def _make_responsive(model, seed: int, imgsz: int = 640) -> None:
     """Make random weights behave like a trained network's on real images.
 
-    Ultralytics' own init gives constant boxes and class scores of ~0 (its class bias
-    prior is about -10), so every comparison would be trivially equal. Instead: Kaiming
-    weights everywhere trainable, BatchNorm statistics calibrated on the bundled images
-    (so activations stay in range through 70+ layers), and a class bias of -3 so a few
-    percent of anchors score above the usual 0.25 confidence.
+    Ultralytics' own init gives constant boxes and class scores of ~0 (its class bias prior is
+    about -10), so every comparison would be trivially equal. Instead: Kaiming weights everywhere
+    trainable, BatchNorm statistics calibrated on the bundled images (so activations stay in range
+    through 70+ layers), then decisive scores (``_decisive``): trained networks score most anchors
+    far below the confidence threshold and a few far above it, while random ones put hundreds of
+    anchors within FP16 noise of it, so a precision check on them measures coin flips.
     """
     import torch
     from torch import nn
@@ -55,16 +78,30 @@ def _make_responsive(model, seed: int) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the calibration batches
-    for seq in getattr(head, "cv3", []):
-        with torch.no_grad():
-            seq[-1].bias.fill_(-3.0)
-    # Keypoint offsets are multiplied by 2 x stride (up to 64 px per unit): keep the raw
-    # outputs small, as training does, or FP16 noise alone moves keypoints by pixels.
-    for seq in getattr(head, "cv4", []):
-        with torch.no_grad():
-            seq[-1].weight.mul_(0.1)
-    model.float().train()
-    x = torch.from_numpy(batches(bundled_images(), 320, 2)[0])
+    with torch.no_grad():
+        # class c gets a prior c x CLASS_STEP lower than class 0: which class an anchor shows is then
+        # decided by a margin, not by 80 near-tied random logits that FP16 noise reorders
+        for conv in _branch_convs(head, "cv3", "one2one_cv3"):
+            conv.bias.copy_(-3.0 - CLASS_STEP * torch.arange(conv.bias.numel(), dtype=conv.bias.dtype))
+        # Keypoint offsets are multiplied by 2 x stride (up to 64 px per unit), mask coefficients and
+        # angles feed sigmoids: keep these raw outputs small, as training does, or FP16 noise alone
+        # moves keypoints by pixels.
+        for conv in _branch_convs(head, "cv4", "one2one_cv4", "cv4_kpts", "one2one_cv4_kpts"):
+            conv.weight.mul_(0.1)
+        # Without a DFL (YOLO26: reg_max 1) the box branch outputs its edge distances directly, and random
+        # weights make some negative (boxes with x2 < x1, IoU 0 with anything): start them at 2 strides, as
+        # Ultralytics' own bias_init does, with small spread.
+        if getattr(head, "reg_max", 16) == 1:
+            for conv in _branch_convs(head, "cv2", "one2one_cv2"):
+                conv.weight.mul_(0.1)
+                conv.bias.fill_(2.0)
+    model.float().eval()
+    for m in model.modules():   # only the BatchNorms learn their statistics; heads run their inference path
+        if isinstance(m, nn.BatchNorm2d):
+            m.train()
+    # at the size the model will be verified at: statistics from another size leave activations
+    # out of range there (measured: YOLO26n calibrated at 320 gives FP16 cosine 0.9994 at 640, 0.99999 at 320)
+    x = torch.from_numpy(batches(bundled_images(), imgsz, 2)[0])
     with torch.no_grad():
         for _ in range(2):
             model(x)
@@ -72,6 +109,69 @@ def _make_responsive(model, seed: int) -> None:
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.03  # Ultralytics' default
     model.eval()
+    _decisive(model, imgsz)
+
+
+def _decisive(model, imgsz: int) -> None:
+    """Shift the class logits so that the confidence threshold falls in the widest gap of their
+    distribution on the bundled images at ``imgsz`` (between the top 0.5 % and 5 % of anchors, or of
+    RT-DETR's queries), and scale a classifier's logits until its top-1 leads by a clear margin."""
+    import torch
+    from torch import nn
+    from ultralytics.nn.modules.head import Classify
+
+    from pipeline.checks.images import batches, bundled_images
+    head = model.model[-1]
+    x = torch.from_numpy(np.concatenate(batches(bundled_images(), imgsz, 1)))
+    if isinstance(head, Classify):
+        logits = _captured(model, [head.linear], x)[-1]
+        top2 = logits.topk(2, dim=1).values
+        scale = max(1.0, 3.0 / max(float((top2[:, 0] - top2[:, 1]).min()), 1e-3))
+        with torch.no_grad():
+            head.linear.weight.mul_(scale)
+            head.linear.bias.mul_(scale)
+        return
+    branches = [_branch_convs(head, "cv3"), _branch_convs(head, "one2one_cv3")]
+    score_heads = getattr(head, "dec_score_head", None)
+    if score_heads is not None:   # RT-DETR: every decoder layer's score head (the last one is output)
+        branches = [[m for m in score_heads if isinstance(m, nn.Linear)]]
+    for layers in branches:
+        if not layers:
+            continue
+        seen = _captured(model, layers, x)
+        if score_heads is not None:   # (B, queries, nc) per decoder layer: the last is what is output
+            best = seen[-1].amax(-1).flatten()
+        else:                         # (B, nc, h, w) per scale
+            best = torch.cat([t.amax(1).flatten() for t in seen])
+        shift = _gap_shift(best.numpy())
+        with torch.no_grad():
+            for m in layers:
+                m.bias.add_(shift)
+
+
+def _captured(model, layers: list, x) -> list:
+    """The outputs of ``layers`` when ``model`` runs on ``x``, in call order."""
+    import torch
+    seen = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out.detach().float())) for m in layers]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def _gap_shift(logits: np.ndarray) -> float:
+    """How much to add to every logit so that logit(CONF) sits mid-way in the widest gap between
+    consecutive values among the top 0.5-5 % (at least the top 10 and at most the top 400)."""
+    v = np.sort(logits)[::-1]
+    lo, hi = max(10, int(len(v) * 0.005)), min(len(v) - 2, max(12, int(len(v) * 0.05)), 400)
+    gaps = v[lo:hi] - v[lo + 1:hi + 1]
+    k = lo + int(np.argmax(gaps))
+    mid = (v[k] + v[k + 1]) / 2
+    return float(np.log(CONF / (1 - CONF)) - mid)
 
 
 def write_demo_passthrough(dest: Path) -> None:
@@ -157,9 +257,9 @@ def demo_models(cfg: Config, log=print, default_only: bool = False) -> list[dict
         if dest.exists():
             done.append({"model": spec.name, "file": str(dest), "action": "kept (exists)"})
             continue
-        arch = TASK_ARCH[spec.task]
+        arch = demo_arch(spec)
         names = dict(enumerate(spec.demo_classes)) if spec.demo_classes else None
-        write_demo_checkpoint(dest, arch, names, SEED + i)
+        write_demo_checkpoint(dest, arch, names, SEED + i, imgsz=spec.imgsz)
         done.append({"model": spec.name, "file": str(dest), "action": f"wrote demo weights ({arch})"})
         log(f"{spec.name}: wrote demo weights from {arch} -> {dest}")
     for p in cfg.passthrough:

@@ -9,6 +9,7 @@ is written last, so its presence with matching hashes means the export is comple
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import sys
@@ -18,16 +19,27 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.checkpoint import check_pin, gate, refused_by_loader
+from pipeline.checkpoint import Trust, as_trust, check_pin, gate, refused_by_loader
 from pipeline.config import Config, ModelSpec
 from pipeline.errors import PipelineError
-from pipeline.fsutil import atomic_path, check_writable, read_json, sha256_file, sha256_json, write_json_atomic
+from pipeline.fsutil import (
+    SCRATCH_PREFIXES,
+    atomic_path,
+    check_writable,
+    owner_state,
+    pid_alive,
+    read_json,
+    sha256_file,
+    sha256_json,
+    write_json_atomic,
+)
 
 EXPORT_VERSION = 2  # bump when the export procedure changes: invalidates every cache entry
 # (2: checkpoints are scanned and loaded safely; exports cached before that are redone)
 TEMP_PREFIX = ".export-"  # work folders: .export-<pid>-<random>/ beside the outputs, with an owner file
 TEMP_OWNER = "owner"
 FOREIGN_TEMP_AGE_S = 24 * 3600  # a folder from another host (or with no owner) is stale after this
+UNOWNED_TEMP_AGE_S = 3600       # a scratch folder or temp file from before owners were in names
 TOOL_PACKAGES = ("torch", "ultralytics", "onnx", "onnxsim", "onnxruntime", "onnxconverter-common")
 
 
@@ -191,68 +203,80 @@ def to_fp16(model_proto):
     return fp16
 
 
-def _pid_alive(pid: int) -> bool:
+def _age(p: Path) -> float:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: it exists, as another user
+        return time.time() - p.lstat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _stale_by_owner_file(d: Path) -> bool:
+    """An export work folder (``.export-<pid>-*``): its owner file says host and pid."""
+    try:
+        host, pid = (d / TEMP_OWNER).read_text().split()
+        if host == socket.gethostname():
+            return not pid_alive(int(pid))
+    except (OSError, ValueError):
+        pass
+    return _age(d) > FOREIGN_TEMP_AGE_S
+
+
+def _stale_by_name(p: Path) -> bool:
+    """A scratch folder or atomic temporary whose name carries its owner (fsutil.owner_tag)."""
+    state = owner_state(p.name)
+    if state == "dead":
         return True
-    return True
+    if state == "alive":
+        return False
+    # another host (a container shares the models folder) or a name from before owners were
+    # written: its process cannot be checked from here, so only an old one counts as left over
+    return _age(p) > (FOREIGN_TEMP_AGE_S if state == "foreign" else UNOWNED_TEMP_AGE_S)
 
 
 def stale_temp_dirs(onnx_dir: Path) -> list[Path]:
-    """Work folders left by an export that was killed (its process is gone): each holds
-    a copy of a checkpoint. A folder from another host, or without an owner file, counts
-    as stale only once it is a day old (its process cannot be checked from here)."""
+    """Temporaries left under ``onnx_dir`` by a run that was killed (its process is gone): export
+    work folders (each holds a checkpoint copy), INT8 calibration and accuracy-validation scratch
+    folders, and the half-written files of atomic writes (``.<name>.<owner>.*.tmp*``). One of
+    another host, or without an owner, counts only once it is old (FOREIGN_TEMP_AGE_S,
+    UNOWNED_TEMP_AGE_S)."""
     if not onnx_dir.is_dir():
         return []
     stale = []
-    work = [*onnx_dir.rglob(TEMP_PREFIX + "*"), *onnx_dir.rglob(".int8-*")]   # exports and calibrations
-    for d in work:
-        if not d.is_dir():
+    for p in sorted(onnx_dir.rglob(".*")):
+        if any(parent in stale for parent in p.parents):
             continue
-        if d.name.startswith(".int8-"):   # a calibration's scratch (no owner file): stale after an hour
-            try:
-                if time.time() - d.stat().st_mtime > 3600:
-                    stale.append(d)
-            except OSError:
-                pass
-            continue
-        try:
-            host, pid = (d / TEMP_OWNER).read_text().split()
-            if host == socket.gethostname():
-                if not _pid_alive(int(pid)):
-                    stale.append(d)
-                continue
-        except (OSError, ValueError):
-            pass
-        try:
-            if time.time() - d.stat().st_mtime > FOREIGN_TEMP_AGE_S:
-                stale.append(d)
-        except OSError:
-            pass
+        if p.is_dir() and p.name.startswith(TEMP_PREFIX):
+            if _stale_by_owner_file(p):
+                stale.append(p)
+        elif p.is_dir() and p.name.startswith(SCRATCH_PREFIXES):
+            if _stale_by_name(p):
+                stale.append(p)
+        elif p.is_file() and ".tmp" in p.name and p.name.count(".") >= 3 and _stale_by_name(p):
+            stale.append(p)
     return stale
 
 
 def remove_stale_temp_dirs(onnx_dir: Path, log: Callable[[str], None] = lambda m: None) -> list[Path]:
     removed = []
     for d in stale_temp_dirs(onnx_dir):
-        shutil.rmtree(d, ignore_errors=True)
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            d.unlink(missing_ok=True)
         if not d.exists():
             removed.append(d)
-            log(f"removed {d} (left by an export that was killed)")
+            log(f"removed {d} (left by a run that was killed)")
     return removed
 
 
 def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
-                 log: Callable[[str], None] = lambda m: None, trust: bool = False) -> dict:
+                 log: Callable[[str], None] = lambda m: None, trust: Trust | bool = False) -> dict:
     """Export one model; returns its record (``status`` ``cached`` or ``exported``).
 
-    ``trust``: load the checkpoint even when it needs more than the safe-load allow-list
-    (``--trust-checkpoint``; ``trust: true`` in models.yaml does the same per model)."""
-    check_source(spec)
-    trusted = bool(trust or spec.trust)
+    ``trust``: load the checkpoint even when it needs more than the safe-load allow-list, if
+    the trust covers this file's digest (checkpoint.Trust: --trust-checkpoint, digests from the
+    variable, or ``trust: true`` with the model's sha256 pin)."""
+    check_source(spec, cfg.path)
     paths = onnx_paths(cfg, spec)
     why = check_writable(paths["fp32"].parent)
     if why:
@@ -261,6 +285,7 @@ def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
                             fix="fix its permissions or pass --config pointing at a writable copy")
     source_sha = sha256_file(spec.source_path)  # hashed once: pin, cache key and record
     check_pin(spec.name, spec.source_path, spec.sha256, source_sha)
+    trusted = as_trust(trust).covers(source_sha, spec.trust, spec.sha256)
     key = cache_key(spec, source_sha)
     rec = None if force else cached_record(cfg, spec, key)
     if rec and (trusted or not rec.get("trusted")):  # an export made under trust needs it still
@@ -298,16 +323,7 @@ def _export_loaded(cfg: Config, spec: ModelSpec, paths: dict, key: str, source_s
         (Path(tmp) / TEMP_OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         tmp_pt = Path(tmp) / Path(spec.source).name
         shutil.copyfile(checkpoint, tmp_pt)  # Ultralytics writes beside its input; never re-read the user's path
-        from pipeline.backends.torch import load_yolo
-        try:
-            out = load_yolo(tmp_pt).export(
-                format="onnx", opset=spec.opset, simplify=False, imgsz=spec.imgsz,
-                dynamic=spec.batch.dynamic, batch=spec.batch.opt if not spec.batch.dynamic else 1,
-                device="cpu", verbose=False)
-        except Exception as exc:
-            raise PipelineError(f"Ultralytics export failed: {type(exc).__name__}: {exc}",
-                                model=spec.name, file=spec.source_path,
-                                fix="check that the checkpoint loads with `yolo predict model=...`") from None
+        out = _ultralytics_export(spec, tmp_pt, record, log)
         proto = onnx.load(out)
         meta = {p.key: p.value for p in proto.metadata_props}
         proto = _simplify(proto, record, [spec.batch.opt, 3, spec.imgsz, spec.imgsz])
@@ -322,13 +338,12 @@ def _export_loaded(cfg: Config, spec: ModelSpec, paths: dict, key: str, source_s
                                 file=paths["fp32"], fix="report this with the checkpoint") from None
         record["opset"] = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
         record["io"] = _io(proto)
-        record["metadata"] = {k: meta.get(k) for k in ("task", "names", "stride", "imgsz", "kpt_shape", "batch")
-                              if k in meta}
+        record["metadata"] = {k: meta.get(k) for k in METADATA_KEYS if k in meta}
         fp16 = to_fp16(proto)
         onnx.checker.check_model(fp16, full_check=True)
         fp32_bytes, fp16_bytes = proto.SerializeToString(), fp16.SerializeToString()
 
-        record["parity"] = measure_parity(spec, tmp_pt, {"fp32": fp32_bytes, "fp16": fp16_bytes})
+        record["parity"] = measure_parity(spec, tmp_pt, {"fp32": fp32_bytes, "fp16": fp16_bytes}, record)
         record["seconds"] = round(time.perf_counter() - t0, 2)
         if not record["parity"]["passed"]:
             raise PipelineError(
@@ -343,6 +358,38 @@ def _export_loaded(cfg: Config, spec: ModelSpec, paths: dict, key: str, source_s
     record["files"] = {k: str(v.relative_to(cfg.root)) for k, v in paths.items()}
     write_json_atomic(paths["record"], record)
     return {**record, "status": "exported"}
+
+
+# Ultralytics' ONNX metadata kept in the record (and written into the .engine header): what its
+# own reader needs to post-process an engine (end2end selects the NMS-free decoding, head names RT-DETR).
+METADATA_KEYS = ("task", "names", "stride", "imgsz", "kpt_shape", "batch", "end2end", "head", "args", "channels")
+_NEEDS_OPSET = re.compile(r"requires opset>=(\d+)")
+
+
+def _ultralytics_export(spec: ModelSpec, checkpoint: Path, record: dict, log: Callable[[str], None]) -> str:
+    """Ultralytics' ONNX export at the configured opset; a model that needs a later one (RT-DETR: 16)
+    gets the lowest that Ultralytics names, with a line saying why (recorded as ``opset_raised``)."""
+    from pipeline.backends.torch import load_yolo
+    extra = {} if spec.nms is None else {"nms": spec.nms}
+    opset = spec.opset
+    for _ in range(2):
+        try:
+            return load_yolo(checkpoint).export(
+                format="onnx", opset=opset, simplify=False, imgsz=spec.imgsz,
+                dynamic=spec.batch.dynamic, batch=spec.batch.opt if not spec.batch.dynamic else 1,
+                device="cpu", verbose=False, **extra)
+        except Exception as exc:
+            need = _NEEDS_OPSET.search(str(exc))
+            if need and int(need.group(1)) > opset:
+                opset = int(need.group(1))
+                record["opset_raised"] = {"configured": spec.opset, "used": opset, "why": str(exc)[:300]}
+                log(f"{spec.name}: this model needs ONNX opset {opset} or later (Ultralytics: \"{exc}\"); exporting at "
+                    f"opset {opset} instead of {spec.opset} (set opset: {opset} in models.yaml to say so)")
+                continue
+            raise PipelineError(f"Ultralytics export failed: {type(exc).__name__}: {exc}",
+                                model=spec.name, file=spec.source_path,
+                                fix="check that the checkpoint loads with `yolo predict model=...`") from None
+    raise AssertionError("unreachable")
 
 
 # What an export writes, per byte of checkpoint (yolov8n, 6.5 MB .pt, measured): the work copy of the
@@ -367,7 +414,7 @@ def not_enough_disk(spec: ModelSpec, out_dir: Path, need: int | None, free: int 
                              "point --config at a models folder on a disk with room; nothing was left half-written")
 
 
-def _export_guarded(cfg: Config, spec: ModelSpec, force: bool, log, trust: bool = False) -> dict:
+def _export_guarded(cfg: Config, spec: ModelSpec, force: bool, log, trust: Trust | bool = False) -> dict:
     """export_model with anything unexpected turned into an error naming model and file."""
     import errno
     paths = onnx_paths(cfg, spec)
@@ -394,7 +441,7 @@ def _export_guarded(cfg: Config, spec: ModelSpec, force: bool, log, trust: bool 
 
 def export_all(cfg: Config, specs: list[ModelSpec], keep_going: bool = False, force: bool = False,
                log: Callable[[str], None] = lambda m: None,
-               trust: bool = False) -> tuple[list[dict], list[PipelineError]]:
+               trust: Trust | bool = False) -> tuple[list[dict], list[PipelineError]]:
     records, errors = [], []
     remove_stale_temp_dirs(cfg.onnx_dir, log)
     for spec in specs:

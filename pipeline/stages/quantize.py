@@ -32,15 +32,16 @@ from pathlib import Path
 from pipeline.checks.images import IMAGE_SUFFIXES, preprocess, reference_images
 from pipeline.config import CALIBRATION_MIN_USEFUL, INT8_MIN_OPSET, Config, ModelSpec
 from pipeline.errors import PipelineError
-from pipeline.fsutil import atomic_path, read_json, sha256_file, sha256_json, write_json_atomic
+from pipeline.fsutil import INT8_SCRATCH, atomic_path, read_json, scratch_dir, sha256_file, sha256_json, write_json_atomic
 from pipeline.stages.export import onnx_file, onnx_paths
+from pipeline.tasks import TASKS
 
 QUANTIZER = "onnxruntime.quantization.quantize_static"
 QUANTIZE_VERSION = 1   # bump when the quantization procedure changes: recalibrates every twin
 # Head convolutions that produce outputs (box distances cv2, class logits cv3, keypoints cv4) and
 # everything of the DFL stay in float; see the module docstring.
-EXCLUSION_RULE = "head-outputs+dfl/v1"
-_HEAD_OUTPUT_CONV = re.compile(r"^/model\.(\d+)/cv[234]\.\d+/cv[234]\.\d+\.2/Conv$")
+EXCLUSION_RULE = "head-outputs+dfl/v2"   # v2: per task, from the task table (YOLO26 nesting, Pose26, protos)
+_HEAD_NODE = re.compile(r"^/model\.(\d+)/(one2one_)?cv[234]")
 
 Log = Callable[[str], None]
 IN_CONTAINER_HINT = ("; inside the builder container only the models folder is mounted (at /workspace/models): "
@@ -59,17 +60,20 @@ def quantizer_version() -> str:
         return "missing"
 
 
-def head_exclusions(proto, exclude_all: bool = True) -> list[str]:
-    """Names of the nodes kept in float: the detection head's output convolutions and the DFL.
-    ``exclude_all=False`` is the deliberately broken twin of the tests (nothing kept)."""
+def head_exclusions(proto, exclude_all: bool = True, task: str = "detect") -> list[str]:
+    """Names of the nodes kept in float: the task's head output convolutions (the task table's
+    ``int8_float`` patterns: boxes, class logits, keypoints, mask coefficients and prototypes, the
+    OBB angle) and the DFL, inside the last head. ``exclude_all=False`` is the deliberately broken
+    twin of the tests (nothing kept)."""
     if not exclude_all:
         return []
-    heads = [int(m.group(1)) for n in proto.graph.node if (m := _HEAD_OUTPUT_CONV.match(n.name))]
-    if not heads:
+    patterns = [re.compile(p) for p in TASKS[task].int8_float]
+    heads = [int(m.group(1)) for n in proto.graph.node if (m := _HEAD_NODE.match(n.name))]
+    if not heads or not patterns:
         return []
     head = f"/model.{max(heads)}/"
     return [n.name for n in proto.graph.node
-            if n.name.startswith(head) and (_HEAD_OUTPUT_CONV.match(n.name) or "/dfl/" in n.name)]
+            if n.name.startswith(head) and any(p.search(n.name[len(head):]) for p in patterns)]
 
 
 # ----------------------------------------------------------------------------- calibration images
@@ -213,7 +217,7 @@ def ensure_twin(cfg: Config, spec: ModelSpec, export_record: dict, force: bool =
         del proto.metadata_props[:]
         onnx.helper.set_model_props(proto, meta)
         opset = INT8_MIN_OPSET
-    excluded = head_exclusions(proto, exclude_head)
+    excluded = head_exclusions(proto, exclude_head, spec.task)
     if exclude_head and not excluded:
         log(f"warning: {spec.name}: no detection-head output convolutions found by name (cv2/cv3/cv4.*.2/Conv, "
             "/dfl/) in the ONNX, so every convolution is quantized, box pixels and scores alike; expect the "
@@ -226,8 +230,11 @@ def ensure_twin(cfg: Config, spec: ModelSpec, export_record: dict, force: bool =
     # ONNX Runtime's quantize_static fixes Entropy at 128 histogram bins, which leaves one candidate
     # range: the same scales as MinMax (measured: byte-identical twins). Real entropy calibration
     # runs the calibrator with 2048 bins (TensorRT's own histogram size) and hands its ranges over.
+    # every temporary (ours, and ONNX Runtime's own ort.quant.* folders) lives in one scratch folder
+    # beside the twin, named for this process: a kill -9 leaves it where the next run and `engines
+    # clean` remove it (export.stale_temp_dirs)
     with atomic_path(paths["onnx"], suffix=".onnx") as out, _root_logger_quiet(), \
-            tempfile.TemporaryDirectory(prefix=".int8-", dir=paths["onnx"].parent) as work:
+            scratch_dir(paths["onnx"].parent, INT8_SCRATCH) as work, _tempdir(work):
         src = Path(work) / "fp32.onnx"   # the FP32 graph at the twin's opset (and the quantizer's scratch)
         onnx.save(proto, str(src))
         try:
@@ -275,6 +282,17 @@ def ensure_twin(cfg: Config, spec: ModelSpec, export_record: dict, force: bool =
     write_json_atomic(paths["record"], rec)
     log(f"{spec.name}: INT8 twin written in {seconds}s -> {rec['file']}")
     return {**rec, "status": "calibrated"}
+
+
+@contextlib.contextmanager
+def _tempdir(folder: Path):
+    """Python's temporary folder for this block (ONNX Runtime's quantizer makes its own)."""
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
 
 
 @contextlib.contextmanager

@@ -6,16 +6,15 @@ against the FP32 reference: always possible, the build gate everywhere) and ``en
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 from pathlib import Path
 
+from pipeline import tasks
 from pipeline.backends.base import Runner
 from pipeline.backends.onnxruntime import OnnxRuntimeRunner
 from pipeline.checks import accuracy
-from pipeline.checks.detections import decode, match, summarize, task_shape
 from pipeline.checks.images import UnreadableImage, batches, reference_images
-from pipeline.checks.tensors import compare_outputs, merge_stats
+from pipeline.checks.suite import run_checks
 from pipeline.config import ModelSpec
 from pipeline.engine_set import now_iso
 from pipeline.errors import PipelineError
@@ -41,29 +40,18 @@ def gate_fix(precision: str, reasons: str) -> str:
 
 def compare_runners(spec: ModelSpec, record: dict, reference: Runner, candidate: Runner,
                     precision: str, batch: int) -> dict:
-    """Run both runners on the reference images; tensor figures plus detection figures."""
+    """Run both runners on the reference images and every check of checks.suite over their outputs."""
     thr = spec.thresholds(precision)
-    nc, nkpt = task_shape(record)
     try:
         feeds = batches(reference_images(spec.verify_images), spec.imgsz, batch)
     except UnreadableImage as err:   # the same paragraph, naming the model
         raise UnreadableImage(err.what, model=spec.name, file=err.file, fix=err.fix) from None
-    tensor_runs, det_groups = [], []
-    for x in feeds:
-        ref = reference.infer({"images": x})
-        out = candidate.infer({"images": x})
-        tensor_runs.append(compare_outputs(ref, out, thr))
-        det_groups.append([match(r, o) for r, o in zip(decode(ref["output0"], nc, nkpt),
-                                                        decode(out["output0"], nc, nkpt))])
-    tensors = merge_stats(tensor_runs)
-    dets = summarize(det_groups, nkpt, thr)
-    # FP16 is judged on detections plus cosine/mean error; see config.DEFAULT_VERIFY.
-    reasons = [f"tensors: {r}" for r in tensors["reasons"]] + [f"detections: {r}" for r in dets["reasons"]]
+    refs = [reference.infer({"images": x}) for x in feeds]
+    outs = [candidate.infer({"images": x}) for x in feeds]
+    # FP16 is judged on the task's figures plus cosine/mean error; see config.DEFAULT_VERIFY.
+    figures, reasons = run_checks(record, refs, outs, thr)
     return {"status": Status.PASSED if not reasons else Status.FAILED, "precision": precision,
-            "tensors": tensors["outputs"], "detections": {k: v for k, v in dets.items()
-                                                          if k not in ("passed", "reasons")},
-            "reasons": reasons, "thresholds": thr, "images": len(feeds) * batch,
-            "at": now_iso()}
+            **figures, "reasons": reasons, "thresholds": thr, "images": len(feeds) * batch, "at": now_iso()}
 
 
 def verify_onnx_level(spec: ModelSpec, record: dict, reference_onnx: Path, built_from: Path,
@@ -78,12 +66,7 @@ def verify_onnx_level(spec: ModelSpec, record: dict, reference_onnx: Path, built
 
 def model_names(record: dict) -> tuple[dict, list | None]:
     """(class names, kpt_shape) from the export record's metadata."""
-    meta = record.get("metadata", {})
-    names = meta.get("names", "{}")
-    names = ast.literal_eval(names) if isinstance(names, str) else names
-    kpt = meta.get("kpt_shape")
-    kpt = ast.literal_eval(kpt) if isinstance(kpt, str) else kpt
-    return dict(names), (list(kpt) if kpt else None)
+    return tasks.model_names(record.get("metadata", {}))
 
 
 def add_accuracy(level: dict, spec: ModelSpec, record: dict, reference_onnx: Path, candidate: Path,
@@ -91,13 +74,12 @@ def add_accuracy(level: dict, spec: ModelSpec, record: dict, reference_onnx: Pat
     """mAP of the reference and the candidate on the user's labelled data; a drop above
     max_drop fails the level. Figures are cached beside the reference ONNX. Says on ``log``
     that it runs (seconds to minutes) and its verdict."""
-    import tempfile
     acc = spec.accuracy
     names, kpt = model_names(record)
     cache = reference_onnx.with_suffix(".accuracy.json")
     log(f"{spec.name}: accuracy gate: mAP of the FP32 reference and the {precision} candidate on {acc.data} "
         f"(split {acc.split}; {'ONNX Runtime on the CPU' if device == 'cpu' else f'GPU {device}'}, cached per file)")
-    with tempfile.TemporaryDirectory(prefix=".accuracy-") as tmp:
+    with accuracy.scratch(reference_onnx) as tmp:
         data_yaml, digest = accuracy.prepare(acc, spec.name, spec.task, names, kpt, Path(tmp))
         measure = dict(task=spec.task, data_yaml=data_yaml, digest=digest, imgsz=spec.imgsz, work=Path(tmp),
                        model=spec.name, data_file=acc.data)

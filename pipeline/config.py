@@ -22,6 +22,7 @@ TASKS = tuple(TASK_TABLE)   # detect, segment, pose, obb, classify: the task tab
 # false: the NMS-free head of YOLO26/YOLOv10 (end2end rows); true: NMS embedded in the graph
 # (full TensorRT only: TensorRT for RTX cannot build it, NVIDIA/TensorRT-RTX#32).
 NMS_CHOICES = (None, False, True)
+ACCURACY_TASKS = ("detect", "pose")   # tasks whose labels checks.accuracy reads (box, box + keypoints)
 PRECISIONS = ("fp16", "fp32", "int8")
 MIN_OPSET = 12
 MAX_IMGSZ = 4096  # 4096 x 4096 is already 40x the pixels of 640; larger is a typo or a memory blow-up
@@ -549,6 +550,11 @@ def load_config(path: Path | str) -> Config:
         _inside(root, entry["source"], name, path, "source")
         _same_source(sources, entry["source"], name, path)
         opts = _merged(entry, defaults, name, path, root)
+        if opts["accuracy"] is not None and entry["task"] not in ACCURACY_TASKS:
+            raise _err(f"the accuracy gate reads box and keypoint labels only so far; a {entry['task']} model's labels "
+                       "(polygons, rotated boxes, class folders) are not checked yet", name, path,
+                       "remove accuracy: from this entry (the onnx and engine levels still judge its "
+                       f"{TASK_TABLE[entry['task']].metric_label.split()[0]} outputs against the FP32 reference)")
         models.append(ModelSpec(name=name, source=str(Path(entry["source"])), task=entry["task"],
                                 imgsz=opts["imgsz"], opset=opts["opset"],
                                 precision=opts["precision"], batch=opts["batch"],

@@ -61,6 +61,7 @@ class Builder:
     tuned_on_build_gpu = True       # tactics timed on the building GPU (another model of the same cc: a warning)
     hardware_levels: tuple[str, ...] = ()   # compatibility: values it builds (pipeline.builders.compat)
     older_cuda_route = ""           # how to build for a host whose driver is too old for CUDA 13
+    builds_nms = True               # can build NMS embedded in the graph (models.yaml nms: true)
 
     compatibility: str | None = None   # models.yaml defaults (set-wide), set by configure()
     version_compatible: bool = False

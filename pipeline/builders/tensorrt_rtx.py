@@ -23,6 +23,7 @@ class TensorRTRTX(Builder):
     # NVIDIA's TensorRT for RTX docs, "timing cache migration"); it has a runtime cache on the host instead
     timing_cache = False
     needs_build_gpu = False
+    builds_nms = False   # TensorRT for RTX has no NMS layer (NVIDIA/TensorRT-RTX#32)
     tuned_on_build_gpu = False     # specialised on the device at first run
     strongly_typed = True          # TensorRT for RTX networks are always strongly typed
     gpu = None                     # builds ahead of time; no build GPU recorded

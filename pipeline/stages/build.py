@@ -96,6 +96,16 @@ def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backen
                         **_portable(backend)})
 
 
+def check_layout(spec: ModelSpec, backend, onnx_file: Path) -> None:
+    """Refuse an output layout the builder cannot build (NMS in the graph on TensorRT for RTX)."""
+    if spec.nms is True and not builder_named(backend.name).builds_nms:
+        raise PipelineError(f"nms: true puts NMS inside the engine, and {backend.name} cannot build NMS "
+                            "(TensorRT for RTX has no NMS layer, NVIDIA/TensorRT-RTX#32)", model=spec.name,
+                            file=onnx_file, fix="set nms: false for YOLO26/YOLOv10 (the NMS-free head needs no NMS), "
+                            "remove nms: for raw outputs with NMS on the host, or build with the full TensorRT "
+                            "(make engines-docker)")
+
+
 def check_int8(spec: ModelSpec, backend, onnx_file: Path) -> None:
     """Refuse INT8 where it cannot be built (before anything is calibrated)."""
     from pipeline.hardware import has_int8
@@ -280,6 +290,7 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
                         raise PipelineError("no current ONNX export for this checkpoint",
                                             model=spec.name, file=onnx_paths(cfg, spec)["fp32"],
                                             fix="run `engines export` first (or `engines run`)")
+                    check_layout(spec, backend, onnx_paths(cfg, spec)["fp32"])
                     if spec.precision == "int8":   # refused before calibrating, then calibrated (or cached)
                         check_int8(spec, backend, _quantize().int8_paths(cfg, spec)["onnx"])
                         record = {**record, "int8": _quantize().ensure_twin(cfg, spec, record, log=log)}

@@ -25,8 +25,12 @@ def measure_parity(spec: ModelSpec, checkpoint: Path, onnx_models: dict[str, byt
     ranked = bool(record and ranked_outputs(record))
     images = reference_images(spec.verify_images)
     feeds = batches(images, spec.imgsz, parity_batch_size(spec))
-    with TorchRunner(checkpoint, spec.imgsz, batch=parity_batch_size(spec), nms=spec.nms) as torch_runner:
-        refs = [torch_runner.infer({"images": x}) for x in feeds]
+    if spec.nms is True:   # NMS embedded by the exporter's own wrapper: the FP32 ONNX is the reference here
+        with OnnxRuntimeRunner(onnx_models["fp32"]) as ort_runner:
+            refs = [ort_runner.infer({"images": x}) for x in feeds]
+    else:
+        with TorchRunner(checkpoint, spec.imgsz, batch=parity_batch_size(spec), nms=spec.nms) as torch_runner:
+            refs = [torch_runner.infer({"images": x}) for x in feeds]
     result: dict = {"images": [p.name for p in images], "reasons": []}
     for kind, model in onnx_models.items():
         thr = spec.thresholds("fp16" if kind == "fp16" else "fp32")

@@ -116,7 +116,9 @@ def head_of(record: dict) -> Head:
     meta = record.get("metadata", {})
     names, kpt = model_names(meta)
     task = meta.get("task") or record.get("task", "detect")
-    end2end = str(meta.get("end2end", "False")) == "True"
+    args = _literal(meta.get("args"))
+    # NMS-free head (end2end), or NMS embedded by the export (args nms: True): rows, one per object
+    end2end = str(meta.get("end2end", "False")) == "True" or (isinstance(args, dict) and args.get("nms") is True)
     rtdetr = "RTDETR" in str(meta.get("head", "")) or record.get("head") == "RTDETRDecoder"
     imgsz = _literal(meta.get("imgsz"))
     imgsz = int(imgsz[0]) if isinstance(imgsz, (list, tuple)) else int(record.get("options", {}).get("imgsz", 640))

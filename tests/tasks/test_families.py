@@ -176,3 +176,26 @@ def test_the_engine_header_carries_what_ultralytics_reads_for_each_head(families
         assert len(meta["names"]) == (1000 if spec.task == "classify" else 80)
         assert meta["end2end"] is (spec.name in ("det26", "pose26"))
         assert meta.get("kpt_shape") == ([17, 3] if spec.task == "pose" else None)
+
+
+def test_nms_in_the_graph_is_refused_on_tensorrt_for_rtx_with_a_next_step(tmp_path):
+    """nms: true exports NMS inside the graph; TensorRT for RTX cannot build it: one paragraph, exit 1."""
+    from pipeline.config import load_config
+    from pipeline.stages.demo import demo_models
+    from tests.conftest import run_cli
+    cfg_path = write_config(tmp_path, "defaults: {imgsz: 320}\nmodels:\n"
+                                      "  - {name: embedded, source: m/det.pt, task: detect, nms: true}\n")
+    demo_models(load_config(cfg_path), log=lambda m: None)
+    res = run_cli("--config", str(cfg_path), "run", "--backend", "tensorrt-rtx")
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "cannot build NMS" in res.stderr and "Next step: set nms: false" in res.stderr
+    assert not list((tmp_path / "engines").glob("*/m/det.engine"))
+
+
+def test_the_accuracy_gate_is_refused_for_labels_it_cannot_read_yet(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+    cfg_path = write_config(tmp_path, "models:\n  - {name: s, source: s.pt, task: segment, accuracy: {data: d.yaml}}\n")
+    with pytest.raises(ConfigError, match="accuracy gate reads box and keypoint labels only") as err:
+        load_config(cfg_path)
+    assert "Next step: remove accuracy:" in str(err.value)

@@ -449,11 +449,13 @@ class SetManifest:
         return self.verdict(gpu_name).status
 
     def cannot_run_here(self, installed_version: str | None, gpus: list) -> str | None:
-        """Why this machine cannot run the set's engines (None if it can): the set's
-        runtime at its exact version, and a GPU whose compute capability it targets."""
+        """Why this machine cannot run the set's engines (None if it can): a runtime that loads
+        the set (its exact version, or for a version-compatible set what its builder allows),
+        and a GPU whose compute capability it targets."""
+        from pipeline.builders import builder_named
         if installed_version is None:
             return f"{self.backend} is not installed here"
-        if installed_version != self.trt_version:
+        if not builder_named(self.backend).runtime_loads(self.trt_version, installed_version, self.version_compatible):
             return f"this machine has {self.backend} {installed_version}, the set needs {self.trt_version}"
         if not gpus:
             return "no GPU on this machine"

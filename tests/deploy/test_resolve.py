@@ -819,3 +819,14 @@ def test_fleet_status_counts_a_same_compute_capability_set_for_another_gpu_of_it
     a10g, l4 = cells(list_sets(models / "engines"), wanted)
     assert a10g["tag"] == SAME_CC and a10g["status"] == "passed"
     assert l4["status"] == "missing" and l4["tag"] is None
+
+
+def test_engines_verify_runs_a_version_compatible_tensorrt_10_set_on_tensorrt_11():
+    """verify's "can this machine run it" follows the same rule as resolve."""
+    from pipeline.manifest import SetManifest
+    m = SetManifest(tag="trt-10.13.2.6-sm90", backend="tensorrt", trt_version="10.13.2.6", targets=["9.0"])
+    h100 = [gpu("h100-80gb-hbm3.csv")]
+    assert "the set needs 10.13.2.6" in m.cannot_run_here("11.2.1.2", h100)
+    m.extra["version_compatible"] = True
+    assert m.cannot_run_here("11.2.1.2", h100) is None
+    assert "the set needs 10.13.2.6" in m.cannot_run_here("12.0.0.1", h100)

@@ -63,6 +63,10 @@ class Builder:
     older_cuda_route = ""           # how to build for a host whose driver is too old for CUDA 13
     builds_nms = True               # can build NMS embedded in the graph (models.yaml nms: true)
 
+    def unbuildable(self, precision: str, has_attention: bool) -> dict[str, str]:
+        """Targets this configured build cannot build a model for, each with why (none by default)."""
+        return {}
+
     compatibility: str | None = None   # models.yaml defaults (set-wide), set by configure()
     version_compatible: bool = False
     gpu = None                          # hardware.GpuFacts of the build GPU, or None

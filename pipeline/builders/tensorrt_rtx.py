@@ -31,6 +31,7 @@ class TensorRTRTX(Builder):
 
     def __init__(self, targets: list[str] | None = None):
         self.targets = sorted(targets or self.supported_targets(), key=cc_tuple)
+        self.explicit_targets = bool(targets)   # --target given: refuse rather than drop a target
         unknown = [t for t in self.targets if t not in self.supported_targets()]
         if unknown:
             raise PipelineError(
@@ -47,6 +48,15 @@ class TensorRTRTX(Builder):
     @classmethod
     def supported_targets(cls) -> tuple[str, ...]:
         return RTX_KNOWN_TARGETS
+
+    def unbuildable(self, precision: str, has_attention: bool) -> dict[str, str]:
+        """TensorRT for RTX 1.7 cannot compile an FP32 matrix product of two activations (attention:
+        YOLO11, YOLO12, YOLO26) for Turing: "FP32 GEMM is not supported" (measured on a YOLO11n at FP32,
+        and on YOLO26n's INT8 twin, whose attention stays in float). FP16 builds do."""
+        if precision in ("fp32", "int8") and has_attention and "7.5" in self.targets:
+            return {"7.5": f"TensorRT for RTX cannot build {precision.upper()} attention (a MatMul of two activations) "
+                          "for Turing (sm75): \"FP32 GEMM is not supported\""}
+        return {}
 
     def configure(self, compatibility: str | None, version_compatible: bool) -> None:
         if compatibility or version_compatible:

@@ -241,11 +241,46 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dic
     return entry, files
 
 
+def has_attention(onnx_file: Path) -> bool:
+    """Whether the graph multiplies two activations (attention), not an activation by weights."""
+    import onnx
+    graph = onnx.load(str(onnx_file), load_external_data=False).graph
+    consts = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return any(n.op_type == "MatMul" and not (set(n.input) & consts) for n in graph.node)
+
+
+def drop_unbuildable_targets(cfg: Config, specs: list[ModelSpec], backend, log: Callable[[str], None]) -> None:
+    """Targets some model cannot be built for leave the set (a line says which and why); with --target
+    given, or when no target would be left, the build is refused before anything is built."""
+    drop: dict[str, list[str]] = {}
+    for spec in specs:
+        fp32 = onnx_paths(cfg, spec)["fp32"]
+        if spec.precision == "fp16" or not fp32.is_file():
+            continue
+        for target, why in backend.unbuildable(spec.precision, has_attention(fp32)).items():
+            drop.setdefault(target, []).append(f"{spec.name}: {why}")
+    if not drop:
+        return
+    keep = [t for t in backend.targets if t not in drop]
+    if getattr(backend, "explicit_targets", False) or not keep:
+        first = next(iter(drop.values()))[0]
+        raise PipelineError(f"cannot build for {', '.join(sm_name(t) for t in drop)}: {first}",
+                            model=first.split(":")[0], details=[r for rs in drop.values() for r in rs],
+                            fix="set precision: fp16 for these models, or build without "
+                                f"{', '.join(sm_name(t) for t in drop)} "
+                                f"(--target {','.join(sm_name(t) for t in keep) or '...'})")
+    for target, reasons in drop.items():
+        log(f"{sm_name(target)} left out of this set: {'; '.join(reasons)} (set precision: fp16 for "
+            f"{', '.join(r.split(':')[0] for r in reasons)} to keep {sm_name(target)})")
+    backend.targets = keep
+
+
 def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspace: float | None = None,
               keep_going: bool = False, force: bool = False, log: Callable[[str], None] = lambda m: None,
               lock_timeout: float | None = None) -> tuple[dict, list[PipelineError]]:
     """Build ``specs`` into the backend's set; returns (summary, errors)."""
     backend.configure(cfg.compatibility, cfg.version_compatible)   # refuses what this backend cannot build
+    drop_unbuildable_targets(cfg, specs, backend, log)
     tag = es.make_tag(backend.name, backend.version(), backend.targets, backend.compatibility)
     from pipeline.manifest import TAG_RE
     if not TAG_RE.fullmatch(tag):   # a set that could not be read back is never built

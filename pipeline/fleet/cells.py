@@ -354,10 +354,9 @@ def read_cells(path: Path | str) -> list[Cell]:
             raise PipelineError("the GPU list is not a list of cells", file=path, fix=STATUS_FIX)
         lines = _item_lines(text, "cells") if isinstance(data, dict) else []
         cells = [_cell(_where("cells", i, lines), item, path, need_image=False) for i, item in enumerate(items)]
-    for c in cells:
-        if not c.gpu or c.runtime is None:
-            raise PipelineError(f"{c.where} needs `gpu` and `runtime` (or `tensorrt`/`trt`)", file=path,
-                                fix=STATUS_FIX)
+    for c in cells:   # each names a GPU (gpu: or compute_cap:, checked by the reader) and now a runtime
+        if c.runtime is None:
+            raise PipelineError(f"{c.where} needs `runtime` (or `tensorrt`/`trt`)", file=path, fix=STATUS_FIX)
     return cells
 
 

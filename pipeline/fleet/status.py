@@ -38,8 +38,10 @@ def cells(sets: list[EngineSet], wanted: list[Cell]) -> list[dict]:
         rt, name = c.runtime, c.gpu
         built = [s.manifest.gpu or {} for s in sets]
         # the GPU Feature Discovery spelling (NVIDIA-H100-80GB-HBM3) names the same product as nvidia-smi's
-        name = next((str(g["name"]) for g in built if g.get("name") and gfd_product(g["name"]) == gfd_product(name)),
-                    name)
+        name = next((str(g["name"]) for g in built if name and g.get("name")
+                     and gfd_product(g["name"]) == gfd_product(name)), name)
+        any_model = name is None   # a cell by compute capability only: a set built on any GPU of it fills it
+        name = name or f"any GPU of compute capability {c.compute_cap}"
         cc = c.compute_cap or next((str(g["compute_cap"]) for g in built
                                        if g.get("name") == name and g.get("compute_cap")), None)
         row = {"gpu": name, "runtime": rt.spec, "compute_cap": cc, "status": "missing", "tag": None, "why": ""}
@@ -50,11 +52,15 @@ def cells(sets: list[EngineSet], wanted: list[Cell]) -> list[dict]:
         gpu = GpuFacts(0, name, None, cc, None, None, None, None, source="--gpus")
         ranked = []
         for s in sets:
-            v = judge(s, gpu, rt, allow_demo=True, allow_pending=True)
+            # a compute-capability cell is judged as the GPU the set was built on, when it is of that capability
+            here = gpu
+            if any_model and (s.manifest.gpu or {}).get("name") and str(s.manifest.gpu.get("compute_cap")) == cc:
+                here = GpuFacts(0, str(s.manifest.gpu["name"]), None, cc, None, None, None, None, source="--gpus")
+            v = judge(s, here, rt, allow_demo=True, allow_pending=True)
             if {"backend", "version", "cc"} & set(v.kinds):
                 continue                                   # cannot run there at all
             moves = v.portable or level(s.manifest.compatibility) is not None   # built to move between GPU models
-            if builder_named(rt.backend).tuned_on_build_gpu and not v.same_gpu and not moves:
+            if builder_named(rt.backend).tuned_on_build_gpu and not v.same_gpu and not moves and not any_model:
                 row["why"] = row["why"] or f"{s.tag} loads by compute capability only (built on another GPU)"
                 continue
             pending = any("verification pending" in w for w in v.warnings)

@@ -99,3 +99,20 @@ def test_the_schema_lives_apart_from_the_jobs():
     assert plan.Cell is cells.Cell is status.Cell and plan.load_fleet is cells.load_fleet
     src = inspect.getsource(plan)
     assert "read_gpu_list" not in src and "def _cell" not in src and "class Cell" not in src
+
+
+def test_a_cell_by_compute_capability_only_is_filled_by_a_set_built_on_any_gpu_of_it(tmp_path):
+    """`{compute_cap: "9.0"}` pins a Job to any GPU of 9.0; fleet status counts the set such a Job
+    builds (on an H100 or an H200) for it, and names the cell by its compute capability."""
+    from pipeline.engine_set import list_sets
+    from pipeline.fleet import status
+    from tests.deploy.test_resolve import H200, make_set
+    path = _file(tmp_path, "registry: r.example/x\nmodels: {pvc: m}\ncells:\n"
+                           "  - {compute_cap: '9.0', image: b:11, trt: '11.2.1.2'}\n"
+                           "  - {compute_cap: '8.6', image: b:11, trt: '11.2.1.2'}\n")
+    wanted = status.read_cells(path)
+    make_set(tmp_path / "engines", version="11.2.1.2", built_on=H200, verified_on=H200)
+    sm90, sm86 = status.cells(list_sets(tmp_path / "engines"), wanted)
+    assert sm90["status"] == "passed" and sm90["tag"] == "trt-11.2.1.2-sm90"
+    assert sm90["gpu"] == "any GPU of compute capability 9.0"
+    assert sm86["status"] == "missing" and sm86["tag"] is None

@@ -28,7 +28,8 @@ def fleet() -> None:
 
 GPUS_HELP = ("YAML or JSON list of the cells you need, one per (GPU product, runtime): "
              "[{gpu: NVIDIA H100 80GB HBM3, runtime: tensorrt==10.13.3.9, compute_cap: '9.0'}]; compute_cap is "
-             "optional when a set built on that GPU exists.")
+             "optional when a set built on that GPU exists. The `fleet plan` file serves too: its cells "
+             "(builders: x gpus:, and cells:) with each trt: as the runtime.")
 
 
 @fleet.command("status", help=FLEET_STATUS_HELP)

@@ -8,7 +8,7 @@
 #   answers (`make docker-up`, or a run still going), started otherwise and then stopped at
 #   the end, also on Ctrl-C. ENGINES_TEST_DOCKER_HOST=unix:///path uses that daemon instead.
 # - Debian's docker-registry (distribution 2.8): installed with apt when missing;
-#   tests/test_registry.py starts and stops its own instances on 127.0.0.1.
+#   tests/registry/ starts and stops its own instances on 127.0.0.1.
 # When either cannot be had (not root, no apt, no network), the command still runs and the
 # tests that need it skip, naming the reason (ENGINES_TEST_DOCKER_UNAVAILABLE).
 set -uo pipefail
@@ -43,7 +43,7 @@ trap 'exit 143' TERM
 
 if ! command -v docker-registry >/dev/null; then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    log "installing Debian's docker-registry for tests/test_registry.py"
+    log "installing Debian's docker-registry for tests/registry/"
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -qq docker-registry >&2 || { apt-get update -qq >&2 && apt-get install -y -qq docker-registry >&2; } \
       || log "docker-registry could not be installed; the registry tests will skip with the reason"

@@ -43,7 +43,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args(argv)
     from pipeline.engine_set import list_sets
-    from pipeline.registry import Remote, fetch, push
+    from pipeline.registry.client import Remote
+    from pipeline.registry.sets import fetch, push, remote_sets
     s = list_sets(args.models_dir / "engines")[0]
     size = sum((s.path / rel).stat().st_size for rel in s.files()) / 2**20
     times: dict[str, list[float]] = {"push (first)": [], "push (unchanged)": [], "pull": []}
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> int:
                 dst = Path(tmp) / f"pull{i}" / "engines"
                 t0 = time.perf_counter()
                 remote = Remote(ref, plain_http=True)
-                (rs,), _ = remote.sets([s.tag])
+                (rs,), _ = remote_sets(remote, [s.tag])
                 fetch(remote, rs, dst)
                 times["pull"].append(time.perf_counter() - t0)
                 shutil.rmtree(dst.parent)

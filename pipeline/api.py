@@ -236,9 +236,9 @@ def select_set(engines_dir: Path, set_tag: str | None, gpus: list | None = None)
 def push(engines_dir: Path, ref: str, tag: str | None = None, *, plain_http: bool = False, insecure: bool = False,
          log: Log = _quiet) -> dict:
     """`engines push`: the set ``tag`` (default: as ``select_set``) to the registry repository ``ref``."""
-    from pipeline import registry
-    remote = registry.Remote(ref, plain_http=plain_http, insecure=insecure)
-    return registry.push(select_set(engines_dir, tag), remote, on_line=log)
+    from pipeline.registry import client, sets
+    remote = client.Remote(ref, plain_http=plain_http, insecure=insecure)
+    return sets.push(select_set(engines_dir, tag), remote, on_line=log)
 
 
 # resolve and pull live in deploy.pick; they are part of this face, loaded on first use so that
@@ -250,9 +250,9 @@ def __getattr__(name: str):
     if name in _DEPLOY:
         from pipeline.deploy import pick
         return getattr(pick, name)
-    if name == "registry":
-        from pipeline import registry
-        return registry
+    if name == "Remote":   # a registry repository, for pull and resolve(from_remote=)
+        from pipeline.registry.client import Remote
+        return Remote
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -41,9 +41,10 @@ GPUS_HELP = ("YAML or JSON list of the cells you need, one per (GPU product, run
 @click.pass_obj
 def fleet_status_cmd(ctx: Ctx, ref, gpus_file, **values) -> None:
     from pipeline.fleet.status import cells, read_cells, rows
+    from pipeline.registry.sets import remote_sets
     try:
         wanted = read_cells(gpus_file) if gpus_file else None
-        sets, others = options.remote(ref, values).sets()
+        sets, others = remote_sets(options.remote(ref, values))
         table, cell_rows = rows(sets), (cells(sets, wanted) if wanted is not None else None)
     except PipelineError as err:
         fail(ctx, err)

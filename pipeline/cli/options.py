@@ -158,7 +158,7 @@ registry_options = _stack(
 
 def remote(ref: str, values: dict):
     """Pop the registry options and make the Remote for ``ref``."""
-    from pipeline.registry import Remote
+    from pipeline.registry.client import Remote
     return Remote(ref, plain_http=values.pop("plain_http"), insecure=values.pop("insecure"))
 
 

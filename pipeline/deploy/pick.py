@@ -15,12 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import registry
 from pipeline.deploy import handover, missing, rules
 from pipeline.deploy.targets import COMPOSE_MOUNTS, ENV_FILE, TRITON, Target
 from pipeline.engine_set import EngineSet, LockTimeout, load_set, scan_sets
 from pipeline.errors import PipelineError, UsageProblem
 from pipeline.hardware import GpuFacts, detect_gpus, pick_gpu
+from pipeline.registry.client import RegistryUnreachable, Remote
+from pipeline.registry.sets import fetch, remote_sets
 from pipeline.runtime import Runtime, installed_runtime, parse_runtime
 from pipeline.status import Status
 
@@ -130,17 +131,17 @@ def _quiet(_line: str) -> None:
     return None
 
 
-def choose_remote(remote: registry.Remote, engines_dir: Path, gpu: GpuFacts, rt: Runtime, policy: Policy,
+def choose_remote(remote: Remote, engines_dir: Path, gpu: GpuFacts, rt: Runtime, policy: Policy,
                   models: list[str] | None, tag: str | None = None, config_arg: str = "") -> rules.Resolution:
     """The rules of resolve over the registry's manifests (no layer is downloaded yet)."""
-    sets, skipped = remote.sets([tag] if tag else None)
+    sets, skipped = remote_sets(remote, [tag] if tag else None)
     res = rules.resolve(engines_dir, gpu, rt, sets=sets, check=lambda _s: [], **policy.judge_kwargs(models))
     if res.chosen is None:
         raise rules.refusal(res, config_arg, registry_ref=remote.ref, skipped=skipped)
     return res
 
 
-def pull(config_path: Path, remote: registry.Remote, host: HostQuery = HostQuery(), policy: Policy = Policy(), *,
+def pull(config_path: Path, remote: Remote, host: HostQuery = HostQuery(), policy: Policy = Policy(), *,
          tag: str | None = None, link: bool = True, on_line: Callable[[str], None] = _quiet,
          config_arg: str = "", lock_timeout: float | None = None,
          on_wait: Callable[[str], None] | None = None) -> Pick:
@@ -157,17 +158,16 @@ def pull(config_path: Path, remote: registry.Remote, host: HostQuery = HostQuery
     return pick
 
 
-def _fetch(remote: registry.Remote, res: rules.Resolution, engines_dir: Path, on_line,
+def _fetch(remote: Remote, res: rules.Resolution, engines_dir: Path, on_line,
            lock_timeout: float | None = None, on_wait=None) -> Pick:
-    path, downloaded = registry.fetch(remote, res.chosen, engines_dir, on_line, lock_timeout=lock_timeout,
-                                      on_wait=on_wait)
+    path, downloaded = fetch(remote, res.chosen, engines_dir, on_line, lock_timeout=lock_timeout, on_wait=on_wait)
     res.chosen = load_set(path)
     res.files_checked = len(res.chosen.files())
     return Pick(res, pulled_from=remote.ref, downloaded=downloaded)
 
 
 def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = Policy(), *,
-            from_remote: registry.Remote | None = None, expect_set: str | None = None,
+            from_remote: Remote | None = None, expect_set: str | None = None,
             build_missing: bool = False, builder_image: str | None = None,
             targets: Sequence[tuple[Target, Path]] = (), link: bool = True, image_for_env: str | None = None,
             on_line: Callable[[str], None] = _quiet, config_arg: str = "", lock_timeout: float | None = None,
@@ -190,7 +190,7 @@ def resolve(config_path: Path, host: HostQuery = HostQuery(), policy: Policy = P
             pulled_from = from_remote.ref
             on_line(f"pulled {res.chosen.tag} from {from_remote.ref}" if downloaded
                     else f"{res.chosen.tag} from {from_remote.ref} is already here, identical")
-        except (registry.RegistryUnreachable, LockTimeout) as err:
+        except (RegistryUnreachable, LockTimeout) as err:
             # an outage, or another process holding the set's lock past --lock-timeout, must not
             # stop a restart whose set is already here (checked by sha256 below, as always);
             # refused below if none fits

@@ -296,7 +296,7 @@ def read_matrix(text: str, data: dict, path: Path, need_image: bool = True) -> l
 
 def load_fleet(path: Path | str) -> FleetFile:
     """Read and check the GPU list; every error names the entry (and line) and the next step."""
-    from pipeline.registry import REFERENCE_EXAMPLE, reference_problem  # no SDK loads with these
+    from pipeline.registry.client import REFERENCE_EXAMPLE, reference_problem  # no SDK loads with these
     path = Path(path)
     text, data = read_gpu_list(path)   # size, UTF-8, nesting depth, each key once (shared with fleet status)
     if not isinstance(data, dict):

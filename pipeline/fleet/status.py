@@ -14,7 +14,7 @@ from pipeline.builders import builder_named
 from pipeline.builders.compat import level
 from pipeline.engine_set import EngineSet
 from pipeline.fleet.cells import Cell, gfd_product, read_cells  # noqa: F401  (read_cells: `fleet status --gpus`)
-from pipeline.registry import VERIFICATION
+from pipeline.registry.sets import VERIFICATION
 from pipeline.status import Status
 
 

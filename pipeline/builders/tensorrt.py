@@ -29,7 +29,9 @@ class TensorRT(Builder):
     needs_build_gpu = True
     tuned_on_build_gpu = True
     hardware_levels = tuple(HARDWARE_LEVELS)
-    older_cuda_route = "a CUDA 12 builder image (`make image TRT=10`, or TRT_IMAGE/EXPECTED_TRT_VERSION)"
+    # both make variants (NGC 25.08 and 26.08) are CUDA 13: a CUDA 12 one is an older NGC tag
+    older_cuda_route = ("a CUDA 12 builder image (an NGC TensorRT tag before 25.08, given as TRT_IMAGE with its "
+                        "EXPECTED_TRT_VERSION)")
 
     def __init__(self, gpu):
         self.gpu = gpu  # hardware.GpuFacts of the build GPU (the engine's only target)

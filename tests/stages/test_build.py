@@ -699,3 +699,22 @@ def test_a_typo_in_source_end_to_end(exported, tmp_path):
     assert res.returncode == 0, res.stderr
     assert not (ws / "fall" / "bst.pt").exists() and not list((ws / "onnx").rglob("bst.*"))
     assert (ws / "fall" / "best.pt").is_file() and list((ws / "onnx").rglob("best.onnx")) and s.path.is_dir()
+
+
+def test_set_tier_follows_every_engine():
+    from pipeline.manifest import EngineRecord, SetManifest
+    from pipeline.stages.build import _set_tier
+    from tests.deploy.test_resolve import TRT
+    m = SetManifest(tag="t", backend="tensorrt", trt_version=TRT, targets=["9.0"],
+                    extra={"version_compatible": True, "compatibility": "ampere_plus"})
+    m.engines = {"a": EngineRecord(options={"version_compatible": True}), "b": EngineRecord(options={})}
+    _set_tier(m)   # b was rebuilt without the flag: the set no longer claims it
+    assert not m.version_compatible and m.compatibility is None
+    m.engines["b"].options = {"version_compatible": True, "compatibility": "ampere_plus"}
+    m.engines["a"].options["compatibility"] = "ampere_plus"
+    _set_tier(m)
+    assert m.version_compatible and m.compatibility == "ampere_plus"
+    m.engines["a"].status = "failed"   # a failed entry does not vote
+    m.engines["a"].options = {}
+    _set_tier(m)
+    assert m.version_compatible

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.fsutil import atomic_path
@@ -19,6 +17,7 @@ SEED = 20261124
 TASK_ARCH = {name: task.demo_arch() for name, task in TASKS.items()}
 CONF = 0.25   # Ultralytics' default predict confidence: demo scores are made decisive around it
 CLASS_STEP = 1.0   # logit prior between consecutive classes of a demo detector
+VAR_FLOOR = 0.1   # BatchNorm variance floor, as a share of the layer's mean variance
 
 
 def demo_arch(spec) -> str:
@@ -108,6 +107,10 @@ def _make_responsive(model, seed: int, imgsz: int = 640) -> None:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.03  # Ultralytics' default
+            # a channel that barely varies on the calibration images would be divided by its tiny
+            # spread, amplifying FP16 rounding many times over: floor it at a share of the layer's
+            var = m.running_var
+            var.clamp_(min=float(var.mean()) * VAR_FLOOR)
     model.eval()
     _decisive(model, imgsz)
 
@@ -116,6 +119,7 @@ def _decisive(model, imgsz: int) -> None:
     """Shift the class logits so that the confidence threshold falls in the widest gap of their
     distribution on the bundled images at ``imgsz`` (between the top 0.5 % and 5 % of anchors, or of
     RT-DETR's queries), and scale a classifier's logits until its top-1 leads by a clear margin."""
+    import numpy as np  # here, not at the top: every `engines run` imports this module, few write weights
     import torch
     from torch import nn
     from ultralytics.nn.modules.head import Classify
@@ -163,9 +167,10 @@ def _captured(model, layers: list, x) -> list:
     return seen
 
 
-def _gap_shift(logits: np.ndarray) -> float:
+def _gap_shift(logits) -> float:   # logits: a 1-D numpy array
     """How much to add to every logit so that logit(CONF) sits mid-way in the widest gap between
     consecutive values among the top 0.5-5 % (at least the top 10 and at most the top 400)."""
+    import numpy as np
     v = np.sort(logits)[::-1]
     lo, hi = max(10, int(len(v) * 0.005)), min(len(v) - 2, max(12, int(len(v) * 0.05)), 400)
     gaps = v[lo:hi] - v[lo + 1:hi + 1]

@@ -16,15 +16,15 @@ CASES = {
     "seg": ("segment", "yolov8", ""),
     "obb": ("obb", "yolov8", ""),
     "cls": ("classify", "yolov8", ""),
-    "pose26": ("pose", "yolo26", ", nms: false" + ", verify: {fp16: {min_match_rate: 0.8}}"),
+    "pose26": ("pose", "yolo26", ", nms: false"),  # Pose26's keypoint head ends in a Conv block
     "det26": ("detect", "yolo26", ", nms: false"),  # the NMS-free head: (1, 300, 6) rows
     "rtdetr": ("detect", "rtdetr", ", verify: {fp16: {min_match_rate: 0.2, min_iou: 0.6, max_mean_score_delta: 0.2}}"),
 }
-# Random weights are a poor FP16 witness for two heads, measured here at 320: Pose26's NMS-free rows
-# keep 32 of 36 detections (0.89) and RT-DETR's transformer decoder 5 of 17 (0.29); a trained YOLO26n
-# keeps 15 of 15 (issue 22). Their FP16 thresholds are loosened in this models.yaml, the documented
-# user knob, and they are held to the strict FP32 thresholds against PyTorch (parity) instead.
-LOOSENED = {"pose26", "rtdetr"}
+# Random weights are a poor FP16 witness for RT-DETR's transformer decoder, measured here at 320: 4 of 16
+# detections kept (0.25), while a trained YOLO26n keeps 15 of 15 (issue 22). Its FP16 thresholds are
+# loosened in this models.yaml, the documented user knob, and it is held to the strict FP32 thresholds
+# against PyTorch (parity) instead.
+LOOSENED = {"rtdetr"}
 
 
 @pytest.fixture(scope="module")
@@ -192,10 +192,15 @@ def test_nms_in_the_graph_is_refused_on_tensorrt_for_rtx_with_a_next_step(tmp_pa
     assert not list((tmp_path / "engines").glob("*/m/det.engine"))
 
 
-def test_the_accuracy_gate_is_refused_for_labels_it_cannot_read_yet(tmp_path):
+def test_the_accuracy_gate_is_accepted_for_every_task_and_reads_its_label_format(tmp_path):
+    """Every task's labels are read (checks.accuracy.LABELS, or class folders): accuracy: loads for each;
+    the label checks themselves are in tests/checks/test_accuracy.py, the gate per task in
+    tests/stages/test_precision.py."""
+    from pipeline.checks.accuracy import FOLDERS, LABELS
     from pipeline.config import load_config
-    from pipeline.errors import ConfigError
-    cfg_path = write_config(tmp_path, "models:\n  - {name: s, source: s.pt, task: segment, accuracy: {data: d.yaml}}\n")
-    with pytest.raises(ConfigError, match="accuracy gate reads box and keypoint labels only") as err:
-        load_config(cfg_path)
-    assert "Next step: remove accuracy:" in str(err.value)
+    from pipeline.tasks import TASKS
+    lines = "".join(f"  - {{name: m{i}, source: m{i}.pt, task: {t}, accuracy: {{data: d.yaml}}}}\n"
+                    for i, t in enumerate(TASKS))
+    cfg = load_config(write_config(tmp_path, "models:\n" + lines))
+    assert [m.task for m in cfg.models if m.accuracy is not None] == list(TASKS)
+    assert all(t.labels in LABELS or t.labels == FOLDERS for t in TASKS.values())

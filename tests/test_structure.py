@@ -91,7 +91,8 @@ def test_a_function_level_import_is_seen_by_the_graph(tmp_path):
     probe = tmp_path / "pipeline" / "probe.py"
     probe.parent.mkdir()
     probe.write_text("def f():\n    if True:\n        from pipeline.deploy import rules\n")
-    import test_structure as me
+    import sys
+    me = sys.modules[__name__]
     old = me.REPO
     try:
         me.REPO = tmp_path

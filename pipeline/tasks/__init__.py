@@ -50,6 +50,7 @@ class Task:
     int8_float: tuple[str, ...] = ()              # head node-name patterns kept in float by INT8
     end2end: bool = True                          # whether an NMS-free layout exists (nms: false)
     families: tuple[str, ...] = field(default=())
+    labels: str = "box"                           # the accuracy gate's label format (a key of checks.accuracy.LABELS)
 
     def demo_arch(self, family: str | None = None) -> str:
         return self.demo[family or DEFAULT_FAMILY]
@@ -72,16 +73,17 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "map50_95", "box mAP50-95", _DETECT_FAMILIES, (_BOX, _CLS, _DFL)),
     Task("segment", ("output0", "output1"), decode.decode_boxes, compare.compare_detections,
          _DET_THR + ("min_mask_iou",), "mask_map50_95", "mask mAP50-95",
-         _suffixed("seg", ("yolov8", "yolov9", "yolo11", "yolo26")), (_BOX, _CLS, _DFL, _TASK_CONV, _PROTO)),
+         _suffixed("seg", ("yolov8", "yolov9", "yolo11", "yolo26")), (_BOX, _CLS, _DFL, _TASK_CONV, _PROTO),
+         labels="polygon"),
     Task("pose", ("output0",), decode.decode_boxes, compare.compare_detections, _DET_THR + ("max_kpt_px",),
          "pose_map50_95", "keypoint mAP50-95", _suffixed("pose", ("yolov8", "yolo11", "yolo26")),
-         (_BOX, _CLS, _DFL, _TASK_CONV, _KPTS26)),
+         (_BOX, _CLS, _DFL, _TASK_CONV, _KPTS26), labels="keypoints"),
     Task("obb", ("output0",), decode.decode_rotated, compare.compare_detections, _DET_THR,
          "map50_95", "rotated-box mAP50-95", _suffixed("obb", ("yolov8", "yolo11", "yolo26")),
-         (_BOX, _CLS, _DFL, _TASK_CONV)),
+         (_BOX, _CLS, _DFL, _TASK_CONV), labels="rotated"),
     Task("classify", ("output0",), decode.decode_probs, compare.compare_probs,
          ("min_top1_agreement", "max_prob_delta"), "top1", "top-1 accuracy",
-         _suffixed("cls", ("yolov8", "yolo11", "yolo26")), (), end2end=False),
+         _suffixed("cls", ("yolov8", "yolo11", "yolo26")), (), end2end=False, labels="folders"),
 )}
 
 # Ultralytics tasks the pipeline refuses, with why (shown in the error).

@@ -1,4 +1,5 @@
-"""The shape of the package: layers, no import circle, the library never imports click.
+"""The shape of the package: layers, no import circle, the library never imports click, and
+the tests mirroring the package file by file.
 
 Every import counts, at the top of a file or inside a function: a function-level import
 is still a dependency, only a later one.
@@ -128,3 +129,112 @@ def test_the_tests_mirror_the_package():
     folders = {p.name for p in (REPO / "tests").iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
     assert {"cli", "deploy", "fleet", "stages"} <= folders
     assert not [f for f in folders - {"data"} if not (PKG / f).is_dir()], folders
+
+
+# The mirror, file by file: pipeline/a/b.py is tested in tests/a/test_b.py, pipeline/b.py in
+# tests/test_b.py, a package's __init__.py that holds code in tests/<pkg>/test_<pkg>.py
+# (__main__: tests/test_main.py). A module whose tests live elsewhere is listed here with the
+# files that hold them and why; giving it a file of its own means removing its line.
+TESTED_ELSEWHERE = {
+    # the environment hardening (YOLO_AUTOINSTALL) is a security property, tested with the others
+    "pipeline": ["tests/test_security.py"],
+    # runners: one file holds the interface, ONNX Runtime, TensorRT and device memory, since every
+    # test there runs a runner against another (close() on every path, cuda-python against torch)
+    "pipeline.backends.base": ["tests/backends/test_runners.py"],
+    "pipeline.backends.onnxruntime": ["tests/backends/test_runners.py"],
+    "pipeline.backends.cuda_mem": ["tests/backends/test_runners.py"],
+    "pipeline.backends.tensorrt_runner": ["tests/backends/test_runners.py", "tests/backends/test_tensorrt_api.py"],
+    # the PyPI-less TensorRT API is held against its published stubs and names in one file
+    "pipeline.builders.build_plan": ["tests/backends/test_tensorrt_api.py"],
+    # the torch runner loads checkpoints: the safe loader's tests are its tests
+    "pipeline.backends.torch": ["tests/test_security.py"],
+    "pipeline.checkpoint": ["tests/test_security.py"],
+    # the BUILDERS list is the interface's subject
+    "pipeline.builders": ["tests/builders/test_base.py"],
+    # the timing cache shared by container uids
+    "pipeline.builders.timing_cache": ["tests/test_builder_container.py", "tests/builders/test_base.py"],
+    # comparisons and decoders run on real exports of every task and head (one per family)
+    "pipeline.tasks": ["tests/tasks/test_families.py"],
+    "pipeline.tasks.compare": ["tests/tasks/test_families.py", "tests/backends/test_runners.py"],
+    "pipeline.tasks.decode": ["tests/tasks/test_families.py"],
+    "pipeline.tasks.geometry": ["tests/tasks/test_families.py"],
+    "pipeline.checks.detections": ["tests/tasks/test_families.py", "tests/stages/test_build.py"],
+    "pipeline.checks.suite": ["tests/tasks/test_families.py", "tests/stages/test_build.py"],
+    "pipeline.checks.tensors": ["tests/backends/test_runners.py", "tests/stages/test_export.py"],
+    # parity is the export's gate, judged on real exports
+    "pipeline.stages.parity": ["tests/stages/test_export.py", "tests/tasks/test_families.py"],
+    # INT8 is quantizer, build and accuracy gate together, on real models
+    "pipeline.stages.quantize": ["tests/stages/test_precision.py"],
+    # command modules are thin: each is tested through its command, with its library call
+    "pipeline.cli.fleet": ["tests/fleet/test_plan.py", "tests/registry/test_sets.py"],
+    "pipeline.cli.registry": ["tests/registry/test_sets.py", "tests/registry/test_client.py"],
+    "pipeline.cli.resolve": ["tests/deploy/test_resolve.py"],
+    "pipeline.cli.stages": ["tests/cli/test_run_cli.py", "tests/stages/test_build.py"],
+    # `engines resolve` end to end: the rules, the pick and the hand-over over hash-consistent sets
+    "pipeline.deploy.pick": ["tests/deploy/test_resolve.py", "tests/deploy/targets/test_targets.py"],
+    "pipeline.deploy.handover": ["tests/deploy/test_resolve.py"],
+    "pipeline.deploy.compose_mounts": ["tests/deploy/targets/test_targets.py", "tests/test_builder_container.py"],
+    # the targets' interface and the two small writers are tested as the list they form
+    "pipeline.deploy.targets.base": ["tests/deploy/targets/test_targets.py"],
+    "pipeline.deploy.targets.compose": ["tests/deploy/targets/test_targets.py"],
+    "pipeline.deploy.targets.env_file": ["tests/deploy/targets/test_targets.py", "tests/deploy/test_resolve.py"],
+    "pipeline.fleet.status": ["tests/registry/test_sets.py", "tests/fleet/test_cells.py"],
+    # the .engine header is held against Ultralytics' own reader on real builds
+    "pipeline.engine_file": ["tests/stages/test_build.py", "tests/tasks/test_families.py"],
+    # the small shared modules every layer uses, tested through their users
+    "pipeline.errors": ["tests/cli/test_context.py", "tests/test_hardening.py"],
+    "pipeline.fsutil": ["tests/test_builder_container.py", "tests/test_security.py", "tests/test_api.py"],
+    "pipeline.hardware": ["tests/deploy/test_resolve.py", "tests/builders/test_choose.py"],
+    "pipeline.runtime": ["tests/deploy/test_resolve.py", "tests/builders/test_base.py"],
+    "pipeline.status": ["tests/test_manifest.py"],
+}
+# Test files named for a behaviour across modules rather than for one module.
+ACROSS_MODULES = {
+    "tests/test_structure.py": "the package's shape",
+    "tests/test_builder_container.py": "the container files without a daemon: Dockerfile, compose, Makefile",
+    "tests/test_docker.py": "the builder container against a real Docker Engine (docker_runner, cli.docker)",
+    "tests/test_hardening.py": "issue 17's failure paths across stages",
+    "tests/test_security.py": "checkpoint trust across export, build and bench",
+    "tests/backends/test_runners.py": "every runner (see TESTED_ELSEWHERE)",
+    "tests/backends/test_tensorrt_api.py": "the full TensorRT API the builders and runner call",
+    "tests/cli/test_cli_options.py": "environment variables of every command's options",
+    "tests/cli/test_run_cli.py": "`engines run` end to end on real builds",
+    "tests/deploy/test_resolve.py": "`engines resolve` end to end",
+    "tests/stages/test_precision.py": "INT8 and the accuracy gate end to end",
+    "tests/tasks/test_families.py": "every task and head type end to end",
+}
+
+
+def mirror_file(mod: str) -> Path:
+    parts = mod.split(".")[1:]
+    if MODULES[mod].name == "__init__.py":
+        return REPO / "tests" / Path(*parts) / f"test_{parts[-1] if parts else 'pipeline'}.py"
+    if parts == ["__main__"]:
+        return REPO / "tests" / "test_main.py"
+    return REPO / "tests" / Path(*parts[:-1]) / f"test_{parts[-1]}.py"
+
+
+def holds_code(path: Path) -> bool:
+    """More than a docstring (an empty package __init__ needs no tests)."""
+    body = ast.parse(path.read_text()).body
+    return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) and
+               not (isinstance(n, ast.ImportFrom) and n.module == "__future__") for n in body)
+
+
+def test_every_module_has_its_test_file_or_says_where_its_tests_are():
+    missing = [f"{m}: no {mirror_file(m).relative_to(REPO)}" for m in sorted(MODULES)
+               if holds_code(MODULES[m]) and not mirror_file(m).is_file() and m not in TESTED_ELSEWHERE]
+    assert not missing, ("write the test file, or list the module in TESTED_ELSEWHERE with where its tests are:\n"
+                         + "\n".join(missing))
+    stale = [m for m in TESTED_ELSEWHERE if m not in MODULES or mirror_file(m).is_file()]
+    assert not stale, f"TESTED_ELSEWHERE lists modules that are gone or have their own test file now: {stale}"
+    gone = [f for files in TESTED_ELSEWHERE.values() for f in files if not (REPO / f).is_file()]
+    assert not gone, f"TESTED_ELSEWHERE names test files that do not exist: {gone}"
+
+
+def test_every_test_file_is_named_for_a_module_or_says_what_it_covers():
+    mirrors = {mirror_file(m) for m in MODULES}
+    stray = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").rglob("test_*.py")
+                   if p not in mirrors and str(p.relative_to(REPO)) not in ACROSS_MODULES)
+    assert not stray, f"test files named for no module (rename, or list them in ACROSS_MODULES): {stray}"
+    assert not [f for f in ACROSS_MODULES if not (REPO / f).is_file()]

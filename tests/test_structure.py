@@ -157,7 +157,6 @@ TESTED_ELSEWHERE = {
     "pipeline.tasks": ["tests/tasks/test_families.py"],
     "pipeline.tasks.compare": ["tests/tasks/test_families.py", "tests/backends/test_runners.py"],
     "pipeline.tasks.decode": ["tests/tasks/test_families.py"],
-    "pipeline.tasks.geometry": ["tests/tasks/test_families.py"],
     "pipeline.checks.detections": ["tests/tasks/test_families.py", "tests/stages/test_build.py"],
     "pipeline.checks.suite": ["tests/tasks/test_families.py", "tests/stages/test_build.py"],
     "pipeline.checks.tensors": ["tests/backends/test_runners.py", "tests/stages/test_export.py"],
@@ -182,11 +181,9 @@ TESTED_ELSEWHERE = {
     # the .engine header is held against Ultralytics' own reader on real builds
     "pipeline.engine_file": ["tests/stages/test_build.py", "tests/tasks/test_families.py"],
     # the small shared modules every layer uses, tested through their users
-    "pipeline.errors": ["tests/cli/test_context.py", "tests/test_hardening.py"],
     "pipeline.fsutil": ["tests/test_builder_container.py", "tests/test_security.py", "tests/test_api.py"],
     "pipeline.hardware": ["tests/deploy/test_resolve.py", "tests/builders/test_choose.py"],
     "pipeline.runtime": ["tests/deploy/test_resolve.py", "tests/builders/test_base.py"],
-    "pipeline.status": ["tests/test_manifest.py"],
 }
 # Test files named for a behaviour across modules rather than for one module.
 ACROSS_MODULES = {

@@ -182,8 +182,6 @@ TESTED_ELSEWHERE = {
     "pipeline.engine_file": ["tests/stages/test_build.py", "tests/tasks/test_families.py"],
     # the small shared modules every layer uses, tested through their users
     "pipeline.fsutil": ["tests/test_builder_container.py", "tests/test_security.py", "tests/test_api.py"],
-    "pipeline.hardware": ["tests/deploy/test_resolve.py", "tests/builders/test_choose.py"],
-    "pipeline.runtime": ["tests/deploy/test_resolve.py", "tests/builders/test_base.py"],
 }
 # Test files named for a behaviour across modules rather than for one module.
 ACROSS_MODULES = {

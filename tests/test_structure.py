@@ -138,12 +138,8 @@ def test_the_tests_mirror_the_package():
 TESTED_ELSEWHERE = {
     # the environment hardening (YOLO_AUTOINSTALL) is a security property, tested with the others
     "pipeline": ["tests/test_security.py"],
-    # runners: one file holds the interface, ONNX Runtime, TensorRT and device memory, since every
-    # test there runs a runner against another (close() on every path, cuda-python against torch)
-    "pipeline.backends.base": ["tests/backends/test_runners.py"],
-    "pipeline.backends.onnxruntime": ["tests/backends/test_runners.py"],
-    "pipeline.backends.cuda_mem": ["tests/backends/test_runners.py"],
-    "pipeline.backends.tensorrt_runner": ["tests/backends/test_runners.py", "tests/backends/test_tensorrt_api.py"],
+    # the Runner interface is held by every runner's tests (loader apart, close() on every path)
+    "pipeline.backends.base": ["tests/backends/test_onnxruntime.py", "tests/backends/test_tensorrt_runner.py"],
     # the PyPI-less TensorRT API is held against its published stubs and names in one file
     "pipeline.builders.build_plan": ["tests/backends/test_tensorrt_api.py"],
     # the torch runner loads checkpoints: the safe loader's tests are its tests
@@ -155,11 +151,9 @@ TESTED_ELSEWHERE = {
     "pipeline.builders.timing_cache": ["tests/test_builder_container.py", "tests/builders/test_base.py"],
     # comparisons and decoders run on real exports of every task and head (one per family)
     "pipeline.tasks": ["tests/tasks/test_families.py"],
-    "pipeline.tasks.compare": ["tests/tasks/test_families.py", "tests/backends/test_runners.py"],
     "pipeline.tasks.decode": ["tests/tasks/test_families.py"],
     "pipeline.checks.detections": ["tests/tasks/test_families.py", "tests/stages/test_build.py"],
     "pipeline.checks.suite": ["tests/tasks/test_families.py", "tests/stages/test_build.py"],
-    "pipeline.checks.tensors": ["tests/backends/test_runners.py", "tests/stages/test_export.py"],
     # parity is the export's gate, judged on real exports
     "pipeline.stages.parity": ["tests/stages/test_export.py", "tests/tasks/test_families.py"],
     # INT8 is quantizer, build and accuracy gate together, on real models
@@ -190,7 +184,6 @@ ACROSS_MODULES = {
     "tests/test_docker.py": "the builder container against a real Docker Engine (docker_runner, cli.docker)",
     "tests/test_hardening.py": "issue 17's failure paths across stages",
     "tests/test_security.py": "checkpoint trust across export, build and bench",
-    "tests/backends/test_runners.py": "every runner (see TESTED_ELSEWHERE)",
     "tests/backends/test_tensorrt_api.py": "the full TensorRT API the builders and runner call",
     "tests/cli/test_cli_options.py": "environment variables of every command's options",
     "tests/cli/test_run_cli.py": "`engines run` end to end on real builds",

@@ -151,9 +151,7 @@ TESTED_ELSEWHERE = {
     "pipeline.builders.timing_cache": ["tests/test_builder_container.py", "tests/builders/test_base.py"],
     # comparisons and decoders run on real exports of every task and head (one per family)
     "pipeline.tasks": ["tests/tasks/test_families.py"],
-    "pipeline.tasks.decode": ["tests/tasks/test_families.py"],
     "pipeline.checks.detections": ["tests/tasks/test_families.py", "tests/stages/test_build.py"],
-    "pipeline.checks.suite": ["tests/tasks/test_families.py", "tests/stages/test_build.py"],
     # parity is the export's gate, judged on real exports
     "pipeline.stages.parity": ["tests/stages/test_export.py", "tests/tasks/test_families.py"],
     # INT8 is quantizer, build and accuracy gate together, on real models

@@ -13,8 +13,6 @@ import ast
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.tasks import compare, decode
-
 # Head output convolutions by name, as Ultralytics' ONNX export names them
 # (/model.<head>/<branch>.<scale>/<branch>.<scale>.2/Conv; YOLO26 nests one level deeper
 # inside, Pose26 ends its keypoint branch in cv4_kpts.<scale>).
@@ -56,6 +54,19 @@ class Task:
         return self.demo[family or DEFAULT_FAMILY]
 
 
+def _lazy(module: str, name: str) -> Callable:
+    """A decoder or comparison imported on first call: they need numpy, which `engines resolve` and
+    `engines list` (which read the table through config) never load."""
+    def call(*args, **kwargs):
+        from importlib import import_module
+        return getattr(import_module(f"pipeline.tasks.{module}"), name)(*args, **kwargs)
+    call.__qualname__ = call.__name__ = f"{module}.{name}"
+    return call
+
+
+_DECODE_BOXES, _DECODE_ROTATED = _lazy("decode", "decode_boxes"), _lazy("decode", "decode_rotated")
+_DECODE_PROBS = _lazy("decode", "decode_probs")
+_COMPARE_DETECTIONS, _COMPARE_PROBS = _lazy("compare", "compare_detections"), _lazy("compare", "compare_probs")
 _DET_THR = ("min_match_rate", "max_mean_score_delta", "min_iou")
 DEFAULT_FAMILY = "yolov8"   # the embedded default's family (the seed's yolov8n and yolov8n-pose)
 
@@ -69,19 +80,19 @@ def _suffixed(suffix: str, families: tuple[str, ...]) -> dict[str, str]:
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    Task("detect", ("output0",), decode.decode_boxes, compare.compare_detections, _DET_THR,
+    Task("detect", ("output0",), _DECODE_BOXES, _COMPARE_DETECTIONS, _DET_THR,
          "map50_95", "box mAP50-95", _DETECT_FAMILIES, (_BOX, _CLS, _DFL)),
-    Task("segment", ("output0", "output1"), decode.decode_boxes, compare.compare_detections,
+    Task("segment", ("output0", "output1"), _DECODE_BOXES, _COMPARE_DETECTIONS,
          _DET_THR + ("min_mask_iou",), "mask_map50_95", "mask mAP50-95",
          _suffixed("seg", ("yolov8", "yolov9", "yolo11", "yolo26")), (_BOX, _CLS, _DFL, _TASK_CONV, _PROTO),
          labels="polygon"),
-    Task("pose", ("output0",), decode.decode_boxes, compare.compare_detections, _DET_THR + ("max_kpt_px",),
+    Task("pose", ("output0",), _DECODE_BOXES, _COMPARE_DETECTIONS, _DET_THR + ("max_kpt_px",),
          "pose_map50_95", "keypoint mAP50-95", _suffixed("pose", ("yolov8", "yolo11", "yolo26")),
          (_BOX, _CLS, _DFL, _TASK_CONV, _KPTS26), labels="keypoints"),
-    Task("obb", ("output0",), decode.decode_rotated, compare.compare_detections, _DET_THR,
+    Task("obb", ("output0",), _DECODE_ROTATED, _COMPARE_DETECTIONS, _DET_THR,
          "map50_95", "rotated-box mAP50-95", _suffixed("obb", ("yolov8", "yolo11", "yolo26")),
          (_BOX, _CLS, _DFL, _TASK_CONV), labels="rotated"),
-    Task("classify", ("output0",), decode.decode_probs, compare.compare_probs,
+    Task("classify", ("output0",), _DECODE_PROBS, _COMPARE_PROBS,
          ("min_top1_agreement", "max_prob_delta"), "top1", "top-1 accuracy",
          _suffixed("cls", ("yolov8", "yolo11", "yolo26")), (), end2end=False, labels="folders"),
 )}

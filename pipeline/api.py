@@ -22,6 +22,7 @@ from pipeline.status import Status
 
 if TYPE_CHECKING:   # loaded on first use (see __getattr__ below)
     from pipeline.deploy.pick import HostQuery, Pick, Policy, pull, resolve  # noqa: F401
+    from pipeline.stages.records import ExportRecord
 
 Log = Callable[[str], None]
 
@@ -51,42 +52,49 @@ def choose_backend(name: str = "auto", targets: list[str] | None = None, gpu_fac
 
 
 def export(cfg: Config, names=(), keep_going: bool = False, force: bool = False,
-           log: Log = _quiet, trust: bool = False, precision: str | None = None) -> tuple[list[dict], list[PipelineError]]:
+           log: Log = _quiet, trust: bool = False, precision: str | None = None,
+           specs: list | None = None) -> tuple[list[ExportRecord], list[PipelineError]]:
     """Checkpoints -> ONNX (FP32 and its FP16 twin), and the INT8 twin for models at precision
     int8 (``precision`` overrides models.yaml); ``trust`` allows checkpoints that need unsafe
-    (pickle) loading."""
+    (pickle) loading. ``specs``: the models already selected, precision resolved (``run``).
+    Returns the records (``ExportRecord``: each carries its spec) for the build."""
     from pipeline.stages.export import export_all
-    specs = _with_precision(select(cfg, names), precision)
+    specs = specs if specs is not None else resolve_specs(cfg, names, precision)
     records, errors = export_all(cfg, specs, keep_going=keep_going, force=force, log=log, trust=trust)
-    by_name = {s.name: s for s in specs}
+    ready = []
     for rec in records:
-        spec = by_name[rec["model"]]
-        if spec.precision != "int8" or (errors and not keep_going):
+        if rec.spec.precision != "int8":
+            ready.append(rec)
+            continue
+        if errors and not keep_going:
             continue
         from pipeline.stages import quantize  # numpy and ONNX Runtime: only for INT8 models
         try:
-            rec["int8"] = quantize.ensure_twin(cfg, spec, rec, force=force, log=log)
-            rec.setdefault("files", {})["int8"] = rec["int8"]["file"]
+            rec.int8 = quantize.ensure_twin(cfg, rec.spec, rec, force=force, log=log)
+            ready.append(rec)
         except PipelineError as err:
+            # a model whose INT8 twin failed is not handed on to the build (its error is said once)
             errors.append(err)
-            rec["int8_error"] = True
             if not keep_going:
                 break
-    # a model whose INT8 twin failed is not handed on to the build (its error is said once)
-    return [r for r in records if not r.pop("int8_error", False)], errors
+    return ready, errors
 
 
-def _with_precision(specs: list, precision: str | None) -> list:
+def resolve_specs(cfg: Config, names, precision: str | None) -> list:
+    """The models named (all when none) with ``--precision`` applied: resolved once a command."""
+    specs = select(cfg, names)
     return [dataclasses.replace(s, precision=precision) for s in specs] if precision else specs
 
 
 def build(cfg: Config, names, backend, gpus: list, *, workspace: float | None = None, precision: str | None = None,
           keep_going: bool = False, force: bool = False, lock_timeout: float | None = None,
-          log: Log = _quiet) -> tuple[dict, list[PipelineError]]:
+          log: Log = _quiet, records: list | None = None) -> tuple[dict, list[PipelineError]]:
+    """Build into the backend's set: ``records`` (what ``export`` returned), else the cached
+    exports of the models named."""
     from pipeline.stages.build import build_all
-    specs = _with_precision(select(cfg, names), precision)
+    todo = records if records is not None else resolve_specs(cfg, names, precision)
     try:
-        return build_all(cfg, specs, backend, gpus, workspace=workspace, keep_going=keep_going, force=force,
+        return build_all(cfg, todo, backend, gpus, workspace=workspace, keep_going=keep_going, force=force,
                          log=log, lock_timeout=lock_timeout)
     except PipelineError as err:
         return {"models": {}}, [err]
@@ -94,7 +102,7 @@ def build(cfg: Config, names, backend, gpus: list, *, workspace: float | None = 
 
 @dataclass
 class RunResult:
-    exports: list[dict] = field(default_factory=list)
+    exports: list[ExportRecord] = field(default_factory=list)
     build: dict = field(default_factory=lambda: {"models": {}})
     verified: list[str] = field(default_factory=list)
     errors: list[PipelineError] = field(default_factory=list)
@@ -121,7 +129,7 @@ def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | No
     embedded default (the shipped models.yaml's sources, ``stages.demo.DEFAULT_SOURCES``); any
     other missing checkpoint is an error naming the nearest file. "all" writes them for every
     missing checkpoint (``--demo``), False none (``--no-demo``)."""
-    select(cfg, names)  # a misspelt --model fails before any work
+    specs = resolve_specs(cfg, names, precision)  # a misspelt --model fails before any work
     mode = {True: "default", False: "none"}.get(demo, demo)
     if mode not in ("default", "all", "none"):
         raise ValueError(f"demo must be True, False, 'default', 'all' or 'none', not {demo!r}")
@@ -130,13 +138,14 @@ def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | No
         log("writing demo weights where checkpoints are missing (loads PyTorch and Ultralytics: a few seconds)")
         demo_models(cfg, log=log, default_only=mode == "default")
     res = RunResult()
-    res.exports, res.errors = export(cfg, names, keep_going, force, log, trust, precision)
-    exported = [r["model"] for r in res.exports]
+    # one record per model from here on: the build and the engine level take them as they are
+    res.exports, res.errors = export(cfg, keep_going=keep_going, force=force, log=log, trust=trust, specs=specs)
+    exported = [r.model for r in res.exports]
     if not exported:
         return res
     be, gpus = choose_backend(backend, targets, gpu_facts, log)
-    res.build, build_errors = build(cfg, exported, be, gpus, workspace=workspace, precision=precision,
-                                    keep_going=keep_going, force=force, lock_timeout=lock_timeout, log=log)
+    res.build, build_errors = build(cfg, (), be, gpus, workspace=workspace, keep_going=keep_going, force=force,
+                                    lock_timeout=lock_timeout, log=log, records=res.exports)
     res.errors += build_errors
     set_dir = res.set_dir
     if set_dir is not None and (set_dir / "manifest.json").is_file():
@@ -145,7 +154,10 @@ def run(cfg: Config, names=(), *, backend: str = "auto", targets: list[str] | No
         if todo:
             from pipeline.stages.verify import verify_set
             log(f"engine level on {gpus[0].name}: verifying {', '.join(todo)}")
-            _, verify_errors = verify_set(cfg, set_dir, names=todo, log=log, lock_timeout=lock_timeout)
+            # the onnx level of what this build just built or found current is not judged again
+            gated = {n for n, state in res.build["models"].items() if state in ("built", "cached", "re-verified")}
+            _, verify_errors = verify_set(cfg, set_dir, names=todo, log=log, lock_timeout=lock_timeout, gpus=gpus,
+                                          records={r.model: r for r in res.exports}, gated=gated)
             res.verified, res.errors = todo, res.errors + verify_errors
     return res
 
@@ -177,7 +189,7 @@ def demo_entries(set_dir: Path | None) -> list[str]:
 def to_verify_here(manifest, gpus: list, names) -> list[str]:
     """Models whose engine level this host can run but has not passed here yet (a
     failure here is retried: its cause may be fixed)."""
-    from pipeline.stages.verify import cannot_run_here
+    from pipeline.runtime import cannot_run_here
     if cannot_run_here(manifest, gpus) is not None:
         return []
     return [n for n in names if n in manifest.engines and manifest.engines[n].status == Status.OK
@@ -273,21 +285,19 @@ def plan_clean(cfg: Config, everything: bool = False) -> CleanPlan:
     from pipeline.engine_set import unlisted_files
     from pipeline.fsutil import read_json, sha256_file
     from pipeline.stages.export import stale_temp_dirs
+    from pipeline.stages.records import RECORD_SUFFIX, OnnxFiles
     sets, broken = scan_sets(cfg.engines_dir)
     remove: list[Path] = [s.path for s in sets if everything or s.demo] + [b.path for b in broken if everything]
     remove += [s.path / rel for s in sets if s.path not in remove for rel in unlisted_files(s.path, s.manifest)]
     remove += stale_temp_dirs(cfg.onnx_dir)
     listed = {Path(m.source).as_posix() for m in cfg.models}
     if cfg.onnx_dir.is_dir():
-        for rec_path in cfg.onnx_dir.rglob("*.export.json"):
+        for rec_path in cfg.onnx_dir.rglob(f"*{RECORD_SUFFIX}"):
             rec = read_json(rec_path) or {}
             source = rec.get("source")
             unlisted = isinstance(source, str) and Path(source).as_posix() not in listed
             if everything or rec.get("demo") or unlisted:
-                stem = str(rec_path)[: -len(".export.json")]
-                remove += [p for p in (Path(stem + ".onnx"), Path(stem + ".fp16.onnx"), Path(stem + ".int8.onnx"),
-                                       Path(stem + ".int8.json"), Path(stem + ".accuracy.json"), rec_path)
-                           if p.exists()]
+                remove += [p for p in OnnxFiles.of_record(rec_path).every() if p.exists()]
             if unlisted and rec.get("demo"):   # demo weights written at a path models.yaml no longer names
                 pt = cfg.root / source
                 if pt.is_file() and pt.resolve().is_relative_to(cfg.root.resolve()) \

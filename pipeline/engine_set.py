@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipeline.builders import builder_for_tag, builder_named
 from pipeline.errors import PipelineError
-from pipeline.fsutil import lock_for, sha256_file, write_json_atomic
+from pipeline.fsutil import lock_for, sha256_file, sha256_files, write_json_atomic
 from pipeline.manifest import BACKENDS, ManifestError, SetManifest  # noqa: F401  (BACKENDS: the builders' list)
 from pipeline.runtime import BUILDER_CMD
 
@@ -76,11 +76,13 @@ class EngineSet:
     def check_files(self) -> list[str]:
         """Problems found comparing the files on disk with the manifest's sha256."""
         problems = []
-        for rel, digest in self.files().items():
-            f = self.path / rel
-            if not f.is_file():
+        files = self.files()
+        present = [rel for rel in files if (self.path / rel).is_file()]
+        found = dict(zip(present, sha256_files([self.path / rel for rel in present])))
+        for rel, digest in files.items():
+            if rel not in found:
                 problems.append(f"{rel}: missing")
-            elif sha256_file(f) != digest:
+            elif found[rel] != digest:
                 problems.append(f"{rel}: sha256 differs from the manifest (tampered or corrupt)")
         return problems
 

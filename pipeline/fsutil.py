@@ -18,6 +18,21 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def sha256_files(paths: list[Path]) -> list[str | None]:
+    """sha256 of each file, a few at a time (hashlib lets go of the GIL, so every core hashes);
+    None for a file that cannot be read (the caller says why, naming it)."""
+    def one(p: Path) -> str | None:
+        try:
+            return sha256_file(p)
+        except OSError:
+            return None
+    if len(paths) < 2:
+        return [one(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1, len(paths))) as pool:
+        return list(pool.map(one, paths))
+
+
 def sha256_json(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 

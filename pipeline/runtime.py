@@ -46,6 +46,13 @@ class Runtime:
         return {"backend": self.backend, "version": self.version, "source": self.source}
 
 
+def cannot_run_here(manifest, gpus: list) -> str | None:
+    """Why this machine cannot run the set's engines (None if it can), without importing TensorRT
+    (nor numpy: a cached `engines run` asks it)."""
+    found = installed_version(manifest.backend)
+    return manifest.cannot_run_here(found[0] if found else None, gpus)
+
+
 def parse_runtime(text: str, source: str = "--runtime") -> Runtime:
     m = re.match(r"^\s*([A-Za-z_-]+)\s*==\s*(\d+(?:\.\d+)*)\s*$", text or "")
     builder = builder_for_alias(m.group(1)) if m else None

@@ -70,7 +70,7 @@ def export_cmd(ctx: Ctx, models, keep_going: bool, force: bool, trust: bool, pre
     errors += missing
     for p in passthrough:
         ctx.progress(f"{p['model']}: passthrough {p['file']} sha256 {p['sha256'][:12]}")
-    ctx.emit({"ok": not errors, "exports": records, "passthrough": passthrough,
+    ctx.emit({"ok": not errors, "exports": [r.to_json() for r in records], "passthrough": passthrough,
               "errors": [e.to_json() for e in errors]})
     if errors:
         fail(ctx, errors)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import engine_set as es
@@ -24,6 +24,7 @@ from pipeline.hardware import sm_name
 from pipeline.manifest import EngineLevel, EngineRecord, SetManifest, engine_io
 from pipeline.stages.export import cached_record, onnx_paths
 from pipeline.stages.export import onnx_file as export_onnx_file
+from pipeline.stages.records import ExportRecord
 from pipeline.status import Status
 
 GIB = 1 << 30
@@ -82,13 +83,13 @@ def _set_tier(manifest: SetManifest) -> None:
         manifest.extra["version_compatible"] = True
 
 
-def cache_key(record: dict, spec: ModelSpec, workspace_gib: float | None, backend) -> str:
+def cache_key(record: ExportRecord, spec: ModelSpec, workspace_gib: float | None, backend) -> str:
     """Everything a build depends on, computed without importing TensorRT: both ONNX
     hashes (which one is built follows from the backend version, also in the key)."""
     # the accuracy gate is not an input of the engine: a change to its data or max_drop re-judges
     # the published engine (verify.accuracy_current), it never rebuilds it
-    twin = [record["int8"]["sha256"]] if spec.precision == "int8" and record.get("int8") else []
-    return sha256_json({"onnx": [record["sha256"]["fp32"], record["sha256"]["fp16"], *twin],
+    twin = [record.int8["sha256"]] if spec.precision == "int8" and record.int8 else []
+    return sha256_json({"onnx": [record.sha256["fp32"], record.sha256["fp16"], *twin],
                         "precision": spec.precision, "imgsz": spec.imgsz, "batch": spec.batch.to_json(),
                         "workspace_gib": workspace_gib, "backend": backend.name,
                         "version": backend.version(), "targets": backend.targets,
@@ -185,7 +186,7 @@ def timing_cache_path(cfg: Config, backend) -> Path:
     return cache_folder(folder) / f"{slug}.timing"
 
 
-def _build_one(cfg: Config, spec: ModelSpec, backend, record: dict, options: dict, staging: Path,
+def _build_one(cfg: Config, spec: ModelSpec, backend, record: ExportRecord, options: dict, staging: Path,
                gpus: list, log) -> tuple[EngineRecord, dict[str, Path]]:
     """Build and gate one engine into ``staging``; returns its manifest entry and its staged files."""
     from pipeline.builders.build_plan import BuildRequest, build_plan
@@ -275,11 +276,16 @@ def drop_unbuildable_targets(cfg: Config, specs: list[ModelSpec], backend, log: 
     backend.targets = keep
 
 
-def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspace: float | None = None,
-              keep_going: bool = False, force: bool = False, log: Callable[[str], None] = lambda m: None,
+def build_all(cfg: Config, records: Sequence[ExportRecord | ModelSpec], backend, gpus: list,
+              workspace: float | None = None, keep_going: bool = False, force: bool = False,
+              log: Callable[[str], None] = lambda m: None,
               lock_timeout: float | None = None) -> tuple[dict, list[PipelineError]]:
-    """Build ``specs`` into the backend's set; returns (summary, errors)."""
+    """Build the exported models into the backend's set; returns (summary, errors).
+
+    ``records``: the export's records as the export returned them (each carries its spec, precision
+    resolved); a bare ModelSpec is looked up in the export cache (``engines build`` on its own)."""
     backend.configure(cfg.compatibility, cfg.version_compatible)   # refuses what this backend cannot build
+    specs = [r.spec if isinstance(r, ExportRecord) else r for r in records]
     drop_unbuildable_targets(cfg, specs, backend, log)
     tag = es.make_tag(backend.name, backend.version(), backend.targets, backend.compatibility)
     from pipeline.manifest import TAG_RE
@@ -318,17 +324,19 @@ def build_all(cfg: Config, specs: list[ModelSpec], backend, gpus: list, workspac
         staging = staging_root / f"{tag}.{os.getpid()}.{int(time.time() * 1000)}"
         staged: dict = {}
         try:
-            for spec in specs:
+            for item in records:
+                spec = item.spec if isinstance(item, ExportRecord) else item
                 try:
-                    record = cached_record(cfg, spec)
+                    record = item if isinstance(item, ExportRecord) else cached_record(cfg, spec)
                     if record is None:
                         raise PipelineError("no current ONNX export for this checkpoint",
                                             model=spec.name, file=onnx_paths(cfg, spec)["fp32"],
                                             fix="run `engines export` first (or `engines run`)")
-                    check_layout(spec, backend, onnx_paths(cfg, spec)["fp32"])
+                    check_layout(spec, backend, record.files.fp32)
                     if spec.precision == "int8":   # refused before calibrating, then calibrated (or cached)
-                        check_int8(spec, backend, _quantize().int8_paths(cfg, spec)["onnx"])
-                        record = {**record, "int8": _quantize().ensure_twin(cfg, spec, record, log=log)}
+                        check_int8(spec, backend, record.files.int8)
+                        if record.int8 is None:   # the export of this run calibrated it already
+                            record.int8 = _quantize().ensure_twin(cfg, spec, record, log=log)
                     ws = workspace if workspace is not None else spec.workspace
                     key = cache_key(record, spec, ws, backend)
                     prev = manifest.engines.get(spec.name)
@@ -484,7 +492,6 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
     recording the attempt. Nothing is published when no engine passed."""
     from pipeline.manifest import PassthroughRecord
     from pipeline.stages.demo import is_demo_passthrough
-    from pipeline.stages.verify import render_report
     installs: dict[str, dict[str, Path]] = {}
     for name, (entry, files) in staged.items():
         prev = manifest.engines.get(name)
@@ -540,5 +547,5 @@ def _publish(cfg: Config, set_dir: Path, exists: bool, files_ok: bool, manifest:
         manifest.extra["cuda"] = cuda  # resolve checks the host driver against it
     _set_tier(manifest)
     es.write_manifest(gen, manifest)
-    write_bytes_atomic(gen / es.REPORT, render_report(manifest).encode())
+    write_bytes_atomic(gen / es.REPORT, _verify().render_report(manifest).encode())
     es.swap_in(gen, set_dir)

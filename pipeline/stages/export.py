@@ -1,10 +1,11 @@
 """Export stage: .pt -> ONNX (opset from models.yaml, >= 12), simplified with onnxsim,
 checked, plus an FP16 twin for strongly typed builds, with measured parity.
 
-Outputs per model, mirroring the source layout under ``models/onnx/``:
-``<stem>.onnx`` (FP32), ``<stem>.fp16.onnx`` (FP16 weights and math, FP32 I/O) and
-``<stem>.export.json`` (the record: cache key, I/O, simplification, parity). The record
-is written last, so its presence with matching hashes means the export is complete.
+Outputs per model, mirroring the source layout under ``models/onnx/`` (names:
+``stages.records.OnnxFiles``): the FP32 ONNX, its FP16 twin (FP16 weights and math, FP32
+I/O) and the record (cache key, I/O, simplification, parity). The record is written last,
+so its presence with matching hashes means the export is complete. ``export_all`` returns
+``ExportRecord`` objects, which the build and verification take as they are.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -30,9 +32,11 @@ from pipeline.fsutil import (
     pid_alive,
     read_json,
     sha256_file,
+    sha256_files,
     sha256_json,
     write_json_atomic,
 )
+from pipeline.stages.records import ExportRecord, OnnxFiles
 
 EXPORT_VERSION = 2  # bump when the export procedure changes: invalidates every cache entry
 # (2: checkpoints are scanned and loaded safely; exports cached before that are redone)
@@ -43,28 +47,31 @@ UNOWNED_TEMP_AGE_S = 3600       # a scratch folder or temp file from before owne
 TOOL_PACKAGES = ("torch", "ultralytics", "onnx", "onnxsim", "onnxruntime", "onnxconverter-common")
 
 
-def tool_versions() -> dict[str, str]:
-    """Versions from package metadata: no import of torch or ultralytics."""
+@cache   # once a process: reading package metadata costs about 10 ms a package
+def _tool_versions() -> tuple[tuple[str, str], ...]:
     out = {}
     for pkg in TOOL_PACKAGES:
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = "missing"
-    return out
+    return tuple(out.items())
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions from package metadata: no import of torch or ultralytics."""
+    return dict(_tool_versions())
 
 
 def onnx_paths(cfg: Config, spec: ModelSpec) -> dict[str, Path]:
-    base = cfg.onnx_dir / spec.stem
-    return {"fp32": base.with_suffix(".onnx"), "fp16": Path(f"{base}.fp16.onnx"),
-            "record": Path(f"{base}.export.json")}
+    """The export's own files by kind (fp32, fp16, record); names: ``OnnxFiles``."""
+    f = OnnxFiles.of(cfg, spec)
+    return {"fp32": f.fp32, "fp16": f.fp16, "record": f.record}
 
 
 def onnx_file(cfg: Config, spec: ModelSpec, kind: str) -> Path:
     """The ONNX an engine is built from: fp32, fp16, or int8 (the Q/DQ twin of stages.quantize)."""
-    if kind == "int8":
-        return cfg.onnx_dir / f"{spec.stem}.int8.onnx"
-    return onnx_paths(cfg, spec)[kind]
+    return OnnxFiles.of(cfg, spec).onnx(kind)
 
 
 def check_source(spec: ModelSpec, config: Path | None = None) -> None:
@@ -108,17 +115,31 @@ def cache_key(spec: ModelSpec, source_sha: str | None = None) -> str:
                         "tools": tool_versions(), "export_version": EXPORT_VERSION})
 
 
-def cached_record(cfg: Config, spec: ModelSpec, key: str | None = None) -> dict | None:
+def cached_record(cfg: Config, spec: ModelSpec, key: str | None = None,
+                  digests: dict[Path, str] | None = None) -> ExportRecord | None:
     """The previous record if it is still valid for these inputs (``key``: this export's
-    cache key, when the caller already has it), else None."""
-    paths = onnx_paths(cfg, spec)
-    rec = read_json(paths["record"])
+    cache key, when the caller already has it), else None. Hashes both ONNX files (``digests``:
+    those the caller hashed already)."""
+    files = OnnxFiles.of(cfg, spec)
+    rec = read_json(files.record)
     if not rec or rec.get("cache_key") != (key or cache_key(spec)):
         return None
     for kind in ("fp32", "fp16"):
-        if not paths[kind].is_file() or sha256_file(paths[kind]) != rec["sha256"].get(kind):
+        f = files.onnx(kind)
+        if not f.is_file() or ((digests or {}).get(f) or sha256_file(f)) != rec["sha256"].get(kind):
             return None
-    return rec
+    return ExportRecord.parse(spec, files, rec)
+
+
+def prehash(cfg: Config, specs: list[ModelSpec], onnx: bool = True) -> dict[Path, str]:
+    """sha256 of every checkpoint (and, with ``onnx``, exported ONNX) of ``specs`` that exists, a
+    few at a time: hashlib lets go of the GIL, so a cached run hashes on every core. Each file is
+    hashed once a run: the export's checks take their digests from here. A file that cannot be
+    read is left out (the export then says why, naming its model)."""
+    kinds = ("fp32", "fp16") if onnx else ()
+    paths = [p for s in specs for p in (s.source_path, *(OnnxFiles.of(cfg, s).onnx(k) for k in kinds))
+             if p.is_file()]
+    return {p: d for p, d in zip(paths, sha256_files(paths)) if d}
 
 
 def _load_checked(spec: ModelSpec, trusted: bool, checkpoint: Path):
@@ -270,12 +291,14 @@ def remove_stale_temp_dirs(onnx_dir: Path, log: Callable[[str], None] = lambda m
 
 
 def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
-                 log: Callable[[str], None] = lambda m: None, trust: Trust | bool = False) -> dict:
+                 log: Callable[[str], None] = lambda m: None, trust: Trust | bool = False,
+                 digests: dict[Path, str] | None = None) -> ExportRecord:
     """Export one model; returns its record (``status`` ``cached`` or ``exported``).
 
     ``trust``: load the checkpoint even when it needs more than the safe-load allow-list, if
     the trust covers this file's digest (checkpoint.Trust: --trust-checkpoint, digests from the
-    variable, or ``trust: true`` with the model's sha256 pin)."""
+    variable, or ``trust: true`` with the model's sha256 pin). ``digests``: files already hashed
+    this run (``prehash``)."""
     check_source(spec, cfg.path)
     paths = onnx_paths(cfg, spec)
     why = check_writable(paths["fp32"].parent)
@@ -283,14 +306,15 @@ def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
         raise PipelineError(f"output folder is not writable: {why}", model=spec.name,
                             file=paths["fp32"].parent,
                             fix="fix its permissions or pass --config pointing at a writable copy")
-    source_sha = sha256_file(spec.source_path)  # hashed once: pin, cache key and record
+    digests = digests or {}
+    source_sha = digests.get(spec.source_path) or sha256_file(spec.source_path)  # once: pin, cache key, record
     check_pin(spec.name, spec.source_path, spec.sha256, source_sha)
     trusted = as_trust(trust).covers(source_sha, spec.trust, spec.sha256)
     key = cache_key(spec, source_sha)
-    rec = None if force else cached_record(cfg, spec, key)
-    if rec and (trusted or not rec.get("trusted")):  # an export made under trust needs it still
+    rec = None if force else cached_record(cfg, spec, key, digests)
+    if rec and (trusted or not rec.trusted):  # an export made under trust needs it still
         # the record is keyed by source path: a model renamed in models.yaml keeps its export
-        return {**rec, "model": spec.name, "status": "cached"}
+        return rec
     check_archive(spec)
     check_export_disk(spec, paths["fp32"].parent)
     if "torch" not in sys.modules:   # the first export of a process: seconds of silence otherwise
@@ -304,7 +328,7 @@ def export_model(cfg: Config, spec: ModelSpec, force: bool = False,
 
 
 def _export_loaded(cfg: Config, spec: ModelSpec, paths: dict, key: str, source_sha: str, trusted: bool,
-                   trust_info: dict, log: Callable[[str], None], checkpoint: Path) -> dict:
+                   trust_info: dict, log: Callable[[str], None], checkpoint: Path) -> ExportRecord:
 
     import onnx
 
@@ -357,7 +381,7 @@ def _export_loaded(cfg: Config, spec: ModelSpec, paths: dict, key: str, source_s
             record["sha256"][kind] = sha256_file(paths[kind])
     record["files"] = {k: str(v.relative_to(cfg.root)) for k, v in paths.items()}
     write_json_atomic(paths["record"], record)
-    return {**record, "status": "exported"}
+    return ExportRecord.parse(spec, OnnxFiles.of(cfg, spec), record, status="exported")
 
 
 # Ultralytics' ONNX metadata kept in the record (and written into the .engine header): what its
@@ -414,13 +438,14 @@ def not_enough_disk(spec: ModelSpec, out_dir: Path, need: int | None, free: int 
                              "point --config at a models folder on a disk with room; nothing was left half-written")
 
 
-def _export_guarded(cfg: Config, spec: ModelSpec, force: bool, log, trust: Trust | bool = False) -> dict:
+def _export_guarded(cfg: Config, spec: ModelSpec, force: bool, log, trust: Trust | bool = False,
+                    digests: dict[Path, str] | None = None) -> ExportRecord:
     """export_model with anything unexpected turned into an error naming model and file."""
     import errno
     paths = onnx_paths(cfg, spec)
     before = {k: (paths[k].stat().st_mtime_ns if paths[k].exists() else None) for k in ("fp32", "fp16")}
     try:
-        return export_model(cfg, spec, force=force, log=log, trust=trust)
+        return export_model(cfg, spec, force=force, log=log, trust=trust, digests=digests)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -441,13 +466,15 @@ def _export_guarded(cfg: Config, spec: ModelSpec, force: bool, log, trust: Trust
 
 def export_all(cfg: Config, specs: list[ModelSpec], keep_going: bool = False, force: bool = False,
                log: Callable[[str], None] = lambda m: None,
-               trust: Trust | bool = False) -> tuple[list[dict], list[PipelineError]]:
+               trust: Trust | bool = False) -> tuple[list[ExportRecord], list[PipelineError]]:
+    """Export ``specs`` (their precision already resolved: each record carries its spec)."""
     records, errors = [], []
     remove_stale_temp_dirs(cfg.onnx_dir, log)
+    digests = prehash(cfg, specs, onnx=not force)
     for spec in specs:
         try:
-            rec = _export_guarded(cfg, spec, force, log, trust)
-            log(f"{spec.name}: {rec['status']} -> {rec['files']['fp32']}")
+            rec = _export_guarded(cfg, spec, force, log, trust, digests)
+            log(f"{spec.name}: {rec.status} -> {rec.data['files']['fp32']}")
             records.append(rec)
         except PipelineError as err:
             errors.append(err)

@@ -33,7 +33,8 @@ from pipeline.checks.images import IMAGE_SUFFIXES, preprocess, reference_images
 from pipeline.config import CALIBRATION_MIN_USEFUL, INT8_MIN_OPSET, Config, ModelSpec
 from pipeline.errors import PipelineError
 from pipeline.fsutil import INT8_SCRATCH, atomic_path, read_json, scratch_dir, sha256_file, sha256_json, write_json_atomic
-from pipeline.stages.export import onnx_file, onnx_paths
+from pipeline.stages.export import onnx_paths
+from pipeline.stages.records import OnnxFiles
 from pipeline.tasks import TASKS
 
 QUANTIZER = "onnxruntime.quantization.quantize_static"
@@ -49,8 +50,8 @@ IN_CONTAINER_HINT = ("; inside the builder container only the models folder is m
 
 
 def int8_paths(cfg: Config, spec: ModelSpec) -> dict[str, Path]:
-    twin = onnx_file(cfg, spec, "int8")
-    return {"onnx": twin, "record": twin.with_suffix(".json")}
+    files = OnnxFiles.of(cfg, spec)
+    return {"onnx": files.int8, "record": files.int8_record}
 
 
 def quantizer_version() -> str:

@@ -19,6 +19,8 @@ from pipeline.config import ModelSpec
 from pipeline.engine_set import now_iso
 from pipeline.errors import PipelineError
 from pipeline.hardware import sm_name
+from pipeline.runtime import cannot_run_here  # noqa: F401  (verify's name for it, kept)
+from pipeline.stages.records import ExportRecord, OnnxFiles
 from pipeline.status import Status
 
 
@@ -76,7 +78,7 @@ def add_accuracy(level: dict, spec: ModelSpec, record: dict, reference_onnx: Pat
     that it runs (seconds to minutes) and its verdict."""
     acc = spec.accuracy
     names, kpt = model_names(record)
-    cache = reference_onnx.with_suffix(".accuracy.json")
+    cache = OnnxFiles.of_fp32(reference_onnx).accuracy
     log(f"{spec.name}: accuracy gate: mAP of the FP32 reference and the {precision} candidate on {acc.data} "
         f"(split {acc.split}; {'ONNX Runtime on the CPU' if device == 'cpu' else f'GPU {device}'}, cached per file)")
     with accuracy.scratch(reference_onnx) as tmp:
@@ -124,13 +126,6 @@ def accuracy_current(spec: ModelSpec, record: dict, level: dict) -> bool:
     return had.get("signature") == accuracy.signature(spec.accuracy, spec.precision, digest)
 
 
-def cannot_run_here(manifest, gpus: list) -> str | None:
-    """Why this machine cannot run the set's engines (None if it can), without importing TensorRT."""
-    from pipeline.runtime import installed_version
-    found = installed_version(manifest.backend)
-    return manifest.cannot_run_here(found[0] if found else None, gpus)
-
-
 def engine_runtime(manifest, gpus: list):
     """The TensorRT module that runs this set's engines here, or (None, why)."""
     from pipeline.builders import builder_named
@@ -142,14 +137,20 @@ def engine_runtime(manifest, gpus: list):
     return (mod, None) if mod is not None else (None, why)
 
 
-def _built_from(cfg, spec, entry) -> tuple[Path, dict]:
-    """The ONNX this engine was built from, checked by hash, and its export record."""
+def _built_from(cfg, spec, entry, record: ExportRecord | None = None) -> tuple[Path, dict]:
+    """The ONNX this engine was built from, checked by hash, and its export record. ``record``:
+    the one this run's export handed on (its hashes are this run's: nothing is hashed again)."""
     from pipeline.fsutil import read_json, sha256_file
-    from pipeline.stages.export import onnx_file, onnx_paths
-    paths = onnx_paths(cfg, spec)
-    built_from = onnx_file(cfg, spec, entry.options.get("onnx") or "fp32")
-    record = read_json(paths["record"])
-    if record is None or not built_from.is_file() or not paths["fp32"].is_file():
+    files = OnnxFiles.of(cfg, spec)
+    kind = entry.options.get("onnx") or "fp32"
+    built_from = files.onnx(kind)
+    if record is not None:
+        if record.onnx_sha256(kind) != entry.sha256.get("onnx"):
+            raise PipelineError("the ONNX export changed since this engine was built", model=spec.name,
+                                file=built_from, fix="rebuild the engine with `engines build` (or `engines run`)")
+        return built_from, record
+    record = read_json(files.record)
+    if record is None or not built_from.is_file() or not files.fp32.is_file():
         raise PipelineError("the ONNX files this engine was built from are not here", model=spec.name,
                             file=built_from, fix="verify where the set was built (models/onnx/ is needed as "
                                                  "the reference), or rebuild here with `engines run`")
@@ -160,12 +161,18 @@ def _built_from(cfg, spec, entry) -> tuple[Path, dict]:
 
 
 def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict | None = None,
-               lock_timeout: float | None = None) -> tuple:
+               lock_timeout: float | None = None, *, gpus: list | None = None,
+               records: dict[str, ExportRecord] | None = None, gated=()) -> tuple:
     """Re-check the onnx level and run the engine level where this machine can; records the
-    result (with the GPU it passed on) in the manifest and writes report.md."""
+    result (with the GPU it passed on) in the manifest and writes report.md.
+
+    ``gpus``: this host's GPUs as the caller found them (``--gpu-facts``), else detected here.
+    ``records``: the export records of this run by model; ``gated``: models whose onnx level
+    this run's build judged moments ago (not judged again)."""
     from pipeline import engine_set as es
     from pipeline.fsutil import write_bytes_atomic
     from pipeline.hardware import detect_gpus
+    records = records or {}
     errors = []
     with es.set_lock(set_dir, timeout=lock_timeout, log=log):
         s = es.EngineSet(set_dir, es.read_manifest(set_dir))
@@ -173,7 +180,7 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
         if problems:
             raise PipelineError("engine set files do not match the manifest", file=set_dir, details=problems,
                                 fix=f"never edit files inside a set; rebuild this one: `{es.rebuild_command(s.tag)}`")
-        gpus = detect_gpus()
+        gpus = detect_gpus() if gpus is None else gpus
         trt, why = engine_runtime(s.manifest, gpus)
         specs = {m.name: m for m in cfg.models}
         for name, entry in s.models.items():
@@ -185,7 +192,8 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
             if entry.status != Status.OK and not rejudged:
                 continue
             try:
-                _verify_entry(specs[name], entry, cfg, set_dir, trt, why, gpus, bench, log)
+                _verify_entry(specs[name], entry, cfg, set_dir, trt, why, gpus, bench, log,
+                              record=records.get(name), gated=name in gated)
             except PipelineError as err:
                 errors.append(err)
                 continue
@@ -202,19 +210,20 @@ def verify_set(cfg, set_dir: Path, names=None, log=lambda m: None, bench: dict |
     return s.manifest, errors
 
 
-def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log) -> None:
+def _verify_entry(spec, entry, cfg, set_dir: Path, trt, why, gpus, bench, log, record: ExportRecord | None = None,
+                  gated: bool = False) -> None:
     from pipeline.manifest import VerificationRun
     name = spec.name
-    built_from, record = _built_from(cfg, spec, entry)
-    from pipeline.stages.export import onnx_paths
-    fp32 = onnx_paths(cfg, spec)["fp32"]
+    built_from, record = _built_from(cfg, spec, entry, record)
+    fp32 = OnnxFiles.of(cfg, spec).fp32
     # the entry's status follows, so a failure is not forgotten by the next `engines run`
     # judged at the precision the engine was built with (a --precision override at build time
     # is in its options), not models.yaml's
     precision = spec_precision(spec, entry)
     if precision != spec.precision:
         spec = dataclasses.replace(spec, precision=precision)
-    dropped = entry.judge_onnx(verify_onnx_level(spec, record, fp32, built_from, precision, log=log))
+    # gated: this run's build judged the onnx level under these thresholds moments ago
+    dropped = [] if gated else entry.judge_onnx(verify_onnx_level(spec, record, fp32, built_from, precision, log=log))
     level = entry.engine_level
     if dropped:
         log(f"{name}: verify thresholds changed; the engine-level runs on {', '.join(dropped)} no longer count")
@@ -290,7 +299,7 @@ def _fp16_engine_fps(spec, record, onnx_fp32: Path, trt, batch: int, bench: dict
     from pipeline.backends.tensorrt_runner import TensorRTRunner
     from pipeline.builders.build_plan import BuildRequest, build_plan
     from pipeline.checks.timing import measure
-    fp16_onnx = onnx_fp32.with_name(onnx_fp32.stem + ".fp16.onnx")
+    fp16_onnx = OnnxFiles.of_fp32(onnx_fp32).fp16
     strongly = not hasattr(trt.BuilderFlag, "FP16")
     req = BuildRequest(model=spec.name, onnx=fp16_onnx if strongly else onnx_fp32, use_fp16_flag=not strongly,
                        strongly_typed=strongly, imgsz=spec.imgsz, batch=spec.batch.to_json(), workspace_bytes=None,

@@ -13,9 +13,7 @@ own keys (``kpts``, ``masks``, rotated ``boxes`` as xywhr), or ``probs`` for cla
 """
 from __future__ import annotations
 
-import numpy as np
-
-from pipeline.tasks.geometry import nms, rotated_nms, xywh2xyxy
+from pipeline.tasks.geometry import nms, np, rotated_nms, xywh2xyxy
 
 CONF = 0.25      # Ultralytics' default predict confidence
 IOU_NMS = 0.7    # Ultralytics' default NMS IoU

@@ -5,9 +5,25 @@ as Ultralytics' OBB head writes them.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 
-import numpy as np
+
+def _lazy(name: str):
+    """``name`` imported on first attribute use (the importlib documentation's LazyLoader recipe): config
+    reads the task table on every command, and a cached `engines run` never decodes, so numpy's
+    0.1 s import waits for the first decode. Already imported: the module itself."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+np = _lazy("numpy")   # the task modules take numpy from here (an `import numpy` would load it at once)
 
 MAX_DET = 300
 

@@ -30,7 +30,7 @@ export ENGINES_IMAGE := engines-builder:trt$(TRT)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock engines test test-fast lint bench image image-info engines-docker verify-gpu deploy deploy-dry-run resolve clean \
+.PHONY: help install lock engines test test-fast lint bench image image-rtx image-info engines-docker verify-gpu deploy deploy-dry-run resolve clean \
 	docker-up docker-down FORCE
 
 help: ## List the targets
@@ -113,9 +113,37 @@ BUILDER_IMAGE_CHECK = image=$$($(COMPOSE) -f docker-compose.build.yml config --i
 	echo "make: the builder image $$image is not here: building it now ($(IMAGE_SIZE_NOTE))" >&2; \
 	elif [ "$(1)" = build ]; then echo "make: rebuilding the builder image $$image (layers that did not change come from the cache)" >&2; fi
 
+# The image build, with two things compose does not do on failure: a registry it cannot reach
+# (no NGC access: "no such host", "unauthorized") gets a next step, and the intermediate
+# container a failed classic-builder step leaves (untagged image, exited) is removed: only
+# those created by this build. $(1): extra -f files (the RTX image).
+IMAGE_BUILD = log=$$(mktemp); before=$$(docker ps -aq --no-trunc 2>/dev/null | sort); \
+	{ $(COMPOSE) -f docker-compose.build.yml $(1) build builder 2>&1; echo $$? > "$$log.code"; } | tee "$$log"; \
+	code=$$(cat "$$log.code" 2>/dev/null || echo 1); \
+	if [ "$$code" -ne 0 ]; then \
+	  for id in $$(comm -13 <(echo "$$before") <(docker ps -aq --no-trunc --filter status=exited --filter status=created 2>/dev/null | sort)); do \
+	    img=$$(docker inspect -f '{{.Config.Image}}' "$$id" 2>/dev/null); \
+	    case "$$img" in sha256:*|[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]*) \
+	      [ -z "$$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$$id" 2>/dev/null)" ] \
+	        && docker rm -f "$$id" >/dev/null 2>&1 && echo "make: removed the container $${id:0:12} the failed build left" >&2;; \
+	    esac; \
+	  done; \
+	  if grep -qiE 'no such host|dial tcp|unauthorized|authentication required|denied|TLS handshake|i/o timeout|connection refused|manifest unknown|not found: manifest' "$$log"; then \
+	    echo "make: the image build could not fetch its base image from the registry (message above)." \
+	      "Next step: without NGC access (or offline), build the TensorRT for RTX image instead:" \
+	      "\`make image-rtx\` (a plain Python base from Docker Hub, or PYTHON_IMAGE=<your mirror>), then" \
+	      "\`docker compose -f docker-compose.build.yml -f docker-compose.rtx.yml run --rm builder\`;" \
+	      "for the NGC image, \`docker login nvcr.io\` (user \$$oauthtoken, an NGC API key) or set" \
+	      "TRT_IMAGE to a mirror you can reach (docs/container.md)." >&2; \
+	  fi; \
+	fi; rm -f "$$log" "$$log.code"; exit $$code
+
 image: .env ## Build the NGC TensorRT builder image (needs Docker)
 	@$(call BUILDER_IMAGE_CHECK,build)
-	$(COMPOSE) -f docker-compose.build.yml build builder
+	@$(call IMAGE_BUILD,)
+
+image-rtx: .env ## Build the TensorRT for RTX builder image: no NGC, no GPU needed (Dockerfile.rtx)
+	@$(call IMAGE_BUILD,-f docker-compose.rtx.yml)
 
 image-info: $(STAMP) ## TensorRT version of the builder image (read from its label)
 	$(ENGINES) docker image-info

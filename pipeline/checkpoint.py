@@ -6,8 +6,9 @@ and only after a scan of the globals its pickle references finds nothing outside
 allow-list below: layer classes (``torch.nn`` and ``ultralytics.nn``), Ultralytics' model
 and loss classes, and plain data holders. Nothing that can run code (builtins such as
 ``eval`` or ``getattr``, ``os``, ``subprocess``, ...) is ever on it. A checkpoint that needs
-more is refused, naming the global, unless the user trusts it (``--trust-checkpoint`` or
-``trust: true`` in models.yaml); the export record and the manifest say so.
+more is refused, naming the global, unless the user trusts that file's digest (``Trust``:
+``--trust-checkpoint``, a digest in ``ENGINES_*_TRUST_CHECKPOINT``, or ``trust: true`` with a
+``sha256:`` pin in models.yaml); the export record and the manifest say so.
 
 Ultralytics' auto-install of missing modules (``YOLO_AUTOINSTALL``) is switched off for
 the whole process as soon as ``pipeline`` is imported.
@@ -28,8 +29,9 @@ from pipeline.errors import PipelineError
 
 AUTOINSTALL_ENV = "YOLO_AUTOINSTALL"  # read once by ultralytics.utils at import (env_bool)
 SAFE_LOAD_ENV = "ULTRALYTICS_SAFE_LOAD"  # likewise: Ultralytics' weights_only loading for every checkpoint
-TRUST_FIX = ("if you trust where this file came from, rerun with --trust-checkpoint or set trust: true on the "
-             "model in models.yaml; otherwise get the checkpoint again from its trainer")
+TRUST_FIX = ("if you trust where this file came from, rerun with --trust-checkpoint (this file, as hashed by that "
+             "run) or set trust: true with its sha256: pin on the model in models.yaml; otherwise get the "
+             "checkpoint again from its trainer")
 # Packages whose nn.Module classes may be rebuilt from a checkpoint.
 LAYER_PACKAGES = ("torch.nn.modules", "ultralytics.nn.modules")
 # Modules whose own classes Ultralytics pickles with a model (model classes, loss helpers).
@@ -52,6 +54,54 @@ def harden_environment() -> None:
         mod = sys.modules.get(name)
         if mod is not None and hasattr(mod, attr):
             setattr(mod, attr, value)
+
+
+# --- trust, bound to digests ------------------------------------------------------------------
+
+TRUST_WORDS = ("1", "true", "yes", "on", "y", "t")   # what a boolean variable would say
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The user's trust in checkpoints that need unsafe loading; every form names the file by digest
+    (docs/security.md), never by path, so a file swapped in later is not trusted with it:
+
+    - ``flag`` (``--trust-checkpoint``): the files as this run hashes them; the export record keeps
+      that digest, and a later run without the flag reuses the export only for that digest;
+    - ``digests`` (``ENGINES_<COMMAND>_TRUST_CHECKPOINT=<sha256>[,<sha256>...]``): exactly those files;
+      a variable outlives the run, so it must say which files;
+    - ``trust: true`` in models.yaml needs the model's ``sha256:`` pin (config.py), and covers that digest.
+    """
+    flag: bool = False
+    digests: frozenset[str] = frozenset()
+
+    def covers(self, actual: str, model_trust: bool = False, pinned: str | None = None) -> bool:
+        return self.flag or actual in self.digests or (model_trust and pinned is not None and pinned == actual)
+
+    def __bool__(self) -> bool:
+        return self.flag or bool(self.digests)
+
+
+def as_trust(value: Trust | bool | None) -> Trust:
+    """A library caller's ``trust=True`` is the flag (this run's files); a Trust is kept."""
+    return value if isinstance(value, Trust) else Trust(flag=bool(value))
+
+
+def parse_trust_digests(text: str) -> frozenset[str]:
+    """``sha256:<hex>,<hex> ...`` -> the digests; ValueError (a sentence) for anything else,
+    including a bare true/1/yes, which would trust whatever file sits at the path later."""
+    tokens = [t for t in text.replace(",", " ").split() if t]
+    if len(tokens) == 1 and tokens[0].lower() in TRUST_WORDS:
+        raise ValueError(f"{text!r} would trust whatever file is at the checkpoint's path on every later run; "
+                         "this variable names the files it trusts: give their sha256 digests "
+                         "(`sha256sum FILE`), comma-separated, e.g. sha256:<64 hex digits>")
+    out = set()
+    for tok in tokens:
+        hexd = tok.lower().removeprefix("sha256:")
+        if len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd):
+            raise ValueError(f"{tok!r} is not a sha256 digest (64 hex digits, as `sha256sum FILE` prints)")
+        out.add(hexd)
+    return frozenset(out)
 
 
 # --- sha256 pin ------------------------------------------------------------------------------

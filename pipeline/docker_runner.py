@@ -192,7 +192,27 @@ def _demuxed_lines(frames: Iterable[tuple[bytes | None, bytes | None]]) -> Itera
             yield is_out, rest.decode("utf-8", "replace").rstrip("\r")
 
 
-TIMING_CACHE_VOLUME = "engines_timing-cache"  # compose project `engines`, volume `timing-cache`
+COMPOSE_FILE = "docker-compose.build.yml"
+
+
+def compose_project(checkout: Path | str | None = None) -> str:
+    """The compose project docker-compose.build.yml runs under: COMPOSE_PROJECT_NAME, else the name of
+    the checkout's folder as compose normalises it (lower case, only a-z 0-9 _ -). One per checkout,
+    so one user's `down --remove-orphans` never touches another checkout's builder."""
+    import re
+    explicit = os.environ.get("COMPOSE_PROJECT_NAME", "").strip()
+    if explicit:
+        return explicit
+    if checkout is None:
+        here = [Path.cwd(), Path(__file__).resolve().parents[1]]
+        checkout = next((c for c in here if (c / COMPOSE_FILE).is_file()), here[-1])
+    name = re.sub(r"[^a-z0-9_-]", "", Path(checkout).resolve().name.lower()).lstrip("_-")
+    return name or "engines"
+
+
+def timing_cache_volume(checkout: Path | str | None = None) -> str:
+    """The compose run's timing-cache volume (``<project>_timing-cache``), shared with `engines docker run`."""
+    return f"{compose_project(checkout)}_timing-cache"
 
 
 def run_builder(models_dir: Path, image: str, args: list[str], gpu: bool = True,
@@ -218,7 +238,7 @@ def run_builder(models_dir: Path, image: str, args: list[str], gpu: bool = True,
         # the same mounts and shared memory as docker-compose.build.yml: the timing cache
         # lives in the named volume the compose run uses, so both share it
         "volumes": {str(models_dir): {"bind": CONTAINER_MODELS, "mode": "rw"},
-                    TIMING_CACHE_VOLUME: {"bind": "/workspace/.cache/tensorrt", "mode": "rw"}},
+                    timing_cache_volume(): {"bind": "/workspace/.cache/tensorrt", "mode": "rw"}},
         "shm_size": "2g",
         "init": True,  # docker-init as PID 1 forwards signals (compose: `init: true`)
         "working_dir": "/workspace", "environment": environment or {},

@@ -9,6 +9,51 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# --- scratch: every temporary a stage leaves beside its outputs names its owner ---------------------
+# ``<host hash>-<pid>``: a process killed with -9 runs no cleanup, so the next run and `engines clean`
+# remove what a dead process of this host left (a live one's, or another host's, is not touched).
+_OWNER_RE = r"([0-9a-f]{8})-(\d+)"
+INT8_SCRATCH = ".int8-"          # calibration and quantizer scratch (stages.quantize)
+ACCURACY_SCRATCH = ".accuracy-"  # the validator's private dataset layout and outputs (checks.accuracy)
+SCRATCH_PREFIXES = (INT8_SCRATCH, ACCURACY_SCRATCH)
+
+
+def owner_tag() -> str:
+    import socket
+    import zlib
+    return f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFFFFFF:08x}-{os.getpid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, as another user
+        return True
+    return True
+
+
+def owner_state(name: str) -> str:
+    """``dead`` (a process of this host that is gone), ``alive``, ``foreign`` (another host: cannot
+    be checked from here) or ``unknown`` (no owner in the name) for a scratch file or folder name."""
+    import re
+    m = re.search(_OWNER_RE, name)
+    if not m:
+        return "unknown"
+    if m.group(1) != owner_tag().split("-")[0]:
+        return "foreign"
+    return "alive" if pid_alive(int(m.group(2))) else "dead"
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A work folder ``<prefix><owner>-<random>`` in ``parent`` (beside the outputs, so a kill's
+    leftover is found there), removed on the way out."""
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{owner_tag()}-", dir=parent) as tmp:
+        yield Path(tmp)
+
 
 def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -46,7 +91,7 @@ def atomic_path(dest: Path | str, suffix: str = "") -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + suffix, dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.{owner_tag()}.", suffix=".tmp" + suffix, dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)

@@ -461,6 +461,46 @@ def test_each_variant_builds_its_own_labelled_image_and_its_own_set_tag(client, 
                 client.images.remove(name, force=True)
 
 
+# --------------------------------------------------------------------------- one compose project per checkout (26.7)
+
+def _project_of(folder: Path, env_extra: dict | None = None) -> dict:
+    import json
+    import subprocess as sp
+    cmd = _compose_cmd()
+    if cmd is None:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+    env = {k: v for k, v in os.environ.items() if k not in ("COMPOSE_PROJECT_NAME", "UID", "GID")}
+    env.update(env_extra or {})
+    res = sp.run([*cmd, "-f", "docker-compose.build.yml", "-f", "docker-compose.rtx.yml", "config", "--format", "json"],
+                 cwd=folder, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_each_checkout_is_its_own_compose_project_and_timing_cache(tmp_path, monkeypatch):
+    """Two checkouts on one build host: compose projects (and so `down --remove-orphans` and the
+    timing-cache volume) named after each checkout's folder; COMPOSE_PROJECT_NAME overrides; and
+    `engines docker run` mounts the same volume as that checkout's compose run."""
+    from pipeline.docker_runner import compose_project, timing_cache_volume
+    names = {}
+    for folder in ("Alice.Engines", "bob-engines"):
+        checkout = tmp_path / folder
+        checkout.mkdir()
+        for name in ("docker-compose.build.yml", "docker-compose.rtx.yml"):
+            shutil.copy(REPO / name, checkout / name)
+        cfg = _project_of(checkout)
+        names[folder] = cfg["name"]
+        monkeypatch.delenv("COMPOSE_PROJECT_NAME", raising=False)
+        assert compose_project(checkout) == cfg["name"]
+        assert cfg["volumes"]["timing-cache"]["name"] == timing_cache_volume(checkout)
+        assert "deploy" not in cfg["services"]["builder"]    # the RTX layer: no GPU reservation
+    assert names == {"Alice.Engines": "aliceengines", "bob-engines": "bob-engines"}
+    assert _project_of(tmp_path / "bob-engines", {"COMPOSE_PROJECT_NAME": "mine"})["name"] == "mine"
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", "mine")
+    assert compose_project(tmp_path / "bob-engines") == "mine" and timing_cache_volume() == "mine_timing-cache"
+    assert "\nname:" not in (REPO / "docker-compose.build.yml").read_text()
+
+
 @needs_compose
 def test_compose_build_file_is_valid_and_reserves_one_gpu(tmp_path):
     empty = tmp_path / "empty.env"

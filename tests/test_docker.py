@@ -741,7 +741,7 @@ def _make_builder_target(tmp_path: Path, target: str, **env_extra: str):
     against the test daemon, as the user types it (no UID/GID); compose's project is removed after."""
     if not shutil.which("make"):
         pytest.skip("make not installed")
-    for name in ("Makefile", "docker-compose.build.yml", "Dockerfile.build"):
+    for name in ("Makefile", "docker-compose.build.yml", "docker-compose.rtx.yml", "Dockerfile.build", "Dockerfile.rtx"):
         shutil.copy(REPO / name, tmp_path / name)
     (tmp_path / "models").mkdir()
     project = f"engines-test-{uuid.uuid4().hex[:8]}"
@@ -975,3 +975,114 @@ def test_the_entrypoint_says_it_is_starting_before_the_long_silence(client, imag
     code = run_builder(models, images.image, ["sh", "echo done"], gpu=False, client=client, on_line=seen.append)
     starts = [line for line in seen if line.startswith(ENTRYPOINT_START)]
     assert code == 0 and len(starts) == 1 and seen.index(starts[0]) < seen.index("done")
+
+
+# --------------------------------------------------------------------------- without NGC or a GPU (issue 26.6)
+
+RTX_FAKES = {
+    # python3 as Dockerfile.rtx calls it: pip installs are logged (no network, nothing installed),
+    # the version guard reads the pinned TensorRT for RTX, every other -c (tomllib, the import check) passes
+    "python3": "#!/bin/sh\n"
+               "if [ \"$1\" = -m ] && [ \"$2\" = pip ]; then echo \"pip $*\" >> /var/log/fake-pip; exit 0; fi\n"
+               "case \"$2\" in *tensorrt-rtx-cu13-bindings*) echo \"${FAKE_RTX_VERSION:-1.7.1.116}\" ;; esac\n"
+               "exit 0\n",
+    "apt-get": "#!/bin/sh\necho \"apt-get $*\" >> /var/log/fake-apt\n",
+}
+
+
+@pytest.fixture(scope="session")
+def python_like_base(client, images, tmp_path_factory):
+    """A stand-in for python:3.12-slim (no registry here): the busybox base with python3 and apt-get
+    stand-ins, /usr/bin/env, and the `engines` stand-in where pip would install the console script."""
+    ctx = tmp_path_factory.mktemp("pybase")
+    for name, text in RTX_FAKES.items():
+        (ctx / name).write_text(text)
+        (ctx / name).chmod(0o755)
+    shutil.copy2(DATA / "engines-fake.sh", ctx / "engines")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {images.base}\nCOPY python3 /usr/bin/python3\nCOPY apt-get /usr/bin/apt-get\n"
+        "COPY engines /usr/local/bin/engines\nRUN mkdir -p /var/log /usr/bin && ln -sf /bin/env /usr/bin/env "
+        "&& chmod 1777 /var/log\n")
+    tag = f"engines-test-pybase:{uuid.uuid4().hex[:8]}"
+    client.images.build(path=str(ctx), tag=tag, rm=True, forcerm=True)
+    return tag
+
+
+def _rtx_compose(project: str, models: Path, override: Path, *args, env=None, check=True):
+    files = ["-p", project, "-f", "docker-compose.build.yml", "-f", "docker-compose.rtx.yml", "-f", str(override)]
+    return _compose(*files, *args, env=env, check=check)
+
+
+@needs_compose
+def test_the_rtx_builder_builds_on_a_plain_python_base_and_compose_runs_it_without_a_gpu(
+        client, python_like_base, models, tmp_path):
+    """The real Dockerfile.rtx, through the real compose files (docker-compose.build.yml plus
+    docker-compose.rtx.yml), on a daemon with no NVIDIA runtime and no registry: the image builds,
+    carries the TensorRT for RTX label, and `run builder` runs `engines run` as the owner of the models
+    folder. A GPU reservation would fail here with "could not select device driver"."""
+    owner = _owned_models(models)
+    project = f"engines-test-{uuid.uuid4().hex[:8]}"
+    tag = f"engines-test-rtx:{uuid.uuid4().hex[:8]}"
+    override = tmp_path / "models.override.yml"    # the test's models folder instead of the checkout's
+    override.write_text("services:\n  builder:\n    volumes: !override\n"
+                        "      - ${ENGINES_TEST_MODELS}:/workspace/models\n"
+                        "      - timing-cache:/workspace/.cache/tensorrt\n")
+    env = {"ENGINES_RTX_IMAGE": tag, "PYTHON_IMAGE": python_like_base, "ENGINES_TEST_MODELS": str(models)}
+    try:
+        cfg = json.loads(_rtx_compose(project, models, override, "config", "--format", "json", env=env).stdout)
+        svc = cfg["services"]["builder"]
+        assert "deploy" not in svc and svc["build"]["dockerfile"] == "Dockerfile.rtx" and svc["image"] == tag
+        built = _rtx_compose(project, models, override, "build", "builder", env=env)
+        labels = client.images.get(tag).labels
+        assert labels["org.engines.tensorrt-rtx.version"] == "1.7.1.116", built.stdout[-2000:]
+        assert labels["org.engines.base-image"] == python_like_base
+        pip_log = client.containers.run(tag, ["/bin/cat", "/var/log/fake-pip"], entrypoint=[], remove=True).decode()
+        assert "-c requirements.lock -r /tmp/requirements.txt" in pip_log and "--no-deps ." in pip_log
+        res = _rtx_compose(project, models, override, "run", "--rm", "builder", env=env, check=False)
+        assert res.returncode == 0, res.stderr + res.stdout
+        assert "could not select device driver" not in res.stderr
+        assert "engines run" in res.stdout and "fake run done" in res.stdout
+        written = models / "engines" / "fake-run.txt"
+        assert written.read_text().split()[0] == f"{owner}:{owner if os.geteuid() == 0 else os.getgid()}"
+        assert written.stat().st_uid == owner
+    finally:
+        _rtx_compose(project, models, override, "down", "--volumes", "--remove-orphans", env=env, check=False)
+    assert not _listed(client, {"label": f"com.docker.compose.project={project}"}, all=True)
+
+
+@needs_compose
+def test_the_rtx_version_guard_refuses_an_image_whose_label_would_lie(client, python_like_base, tmp_path):
+    """The label names the TensorRT for RTX in the image: a different installed version fails the build."""
+    tag = f"engines-test-rtx-bad:{uuid.uuid4().hex[:8]}"
+    env = {"ENGINES_RTX_IMAGE": tag, "PYTHON_IMAGE": python_like_base, "EXPECTED_RTX_VERSION": "9.9.9.9"}
+    res = _compose("-p", f"engines-test-{uuid.uuid4().hex[:8]}", "-f", "docker-compose.build.yml", "-f",
+                   "docker-compose.rtx.yml", "build", "builder", env=env, check=False)
+    assert res.returncode != 0
+    assert "TensorRT for RTX 1.7.1.116 is installed, the label says 9.9.9.9" in res.stdout + res.stderr
+
+
+@needs_compose
+def test_make_image_on_an_unreachable_registry_gives_a_next_step_and_leaves_no_container(client, tmp_path):
+    """Issue 26.6: `make image` without NGC: the registry's raw message, then make's next step (the RTX
+    image, or logging in), and no container left by the failed build."""
+    before = {c["Id"] for c in _listed(client, {}, all=True)}
+    res = _make_builder_target(tmp_path, "image", ENGINES_IMAGE=f"engines-test-absent:{uuid.uuid4().hex[:8]}",
+                               TRT_IMAGE="127.0.0.1:9/nvidia/tensorrt:25.08-py3")
+    assert res.returncode != 0
+    assert "could not fetch its base image from the registry" in res.stderr
+    assert "make image-rtx" in res.stderr and "docker-compose.rtx.yml run --rm builder" in res.stderr
+    assert "docker login nvcr.io" in res.stderr
+    assert {c["Id"] for c in _listed(client, {}, all=True)} <= before
+
+
+@needs_compose
+def test_make_image_removes_the_container_a_failed_build_step_leaves(client, images, tmp_path):
+    """The classic builder keeps the container of a failed RUN step (compose has no --force-rm); make
+    removes it. Here the version guard's RUN fails: the busybox base has no python3."""
+    before = {c["Id"] for c in _listed(client, {}, all=True)}
+    res = _make_builder_target(tmp_path, "image", ENGINES_IMAGE=f"engines-test-absent:{uuid.uuid4().hex[:8]}",
+                               TRT_IMAGE=images.base)
+    assert res.returncode != 0
+    assert "the failed build left" in res.stderr, res.stderr
+    assert "could not fetch its base image" not in res.stderr   # not a registry failure: no such advice
+    assert {c["Id"] for c in _listed(client, {}, all=True)} <= before

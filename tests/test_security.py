@@ -109,11 +109,75 @@ def test_trusted_checkpoint_loads_and_is_recorded(trojan):
     res = run_cli("--config", str(ws / "models.yaml"), "export", "--model", "human")
     assert res.returncode == 1 and "checkpoint needs unsafe loading" in res.stderr
     assert not marker.exists()
-    # per-model trust in models.yaml: the export is reused (same file, still trusted)
-    text = (ws / "models.yaml").read_text().replace("task: detect}", "task: detect, trust: true}", 1)
+    # per-model trust in models.yaml, bound to the file by its pin: the export is reused (same file)
+    digest = export_stage.sha256_file(ws / "yolo" / "yolov8n.pt")
+    text = (ws / "models.yaml").read_text().replace("task: detect}", f"task: detect, trust: true, sha256: {digest}}}", 1)
     write_config(ws, text)
     res = run_cli("--config", str(ws / "models.yaml"), "--json", "export", "--model", "human")
     assert res.returncode == 0 and json.loads(res.stdout)["exports"][0]["status"] == "cached"
+
+
+# -- issue 25.1: every form of trust names the file it trusts ------------------------------------------
+
+def _swap_in_trojan(ws: Path, marker: Path) -> str:
+    """Copy a trojan over the honest checkpoint at the same path; returns the trojan's digest."""
+    _add_to_checkpoint(ws / "yolo" / "yolov8n.pt", extra=_Payload(marker))
+    return export_stage.sha256_file(ws / "yolo" / "yolov8n.pt")
+
+
+def _run_human(ws: Path, *args: str, env: dict | None = None):
+    return run_cli("--config", str(ws / "models.yaml"), "--json", "export", "--model", "human", *args,
+                   env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("form", ["trust: true", "ENGINES_EXPORT_TRUST_CHECKPOINT=1", "ENGINES_EXPORT_TRUST=yes",
+                                  "variable with the honest digest", "trust: true with the honest pin"])
+def test_a_trojan_swapped_in_after_trust_was_given_never_runs(workspace, tmp_path, form):
+    """Issue 25.1: trust given for the honest file in each form; an honest run; then a trojan copied over
+    it and a run with the same models.yaml and environment: refused, the payload never runs."""
+    ws, marker = workspace, tmp_path / "payload-ran"
+    honest = export_stage.sha256_file(ws / "yolo" / "yolov8n.pt")
+    env: dict = {}
+    yaml_text = (ws / "models.yaml").read_text()
+    if form.startswith("trust: true"):
+        pin = f", sha256: {honest}" if "pin" in form else ""
+        write_config(ws, yaml_text.replace("task: detect}", f"task: detect, trust: true{pin}}}", 1))
+    elif form.startswith("ENGINES_"):
+        name, value = form.split("=")
+        env = {name: value}
+    else:
+        env = {"ENGINES_EXPORT_TRUST_CHECKPOINT": f"sha256:{honest}"}
+    first = _run_human(ws, env=env)
+    if form in ("trust: true", "ENGINES_EXPORT_TRUST_CHECKPOINT=1", "ENGINES_EXPORT_TRUST=yes"):
+        # a form that names no file is refused at once, before anything is loaded
+        assert first.returncode != 0 and "Traceback" not in first.stderr
+        assert "sha256" in first.stderr
+    else:
+        assert first.returncode == 0, first.stderr
+    _swap_in_trojan(ws, marker)
+    second = _run_human(ws, env=env)
+    assert second.returncode != 0, second.stdout
+    assert not marker.exists(), f"the payload ran under {form}"
+    assert "Traceback" not in second.stderr
+    doc = json.loads(second.stdout)
+    assert doc["ok"] is False and doc["errors"][0]["error"]
+
+
+def test_trust_given_by_digest_loads_exactly_that_file(workspace, tmp_path):
+    """The positive side: the variable naming the trojan's own digest is trust in that file (the user
+    vouches for it), and it is recorded; a second, different trojan under the same variable is refused."""
+    ws, marker = workspace, tmp_path / "payload-ran"
+    honest = (ws / "yolo" / "yolov8n.pt").read_bytes()
+    trojan = _swap_in_trojan(ws, marker)
+    res = _run_human(ws, env={"ENGINES_EXPORT_TRUST_CHECKPOINT": f"sha256:{trojan},{'0' * 64}"})
+    assert res.returncode == 0, res.stderr
+    assert marker.exists() and json.loads(res.stdout)["exports"][0]["trusted"] is True
+    marker.unlink()
+    (ws / "yolo" / "yolov8n.pt").write_bytes(honest)   # (loading the trojan here would run it)
+    _add_to_checkpoint(ws / "yolo" / "yolov8n.pt", another=_Payload(marker))   # a different trojan now
+    res = _run_human(ws, env={"ENGINES_EXPORT_TRUST_CHECKPOINT": f"sha256:{trojan}"})
+    assert res.returncode == 1 and "checkpoint needs unsafe loading" in res.stderr
+    assert not marker.exists()
 
 
 def test_autoinstall_is_off_in_every_stage():

@@ -22,7 +22,7 @@ from pathlib import Path
 from pipeline.checks.images import IMAGE_SUFFIXES
 from pipeline.config import Accuracy
 from pipeline.errors import PipelineError
-from pipeline.fsutil import read_json, sha256_file, sha256_json, write_json_atomic
+from pipeline.fsutil import ACCURACY_SCRATCH, read_json, scratch_dir, sha256_file, sha256_json, write_json_atomic
 
 ACCURACY_VERSION = 1   # bump when the measurement changes: every cached figure is measured again
 
@@ -115,7 +115,7 @@ def _check_labels(images: list[Path], nc: int, kpt_values: int, model: str) -> i
         lab = label_path(img)
         if not lab.is_file():
             continue   # a background image: allowed, as in Ultralytics
-        for n, line in enumerate(lab.read_text(errors="replace").splitlines(), 1):
+        for n, line in enumerate(_named(lab, lab.read_bytes).decode(errors="replace").splitlines(), 1):
             vals = line.split()
             if not vals:
                 continue
@@ -144,8 +144,38 @@ def _check_labels(images: list[Path], nc: int, kpt_values: int, model: str) -> i
     return boxes
 
 
+def _named(path: Path, read):
+    """``read()``, with ``path`` put on an OSError that lacks it (a failed read() names no file)."""
+    try:
+        return read()
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+@contextlib.contextmanager
+def _reading(model: str, data_file: Path, what: str = "reading the labelled set"):
+    """An OSError while walking the labelled set (a vanished /proc entry, a permission, a broken
+    link) as a paragraph naming the model, the data.yaml and the file it could not read."""
+    try:
+        yield
+    except OSError as exc:
+        failed = exc.filename or "?"
+        raise _bad(model, data_file, f"error while {what} that this data.yaml names: cannot read {failed} "
+                   f"({exc.strerror or type(exc).__name__})",
+                   "point path: and the split at a folder of your own images and labels (under models/, which the "
+                   "builder container also sees), readable by this user, that does not change while it is read",
+                   [f"data.yaml: {data_file}", f"could not read: {failed}"]) from None
+
+
 def _checked(acc: Accuracy, model: str, task: str, names: dict, kpt_shape) -> tuple[dict, dict, list[Path]]:
     """The dataset checked against the model: (its data.yaml, the model's names, the images)."""
+    with _reading(model, acc.data):
+        return _checked_unguarded(acc, model, task, names, kpt_shape)
+
+
+def _checked_unguarded(acc: Accuracy, model: str, task: str, names: dict, kpt_shape) -> tuple[dict, dict, list[Path]]:
     f = acc.data
     data = _read(acc, model)
     if acc.split not in data:
@@ -183,16 +213,24 @@ def _checked(acc: Accuracy, model: str, task: str, names: dict, kpt_shape) -> tu
 
 
 def _digest(images: list[Path], ours: dict, split: str) -> str:
-    return sha256_json({"images": [[str(p.name), sha256_file(p)] for p in images],
-                        "labels": [sha256_file(label_path(p)) if label_path(p).is_file() else None for p in images],
+    def digest(p: Path) -> str:
+        return _named(p, lambda: sha256_file(p))
+    return sha256_json({"images": [[str(p.name), digest(p)] for p in images],
+                        "labels": [digest(label_path(p)) if label_path(p).is_file() else None for p in images],
                         "names": ours, "split": split})
 
 
 def prepare(acc: Accuracy, model: str, task: str, names: dict, kpt_shape, work: Path) -> tuple[Path, str]:
     """Check the dataset against the model and write the data.yaml Ultralytics reads;
     returns (that file, a digest of the data that is measured)."""
-    import yaml
     data, ours, images = _checked(acc, model, task, names, kpt_shape)
+    with _reading(model, acc.data, "copying the labelled set"):
+        return _prepared(data, ours, images, acc, task, kpt_shape, work)
+
+
+def _prepared(data: dict, ours: dict, images: list[Path], acc: Accuracy, task: str, kpt_shape,
+              work: Path) -> tuple[Path, str]:
+    import yaml
     # Ultralytics reads and writes a label cache beside the labels it is given, and loads it with
     # pickle: it gets a private copy of the layout (links to the images, copies of the labels), so
     # nothing in the user's folders is ever unpickled or written
@@ -203,7 +241,7 @@ def prepare(acc: Accuracy, model: str, task: str, names: dict, kpt_shape, work: 
         link.symlink_to(img.absolute())
         lab = label_path(img)
         if lab.is_file():
-            (work / "labels" / "val" / f"{i:06d}.txt").write_bytes(lab.read_bytes())
+            (work / "labels" / "val" / f"{i:06d}.txt").write_bytes(_named(lab, lab.read_bytes))
     norm = {"path": str(work), "train": "images/val", "val": "images/val", "names": ours}
     if task == "pose":
         norm["kpt_shape"] = list(kpt_shape)
@@ -212,6 +250,13 @@ def prepare(acc: Accuracy, model: str, task: str, names: dict, kpt_shape, work: 
     out = work / "data.yaml"
     out.write_text(yaml.safe_dump(norm, sort_keys=False))
     return out, _digest(images, ours, acc.split)
+
+
+def scratch(reference_onnx: Path):
+    """The validator's work folder (private dataset layout, label caches, Ultralytics' outputs), beside
+    the reference ONNX and named for this process, so a kill's leftover is removed by the next run and
+    by `engines clean` (export.stale_temp_dirs); removed on the way out."""
+    return scratch_dir(reference_onnx.parent, ACCURACY_SCRATCH)
 
 
 def measure(model_file: Path, task: str, data_yaml: Path, imgsz: int, work: Path, device: str = "cpu",
@@ -286,4 +331,5 @@ def signature(acc: Accuracy, precision: str, digest: str) -> dict:
 def data_digest(acc: Accuracy, model: str, task: str, names: dict, kpt_shape) -> str:
     """The digest ``prepare`` computes, without writing its layout (for the cache check of a build)."""
     _, ours, images = _checked(acc, model, task, names, kpt_shape)
-    return _digest(images, ours, acc.split)
+    with _reading(model, acc.data, "hashing the labelled set"):
+        return _digest(images, ours, acc.split)

@@ -15,7 +15,7 @@ import os
 import click
 
 from pipeline.cli import docker, fleet, frames, registry, resolve, stages, triton
-from pipeline.cli.context import CONFIG_HELP, DEFAULT_CONFIG, JSON_HELP, Ctx, Failed, fail
+from pipeline.cli.context import CONFIG_HELP, DEFAULT_CONFIG, JSON_HELP, Ctx, Failed, emit_usage_error, fail, json_asked
 from pipeline.errors import PipelineError, UsageProblem
 
 __all__ = ["DEFAULT_CONFIG", "Ctx", "cli", "fail", "main"]
@@ -39,9 +39,26 @@ def os_error(exc: OSError) -> PipelineError:
 
 
 class EnginesGroup(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):
+        words = list(args)
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:   # the root's own options: no Ctx yet
+            if json_asked(words):
+                emit_usage_error(exc, None)
+            raise
+
     def invoke(self, click_ctx: click.Context):
+        # the subcommand's words, not yet parsed (click 8.2+ keeps the first in _protected_args)
+        first = getattr(click_ctx, "_protected_args", None)
+        words = [*(first if first is not None else click_ctx.protected_args), *click_ctx.args]
         try:
             return super().invoke(click_ctx)
+        except click.UsageError as exc:   # a subcommand's options or variables, or an unknown command
+            obj = click_ctx.obj if isinstance(click_ctx.obj, Ctx) else None
+            if click_ctx.params.get("as_json") or json_asked(words, obj):
+                emit_usage_error(exc, obj)
+            raise
         except OSError as exc:  # read-only folders, full disks: a paragraph, not a traceback
             obj = click_ctx.obj if isinstance(click_ctx.obj, Ctx) else Ctx(DEFAULT_CONFIG, False)
             raise Failed(obj, [os_error(exc)]) from None

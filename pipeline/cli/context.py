@@ -78,6 +78,33 @@ class Failed(click.ClickException):
             click.echo(click.style("error: ", fg="red", bold=True) + e.render(), err=True)
 
 
+def json_asked(args: list[str], obj: Ctx | None = None) -> bool:
+    """Whether --json was asked for, also when click refused the command line before reading it."""
+    import os
+    if obj is not None and obj.json:
+        return True
+    words = args[:args.index("--")] if "--" in args else args
+    return "--json" in words or os.environ.get("ENGINES_AS_JSON", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def emit_usage_error(exc: click.UsageError, obj: Ctx | None) -> None:
+    """Under --json, a usage error (a refused option, variable or command) as the one JSON document
+    on stdout; click still prints its own message on stderr and exits 2."""
+    from pipeline.errors import UsageProblem
+    cmd = exc.ctx.command_path if exc.ctx is not None else "engines"
+    err = UsageProblem(exc.format_message(), fix=f"see `{cmd} --help` for the accepted values")
+    doc = {"ok": False, "errors": [err.to_json()]}
+    if obj is not None and obj.json:
+        if not obj._emitted:
+            obj.emit(doc)
+        return
+    out = obj._out if obj is not None and obj._out is not None else sys.stdout
+    out.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    out.flush()
+    if obj is not None:
+        obj._emitted = True
+
+
 def fail(ctx: Ctx, err: PipelineError | list, code: int = 1):
     raise Failed(ctx, err if isinstance(err, list) else [err], code)
 

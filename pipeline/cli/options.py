@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from pipeline.builders import NAMES as BUILDER_NAMES
-from pipeline.config import PRECISIONS
+from pipeline.config import PRECISIONS, workspace_problem
 from pipeline.errors import PipelineError
 
 
@@ -85,9 +85,38 @@ MODEL = click.option("--model", "-m", "models", multiple=True, metavar="NAME",
 KEEP_GOING = click.option("--keep-going", is_flag=True,
                               help="Carry on with the other models after one fails (exit is still 1).")
 FORCE = click.option("--force", is_flag=True, help="Redo the work even when the cache says it is current.")
-TRUST = click.option("--trust-checkpoint", "trust", is_flag=True,
-                         help="Load checkpoints that need unsafe (full pickle) loading, which can run code in "
-                              "the file; only for files whose origin you trust. Recorded in the manifest.")
+TRUST_DIGESTS = "engines.trust_digests"
+
+
+class TrustOption(click.Option):
+    """--trust-checkpoint: a flag on the command line (the files as this run hashes them); from its
+    variable, the sha256 digests of the files it trusts. A variable outlives the run, so a bare
+    1/true there (trust whatever file is at the path later) is refused (checkpoint.Trust)."""
+
+    def value_from_envvar(self, ctx):
+        raw = self.resolve_envvar_value(ctx)
+        if raw is None or raw.strip().lower() in ("0", "false", "no", "off", "n", "f"):
+            return None
+        from pipeline.checkpoint import parse_trust_digests
+        try:
+            ctx.meta[TRUST_DIGESTS] = parse_trust_digests(raw)
+        except ValueError as exc:
+            raise click.BadParameter(f"{exc}{_from_env(ctx, self)}", ctx=ctx, param=self) from None
+        return None
+
+
+def _trust_value(click_ctx, _param, value):
+    from pipeline.checkpoint import Trust
+    return Trust(flag=bool(value), digests=click_ctx.meta.pop(TRUST_DIGESTS, frozenset()))
+
+
+TRUST = click.option(
+    "--trust-checkpoint", "trust", cls=TrustOption, is_flag=True, callback=_trust_value,
+    help="Load checkpoints that need unsafe (full pickle) loading, which can run code in the file; only for files "
+         "whose origin you trust. Binds to each file's sha256 as this run reads it: the export record and the "
+         "manifest keep it, and a file changed later is refused until trusted again. Its variable names the files "
+         "instead: sha256:<digest>[,...] (`sha256sum FILE`; a bare 1 or true is refused). trust: true in "
+         "models.yaml needs the model's sha256: pin and trusts that digest only (docs/security.md).")
 BACKEND = click.option(
     "--backend", type=click.Choice(["auto", *BUILDER_NAMES]), default="auto", show_default=True,
     help="auto: the full TensorRT when it imports and a GPU is present, else TensorRT for RTX.")
@@ -95,8 +124,38 @@ TARGET = click.option(
     "--target", "targets", type=Targets(), default=None,
     help="TensorRT for RTX only: compute capabilities to build for, e.g. sm86,sm89,sm120 "
          "(default: every one it supports). The full TensorRT builds for the GPU it runs on.")
+class Workspace(click.ParamType):
+    """GiB > 0, finite: the same check models.yaml's workspace: gets (config.workspace_problem)."""
+    name = "GIB"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            number = value
+        else:
+            try:
+                number = float(str(value).strip())
+            except ValueError:
+                number = str(value)
+        why = workspace_problem(number)
+        if why:
+            self.fail(f"{why}{_from_env(ctx, param)} (write e.g. 4, or leave it out to let TensorRT decide)",
+                      param, ctx)
+        return float(number)
+
+
+def _from_env(click_ctx, param) -> str:
+    """` (from ENGINES_RUN_WORKSPACE)` when the value came from a variable: the user may not see it."""
+    import os
+    if click_ctx is None or param is None:
+        return ""
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+    used = next((n for n in names if os.environ.get(n) not in (None, "")), None)
+    return f" (from {used})" if used and click_ctx.get_parameter_source(param.name) in (
+        None, click.core.ParameterSource.ENVIRONMENT) else ""
+
+
 WORKSPACE = click.option(
-    "--workspace", type=float, default=None, metavar="GIB",
+    "--workspace", type=Workspace(), default=None, metavar="GIB",
     help="Builder workspace limit in GiB, overriding models.yaml; checked against the GPU's free "
          "memory. Default: let TensorRT decide.")
 PRECISION = click.option(

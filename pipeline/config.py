@@ -22,7 +22,6 @@ TASKS = tuple(TASK_TABLE)   # detect, segment, pose, obb, classify: the task tab
 # false: the NMS-free head of YOLO26/YOLOv10 (end2end rows); true: NMS embedded in the graph
 # (full TensorRT only: TensorRT for RTX cannot build it, NVIDIA/TensorRT-RTX#32).
 NMS_CHOICES = (None, False, True)
-ACCURACY_TASKS = ("detect", "pose")   # tasks whose labels checks.accuracy reads (box, box + keypoints)
 PRECISIONS = ("fp16", "fp32", "int8")
 MIN_OPSET = 12
 MAX_IMGSZ = 4096  # 4096 x 4096 is already 40x the pixels of 640; larger is a typo or a memory blow-up
@@ -348,7 +347,8 @@ def _accuracy(value: Any, where: str, path: Path, root: Path) -> Accuracy | None
     if value is None:
         return None
     fix = "write accuracy: {data: datasets/line1/data.yaml, split: val, max_drop: {fp16: 1.0, int8: 3.0}}"
-    _block(value, "accuracy", {"data", "split", "max_drop"}, "data", "an Ultralytics data.yaml of labelled images",
+    _block(value, "accuracy", {"data", "split", "max_drop"}, "data",
+           "an Ultralytics data.yaml of labelled images, or a classification dataset folder",
            where, path, fix)
     split = value.get("split", "val")
     if split not in ACCURACY_SPLITS:
@@ -356,8 +356,9 @@ def _accuracy(value: Any, where: str, path: Path, root: Path) -> Accuracy | None
     drops = value.get("max_drop", {})
     if not isinstance(drops, dict) or not set(drops) <= set(PRECISIONS) or any(
             isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in drops.values()):
-        raise _err(f"accuracy max_drop {drops!r} must map precisions ({', '.join(PRECISIONS)}) to mAP50-95 points "
-                   "(0-100, not negative)", where, path, "write e.g. max_drop: {fp16: 1.0, int8: 3.0}")
+        raise _err(f"accuracy max_drop {drops!r} must map precisions ({', '.join(PRECISIONS)}) to points "
+                   "of the task's metric (0-100, not negative: mAP50-95, or top-1 accuracy for classify)", where, path,
+                   "write e.g. max_drop: {fp16: 1.0, int8: 3.0}")
     return Accuracy(_data_path(root, value["data"], where, path, "accuracy.data"), split,
                     {**DEFAULT_MAX_DROP, **{k: float(v) for k, v in drops.items()}})
 
@@ -550,11 +551,6 @@ def load_config(path: Path | str) -> Config:
         _inside(root, entry["source"], name, path, "source")
         _same_source(sources, entry["source"], name, path)
         opts = _merged(entry, defaults, name, path, root)
-        if opts["accuracy"] is not None and entry["task"] not in ACCURACY_TASKS:
-            raise _err(f"the accuracy gate reads box and keypoint labels only so far; a {entry['task']} model's labels "
-                       "(polygons, rotated boxes, class folders) are not checked yet", name, path,
-                       "remove accuracy: from this entry (the onnx and engine levels still judge its "
-                       f"{TASK_TABLE[entry['task']].metric_label.split()[0]} outputs against the FP32 reference)")
         models.append(ModelSpec(name=name, source=str(Path(entry["source"])), task=entry["task"],
                                 imgsz=opts["imgsz"], opset=opts["opset"],
                                 precision=opts["precision"], batch=opts["batch"],

@@ -1,15 +1,17 @@
-"""Accuracy on the user's own labelled images: mAP with Ultralytics' validator.
+"""Accuracy on the user's own labelled images, with Ultralytics' validator and the task's metric.
 
 The gate compares a candidate (the FP16 or INT8 ONNX an engine is built from, or on a GPU
-the engine itself) with the FP32 reference on the same data, in mAP50-95 points (0-100),
-and refuses a drop above ``accuracy.max_drop`` for that precision. Ultralytics measures an
-ONNX through ONNX Runtime on the CPU and an engine on its GPU.
+the engine itself) with the FP32 reference on the same data, in points (0-100) of the task's
+metric (the task table's ``metric``: box mAP50-95, mask mAP50-95, keypoint mAP50-95,
+rotated-box mAP50-95, top-1 accuracy), and refuses a drop above ``accuracy.max_drop`` for that
+precision. Ultralytics measures an ONNX through ONNX Runtime on the CPU and an engine on its GPU.
 
-The data.yaml is checked and rewritten before Ultralytics sees it: paths are resolved
-against the data.yaml's own folder (Ultralytics resolves a relative ``path:`` against its
-datasets folder instead), the class names must be the model's, labels must be in range,
-and a ``download:`` entry (which Ultralytics would execute when a folder is missing) is
-never passed on.
+The dataset is checked and rewritten before Ultralytics sees it: paths are resolved against
+the data.yaml's own folder (Ultralytics resolves a relative ``path:`` against its datasets
+folder instead), the class names must be the model's, every label line must have the task's
+format (``LABELS``, picked by the task table's ``labels``) with coordinates in range, and a
+``download:`` entry (which Ultralytics would execute when a folder is missing) is never passed
+on. Classification reads Ultralytics' folder layout instead (``<split>/<class name>/*.jpg``).
 """
 from __future__ import annotations
 
@@ -17,42 +19,77 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import tasks
 from pipeline.checks.images import IMAGE_SUFFIXES
 from pipeline.config import Accuracy
 from pipeline.errors import PipelineError
 from pipeline.fsutil import ACCURACY_SCRATCH, read_json, scratch_dir, sha256_file, sha256_json, write_json_atomic
 
-ACCURACY_VERSION = 1   # bump when the measurement changes: every cached figure is measured again
+ACCURACY_VERSION = 2   # bump when the measurement changes: every cached figure is measured again
+                       # (2: the task's metric, its key and label carried in the figures)
+
+
+@dataclass(frozen=True)
+class LabelFormat:
+    """One YOLO label-line format: what a line holds, whether ``n`` values fit it (``k``: the
+    keypoint values per line), and how many values after the class must lie in 0..1."""
+    shape: str
+    fits: Callable[[int, int], bool]
+    in_unit: Callable[[int], int]
+
+
+# The label formats of Ultralytics' YOLO datasets (docs.ultralytics.com/datasets), by the task
+# table's ``labels``. Detection also takes polygon lines, as Ultralytics does (it boxes them).
+LABELS = {
+    "box": LabelFormat("class x_center y_center width height", lambda n, k: n == 5 or (n >= 7 and n % 2 == 1),
+                       lambda n: n - 1),
+    "keypoints": LabelFormat("class x_center y_center width height + the keypoints (x y [visibility] each)",
+                             lambda n, k: n == 5 + k, lambda n: 4),
+    "polygon": LabelFormat("class x1 y1 x2 y2 x3 y3 ... (a polygon of at least 3 points)",
+                           lambda n, k: n >= 7 and n % 2 == 1, lambda n: n - 1),
+    "rotated": LabelFormat("class x1 y1 x2 y2 x3 y3 x4 y4 (the 4 corners of the rotated box)",
+                           lambda n, k: n == 9, lambda n: n - 1),
+}
+FOLDERS = "folders"   # classification: images in one folder per class, no label files
 
 
 def _bad(model: str, file: Path, what: str, fix: str, details: list[str] | None = None) -> PipelineError:
     return PipelineError(what, model=model, file=file, fix=fix, details=details)
 
 
-FORMAT_FIX = ("write an Ultralytics detection data.yaml: path: (the dataset folder, relative to the data.yaml), "
-              "val: images/val, names: the model's classes (docs/precision.md)")
+FORMAT_FIX = ("write an Ultralytics data.yaml: path: (the dataset folder, relative to the data.yaml), "
+              "val: images/val (labels/val beside it), names: the model's classes (docs/precision.md)")
+FOLDERS_FIX = ("point accuracy: data: at an Ultralytics classification dataset folder, <split>/<class name>/*.jpg "
+               "with the model's class names as folder names (or a data.yaml whose path: names that folder; "
+               "docs/precision.md)")
 
 
-def _read(acc: Accuracy, model: str) -> dict:
+def _fix(task: str) -> str:
+    return FOLDERS_FIX if tasks.TASKS[task].labels == FOLDERS else FORMAT_FIX
+
+
+def _read(acc: Accuracy, model: str, fix: str = FORMAT_FIX) -> dict:
     import yaml
     f = acc.data
     if not f.is_file():
         raise _bad(model, f, "the accuracy data.yaml does not exist",
-                   FORMAT_FIX + "; inside the builder container only the models folder is mounted (at "
+                   fix + "; inside the builder container only the models folder is mounted (at "
                    "/workspace/models): keep labelled data under models/")
     try:
         data = yaml.safe_load(f.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
-        raise _bad(model, f, "the accuracy data.yaml is not UTF-8 text", FORMAT_FIX) from None
+        raise _bad(model, f, "the accuracy data.yaml is not UTF-8 text", fix) from None
     except yaml.YAMLError as exc:
         raise _bad(model, f, f"the accuracy data.yaml is not valid YAML ({str(exc).splitlines()[0]})",
-                   FORMAT_FIX) from None
+                   fix) from None
     except (OSError, RecursionError) as exc:
-        raise _bad(model, f, f"cannot read the accuracy data.yaml ({exc})", FORMAT_FIX) from None
+        raise _bad(model, f, f"cannot read the accuracy data.yaml ({exc})", fix) from None
     if not isinstance(data, dict):
-        raise _bad(model, f, "the accuracy data.yaml is not a mapping", FORMAT_FIX)
+        raise _bad(model, f, "the accuracy data.yaml is not a mapping", fix)
     return data
 
 
@@ -107,9 +144,9 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _check_labels(images: list[Path], nc: int, kpt_values: int, model: str) -> int:
-    """Every label line is `class x y w h [keypoints]`, class in range, coordinates in 0..1.
-    Returns the number of labelled boxes."""
+def _check_labels(images: list[Path], nc: int, kpt_values: int, model: str, fmt: LabelFormat = LABELS["box"]) -> int:
+    """Every label line has the task's format (``fmt``), its class in range, its coordinates in 0..1.
+    Returns the number of labelled objects."""
     boxes = 0
     for img in images:
         lab = label_path(img)
@@ -120,11 +157,10 @@ def _check_labels(images: list[Path], nc: int, kpt_values: int, model: str) -> i
             if not vals:
                 continue
             where = f"{lab}:{n}"
-            want = 5 + kpt_values
-            if len(vals) != want and not (kpt_values == 0 and len(vals) > 5 and len(vals) % 2 == 1):
-                raise _bad(model, lab, f"label line {n} has {len(vals)} values, expected {want} "
-                           f"(class x y w h{' + keypoints' if kpt_values else ''})",
-                           "write YOLO labels: one `class x_center y_center width height` line per box, "
+            if not fmt.fits(len(vals), kpt_values):
+                raise _bad(model, lab, f"label line {n} has {len(vals)} values, which is not `{fmt.shape}`"
+                           + (f" ({5 + kpt_values} values)" if fmt is LABELS["keypoints"] else ""),
+                           f"write YOLO labels for this model's task: one `{fmt.shape}` line per object, "
                            "normalised to 0..1", [where + ": " + line[:80]])
             try:
                 cls, coords = int(vals[0]), [float(v) for v in vals[1:]]
@@ -135,8 +171,7 @@ def _check_labels(images: list[Path], nc: int, kpt_values: int, model: str) -> i
                 raise _bad(model, lab, f"label line {n} names class {cls}; the model has classes 0..{nc - 1}",
                            "fix the class index, or label with the model's own class list",
                            [where + ": " + line[:80]])
-            box = coords[:4] if kpt_values or len(coords) == 4 else coords
-            if any(not -1e-3 <= v <= 1 + 1e-3 for v in box):
+            if any(not -1e-3 <= v <= 1 + 1e-3 for v in coords[:fmt.in_unit(len(vals))]):
                 raise _bad(model, lab, f"label line {n} has coordinates outside 0..1 (labels are normalised by the "
                            "image size)", "divide pixel coordinates by the image width and height",
                            [where + ": " + line[:80]])
@@ -169,23 +204,17 @@ def _reading(model: str, data_file: Path, what: str = "reading the labelled set"
                    [f"data.yaml: {data_file}", f"could not read: {failed}"]) from None
 
 
-def _checked(acc: Accuracy, model: str, task: str, names: dict, kpt_shape) -> tuple[dict, dict, list[Path]]:
-    """The dataset checked against the model: (its data.yaml, the model's names, the images)."""
+def _checked(acc: Accuracy, model: str, task: str, names: dict,
+             kpt_shape) -> tuple[dict, dict, list[Path], list[str] | None]:
+    """The dataset checked against the model: (its data.yaml, the model's names, the images, and
+    for a classification set each image's class name; None where labels are files)."""
     with _reading(model, acc.data):
-        return _checked_unguarded(acc, model, task, names, kpt_shape)
+        if tasks.TASKS[task].labels == FOLDERS:
+            return _class_folders(acc, model, names)
+        return (*_checked_unguarded(acc, model, task, names, kpt_shape), None)
 
 
-def _checked_unguarded(acc: Accuracy, model: str, task: str, names: dict, kpt_shape) -> tuple[dict, dict, list[Path]]:
-    f = acc.data
-    data = _read(acc, model)
-    if acc.split not in data:
-        raise _bad(model, f, f"the data.yaml has no `{acc.split}:` split",
-                   f"add {acc.split}: images/{acc.split} (or pass accuracy: split: to one it has: "
-                   f"{', '.join(k for k in ('train', 'val', 'test') if k in data) or 'none'})")
-    theirs = _names(data.get("names"))
-    if theirs is None:
-        raise _bad(model, f, "the data.yaml has no readable `names:` (a list or an index -> name mapping)", FORMAT_FIX)
-    ours = {int(k): str(v) for k, v in names.items()}
+def _same_names(theirs: dict, ours: dict, model: str, f: Path) -> None:
     if len(theirs) != len(ours):
         raise _bad(model, f, f"the data.yaml has {len(theirs)} classes, the model {len(ours)}",
                    "label the data with the model's classes: " + ", ".join(list(ours.values())[:8])
@@ -194,8 +223,80 @@ def _checked_unguarded(acc: Accuracy, model: str, task: str, names: dict, kpt_sh
     if differ:
         raise _bad(model, f, "the data.yaml's class names are not the model's", "use the model's class names, in "
                    "its order (they are in the export record: models/onnx/<stem>.export.json)", differ[:5])
+
+
+def _class_folders(acc: Accuracy, model: str, names: dict) -> tuple[dict, dict, list[Path], list[str]]:
+    """A classification set in Ultralytics' layout: ``<root>/<split>/<class name>/<image>``; ``data:``
+    is that root folder, or a data.yaml whose ``path:`` names it (and whose ``<split>:`` may name the
+    split's folder). Every class folder must be one of the model's names: Ultralytics would skip the
+    others without a word."""
+    f = acc.data
+    ours = {int(k): str(v) for k, v in names.items()}
+    if f.is_dir():
+        data, root = {}, f
+    else:
+        data = _read(acc, model, FOLDERS_FIX)
+        if data.get("names") is not None:
+            theirs = _names(data["names"])
+            if theirs is None:
+                raise _bad(model, f, "the data.yaml's `names:` is not a list or an index -> name mapping", FOLDERS_FIX)
+            _same_names(theirs, ours, model, f)
+        value = data.get("path")
+        root = f.parent if not value else (Path(str(value)) if Path(str(value)).is_absolute()
+                                           else f.parent / str(value))
+    sub = data.get(acc.split, acc.split)
+    if not isinstance(sub, str) or not sub:
+        raise _bad(model, f, f"{acc.split}: must name the split's folder of class folders, not {sub!r}", FOLDERS_FIX)
+    split_dir = Path(sub) if Path(sub).is_absolute() else root / sub
+    if not split_dir.is_dir():
+        raise _bad(model, f, f"the {acc.split} split's folder {split_dir} does not exist",
+                   f"create {split_dir} with one folder per class (named as the model names it) holding its images; "
+                   + FOLDERS_FIX)
+    known = set(ours.values())
+    folders = sorted(p for p in split_dir.iterdir() if p.is_dir())
+    loose = sorted(p.name for p in split_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if loose:
+        raise _bad(model, f, f"{len(loose)} image(s) lie directly in {split_dir}, outside a class folder, so they "
+                   "have no class", "move each image into the folder of its class: "
+                   f"{split_dir}/<class name>/", loose[:5])
+    strangers = [p.name for p in folders if p.name not in known]
+    if strangers:
+        raise _bad(model, f, f"{len(strangers)} class folder(s) of {split_dir} are not classes of the model "
+                   "(Ultralytics would skip their images without a word)",
+                   "name each folder exactly as the model names its class (the names are in the export record: "
+                   "models/onnx/<stem>.export.json), or remove the folder",
+                   [f"{n!r}" for n in strangers[:5]] + [f"the model's classes: {', '.join(list(known)[:8])}"
+                                                         + (" ..." if len(known) > 8 else "")])
+    images: list[Path] = []
+    classes: list[str] = []
+    for folder in folders:
+        found = sorted(x for x in folder.rglob("*") if x.suffix.lower() in IMAGE_SUFFIXES and x.is_file())
+        images += found
+        classes += [folder.name] * len(found)
+    if not images:
+        raise _bad(model, f, f"no class folder of {split_dir} holds an image ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                   "put labelled images in their class folders; top-1 accuracy on no image means nothing")
+    return data, ours, images, classes
+
+
+def _checked_unguarded(acc: Accuracy, model: str, task: str, names: dict, kpt_shape) -> tuple[dict, dict, list[Path]]:
+    f = acc.data
+    if f.is_dir():
+        raise _bad(model, f, f"accuracy: data: is a folder; a {task} model's labelled set is named by its data.yaml",
+                   FORMAT_FIX)
+    data = _read(acc, model)
+    fmt = LABELS[tasks.TASKS[task].labels]
+    if acc.split not in data:
+        raise _bad(model, f, f"the data.yaml has no `{acc.split}:` split",
+                   f"add {acc.split}: images/{acc.split} (or pass accuracy: split: to one it has: "
+                   f"{', '.join(k for k in ('train', 'val', 'test') if k in data) or 'none'})")
+    theirs = _names(data.get("names"))
+    if theirs is None:
+        raise _bad(model, f, "the data.yaml has no readable `names:` (a list or an index -> name mapping)", FORMAT_FIX)
+    ours = {int(k): str(v) for k, v in names.items()}
+    _same_names(theirs, ours, model, f)
     kpt_values = 0
-    if task == "pose":
+    if fmt is LABELS["keypoints"]:
         theirs_k = data.get("kpt_shape")
         if list(theirs_k or []) != list(kpt_shape or []):
             raise _bad(model, f, f"the data.yaml's kpt_shape {theirs_k!r} is not the model's {list(kpt_shape or [])}",
@@ -205,27 +306,42 @@ def _checked_unguarded(acc: Accuracy, model: str, task: str, names: dict, kpt_sh
     root = f.parent if not root_value else (Path(root_value) if Path(str(root_value)).is_absolute()
                                             else f.parent / str(root_value))
     images = _split_images(root, data[acc.split], model, f, acc.split)
-    boxes = _check_labels(images, len(ours), kpt_values, model)
+    boxes = _check_labels(images, len(ours), kpt_values, model, fmt)
     if boxes == 0:
         raise _bad(model, f, f"no image of the {acc.split} split has a label (labels/{acc.split}/*.txt)",
-                   "label the images (one `class x y w h` line per object); mAP on unlabelled images means nothing")
+                   f"label the images (one `{fmt.shape}` line per object); mAP on unlabelled images means nothing")
     return data, ours, images
 
 
-def _digest(images: list[Path], ours: dict, split: str) -> str:
+def _digest(images: list[Path], ours: dict, split: str, classes: list[str] | None = None) -> str:
     def digest(p: Path) -> str:
         return _named(p, lambda: sha256_file(p))
-    return sha256_json({"images": [[str(p.name), digest(p)] for p in images],
-                        "labels": [digest(label_path(p)) if label_path(p).is_file() else None for p in images],
+    labels = classes if classes is not None else [digest(label_path(p)) if label_path(p).is_file() else None
+                                                  for p in images]
+    return sha256_json({"images": [[str(p.name), digest(p)] for p in images], "labels": labels,
                         "names": ours, "split": split})
 
 
 def prepare(acc: Accuracy, model: str, task: str, names: dict, kpt_shape, work: Path) -> tuple[Path, str]:
-    """Check the dataset against the model and write the data.yaml Ultralytics reads;
-    returns (that file, a digest of the data that is measured)."""
-    data, ours, images = _checked(acc, model, task, names, kpt_shape)
+    """Check the dataset against the model and write what Ultralytics reads (a data.yaml, or a
+    classification folder); returns (that file or folder, a digest of the data that is measured)."""
+    data, ours, images, classes = _checked(acc, model, task, names, kpt_shape)
     with _reading(model, acc.data, "copying the labelled set"):
+        if classes is not None:
+            return _prepared_folders(ours, images, classes, acc, work)
         return _prepared(data, ours, images, acc, task, kpt_shape, work)
+
+
+def _prepared_folders(ours: dict, images: list[Path], classes: list[str], acc: Accuracy,
+                      work: Path) -> tuple[Path, str]:
+    """Links to the images under <work>/val/<class>/ (Ultralytics aligns class folders to the
+    model's names by name); train/ is the same folder, as Ultralytics reads the class list there."""
+    root = work / "classes"
+    for i, (img, cls) in enumerate(zip(images, classes)):
+        (root / "val" / cls).mkdir(parents=True, exist_ok=True)
+        (root / "val" / cls / f"{i:06d}{img.suffix.lower()}").symlink_to(img.absolute())
+    (root / "train").symlink_to("val", target_is_directory=True)
+    return root, _digest(images, ours, acc.split, classes)
 
 
 def _prepared(data: dict, ours: dict, images: list[Path], acc: Accuracy, task: str, kpt_shape,
@@ -243,7 +359,7 @@ def _prepared(data: dict, ours: dict, images: list[Path], acc: Accuracy, task: s
         if lab.is_file():
             (work / "labels" / "val" / f"{i:06d}.txt").write_bytes(_named(lab, lab.read_bytes))
     norm = {"path": str(work), "train": "images/val", "val": "images/val", "names": ours}
-    if task == "pose":
+    if tasks.TASKS[task].labels == "keypoints":
         norm["kpt_shape"] = list(kpt_shape)
         if "flip_idx" in data:
             norm["flip_idx"] = data["flip_idx"]
@@ -261,15 +377,19 @@ def scratch(reference_onnx: Path):
 
 def measure(model_file: Path, task: str, data_yaml: Path, imgsz: int, work: Path, device: str = "cpu",
             model: str = "?", data_file: Path | None = None) -> dict:
-    """mAP50-95, mAP50, precision and recall of ``model_file`` (ONNX on the CPU, an engine on a GPU)."""
+    """The figures of ``model_file`` (ONNX on the CPU, an engine on a GPU): those Ultralytics' metrics
+    for the task have (``figures``), with the task's gated metric named under ``metric``."""
     os.environ.setdefault("YOLO_OFFLINE", "1")   # before the import: Ultralytics reads it once
+    # overlap_mask=False: every labelled object keeps its whole mask. Ultralytics' default (a training
+    # setting) merges a segment set's masks into one image, the smaller object on top, so an object
+    # covered by smaller ones is judged on what is left of it; ignored by the other tasks.
     from ultralytics import YOLO
     t0 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(sys.stderr):   # Ultralytics prints its table; stdout may carry --json
             res = YOLO(str(model_file), task=task).val(
                 data=str(data_yaml), imgsz=imgsz, batch=1, device=device, plots=False, verbose=False,
-                save_json=False, project=str(work), name="val", exist_ok=True)
+                save_json=False, project=str(work), name="val", exist_ok=True, overlap_mask=False)
     except Exception as exc:   # noqa: BLE001  (the validator raises many types for bad data)
         raise PipelineError(f"Ultralytics' validator could not measure {model_file.name} on the labelled data: "
                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}",
@@ -277,16 +397,36 @@ def measure(model_file: Path, task: str, data_yaml: Path, imgsz: int, work: Path
                             fix="check the images it names (too small, corrupt or unreadable images are dropped) "
                                 "and the labels beside them; `yolo val model=<the .onnx> data=<data.yaml>` shows "
                                 "the same") from None
-    box = res.box
     if not int(getattr(getattr(res, "nt_per_class", None), "sum", lambda: 1)()):
         raise PipelineError("Ultralytics' validator found no labelled object in the data (every image was dropped "
                             "or has no label it could read)", model=model, file=data_file or data_yaml,
                             fix="check that each image has its label file in the matching labels/ folder")
-    out = {"map50_95": round(float(box.map) * 100, 3), "map50": round(float(box.map50) * 100, 3),
-           "precision": round(float(box.mp), 4), "recall": round(float(box.mr), 4),
+    t = tasks.TASKS[task]
+    out = {**figures(res), "metric": t.metric, "metric_label": t.metric_label,
            "seconds": round(time.perf_counter() - t0, 2)}
-    if task == "pose" and getattr(res, "pose", None) is not None:
-        out["pose_map50_95"] = round(float(res.pose.map) * 100, 3)
+    if t.metric not in out:
+        raise PipelineError(f"Ultralytics' validator gave no {t.metric_label} for this {task} model "
+                            f"(it returned {type(res).__name__})", model=model, file=data_file or data_yaml,
+                            fix="check that the model's task is the one models.yaml names (the export record's "
+                                "metadata says task:), and that `yolo val` on this data reports it")
+    return out
+
+
+def figures(res) -> dict:
+    """The figures an Ultralytics metrics object holds, in points (0-100) for the gated ones:
+    box (for OBB models the rotated boxes), mask (.seg), keypoint (.pose), top-1/top-5 (classify)."""
+    out = {}
+    box = getattr(res, "box", None)
+    if box is not None:
+        out.update(map50_95=round(float(box.map) * 100, 3), map50=round(float(box.map50) * 100, 3),
+                   precision=round(float(box.mp), 4), recall=round(float(box.mr), 4))
+    for attr, key in (("seg", "mask"), ("pose", "pose")):
+        m = getattr(res, attr, None)
+        if m is not None:
+            out[f"{key}_map50_95"] = round(float(m.map) * 100, 3)
+            out[f"{key}_map50"] = round(float(m.map50) * 100, 3)
+    if hasattr(res, "top1") and hasattr(res, "top5"):
+        out.update(top1=round(float(res.top1) * 100, 3), top5=round(float(res.top5) * 100, 3))
     return out
 
 
@@ -306,14 +446,29 @@ def cached_measure(cache_file: Path, model_file: Path, task: str, data_yaml: Pat
 
 
 def gated_metric(figures: dict) -> str:
-    """What the gate compares: keypoint mAP50-95 for pose models, box mAP50-95 otherwise."""
-    return "pose_map50_95" if "pose_map50_95" in figures else "map50_95"
+    """What the gate compares: the task's metric, named in the figures by ``measure`` (figures of
+    ACCURACY_VERSION 1, in older manifests, name none: keypoint mAP for pose, box mAP otherwise)."""
+    return figures.get("metric") or ("pose_map50_95" if "pose_map50_95" in figures else "map50_95")
+
+
+def metric_label(figures: dict) -> str:
+    return figures.get("metric_label") or {"pose_map50_95": "keypoint mAP50-95"}.get(gated_metric(figures),
+                                                                                    "mAP50-95")
+
+
+def detail(figures: dict) -> str:
+    """The figures beside the gated one, for the report: mAP50, precision / recall, or top-5."""
+    if "top5" in figures:
+        return f"top-5 {figures['top5']:.2f}"
+    key = gated_metric(figures).replace("50_95", "50")
+    return (f"mAP50 {figures.get(key, 0.0):.2f}, P/R {figures.get('precision', 0.0):.3f} / "
+            f"{figures.get('recall', 0.0):.3f}")
 
 
 def judge(reference: dict, candidate: dict, precision: str, max_drop: float) -> tuple[float, list[str]]:
-    """(drop in mAP50-95 points, reasons it is too large)."""
+    """(drop in points of the task's metric, reasons it is too large)."""
     key = gated_metric(reference)
-    what = "keypoint mAP50-95" if key == "pose_map50_95" else "mAP50-95"
+    what = metric_label(reference)
     drop = round(reference[key] - candidate.get(key, 0.0), 3)
     if drop > max_drop:
         return drop, [f"accuracy: {what} dropped {drop:.2f} points ({reference[key]:.2f} -> "
@@ -330,6 +485,6 @@ def signature(acc: Accuracy, precision: str, digest: str) -> dict:
 
 def data_digest(acc: Accuracy, model: str, task: str, names: dict, kpt_shape) -> str:
     """The digest ``prepare`` computes, without writing its layout (for the cache check of a build)."""
-    _, ours, images = _checked(acc, model, task, names, kpt_shape)
+    _, ours, images, classes = _checked(acc, model, task, names, kpt_shape)
     with _reading(model, acc.data, "hashing the labelled set"):
-        return _digest(images, ours, acc.split)
+        return _digest(images, ours, acc.split, classes)

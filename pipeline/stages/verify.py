@@ -87,8 +87,8 @@ def add_accuracy(level: dict, spec: ModelSpec, record: dict, reference_onnx: Pat
                        model=spec.name, data_file=acc.data)
         ref = accuracy.cached_measure(cache, reference_onnx, **measure)
         if not ref[accuracy.gated_metric(ref)]:
-            raise PipelineError("the FP32 reference finds none of the labelled objects (mAP50-95 0), so no drop can "
-                                "be measured", model=spec.name, file=acc.data,
+            raise PipelineError(f"the FP32 reference scores 0 on the labelled data ({accuracy.metric_label(ref)} 0), "
+                                "so no drop can be measured", model=spec.name, file=acc.data,
                                 fix="check that the labels belong to these images and to this model's classes "
                                     "(the same data should give a real mAP with `yolo val`)")
         cand = ref if candidate == reference_onnx else accuracy.cached_measure(cache, candidate, device=device,
@@ -107,7 +107,7 @@ def add_accuracy(level: dict, spec: ModelSpec, record: dict, reference_onnx: Pat
 def accuracy_line(name: str, acc: dict, precision: str, passed: bool) -> str:
     """The gate's verdict in one line: reference, candidate, drop and the limit with its key."""
     metric = acc["metric"]
-    what = "keypoint mAP50-95" if metric == "pose_map50_95" else "mAP50-95"
+    what = accuracy.metric_label(acc["reference"])
     return (f"{name}: accuracy gate {'passed' if passed else 'FAILED'}: {what} {acc['reference'][metric]:.2f} (FP32 "
             f"reference) -> {acc['candidate'].get(metric, 0.0):.2f} ({precision}), drop {acc['drop_map50_95']:.2f} "
             f"points, limit {acc['max_drop']:g} (accuracy: max_drop: {precision})")
@@ -343,15 +343,16 @@ def render_report(manifest) -> str:
                      f"{e.get('build_seconds', '-')} | {status}{'' if status == 'pending' else ' (' + why + ')'} |")
     accuracy_rows = [(n, e) for n, e in sorted(manifest.engines.items()) if e.onnx_level.get("accuracy")]
     if accuracy_rows:
-        lines += ["", "## Accuracy (mAP on the labelled data in models.yaml's accuracy:)", "",
-                  "| model | precision | reference mAP50-95 | mAP50-95 | drop (points) | max drop | mAP50 | "
-                  "precision / recall |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "## Accuracy (the task's metric on the labelled data in models.yaml's accuracy:)", "",
+                  "| model | precision | metric | reference | candidate | drop (points) | max drop | also |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for n, e in accuracy_rows:
             a = e.onnx_level["accuracy"]
-            c = a["candidate"]
-            lines.append(f"| {n} | {e.options.get('precision')} | {a['reference']['map50_95']:.2f} | "
-                         f"{c['map50_95']:.2f} | {a['drop_map50_95']:.2f} | {a['max_drop']:g} | {c['map50']:.2f} | "
-                         f"{c['precision']:.3f} / {c['recall']:.3f} |")
+            r, c = a["reference"], a["candidate"]
+            key = accuracy.gated_metric(r)
+            lines.append(f"| {n} | {e.options.get('precision')} | {accuracy.metric_label(r)} | {r[key]:.2f} | "
+                         f"{c.get(key, 0.0):.2f} | {a['drop_map50_95']:.2f} | {a['max_drop']:g} | "
+                         f"{accuracy.detail(c)} |")
     int8 = [n for n, e in sorted(manifest.engines.items()) if e.options.get("precision") == "int8"]
     if int8:
         lines += ["", "INT8 (" + ", ".join(int8) + "): Q/DQ ONNX calibrated with "

@@ -260,7 +260,7 @@ def test_the_accuracy_gate_passes_fp16_and_refuses_a_broken_int8_twin_by_how_muc
     summary, errors = api.build(cfg, ["human"], be, gpus)   # precision int8 from models.yaml, the broken twin
     assert len(errors) == 1
     text = errors[0].render()
-    assert "accuracy: mAP50-95 dropped" in text and "more than max_drop int8: 3" in text
+    assert "accuracy: box mAP50-95 dropped" in text and "more than max_drop int8: 3" in text
     assert "calibration" in errors[0].fix
     m2 = json.loads((ws / "engines" / TAG / "manifest.json").read_text())
     assert m2["engines"]["human"]["options"]["precision"] == "fp16"   # the FP16 engine stays published
@@ -416,7 +416,7 @@ def test_the_accuracy_gate_re_judges_without_rebuilding_and_ignores_how_config_i
     r = run_cli("--config", str(ws / "models.yaml"), "--json", *build)
     assert r.returncode == 0, r.stderr
     assert "human: accuracy gate: mAP of the FP32 reference and the fp16 candidate on" in r.stderr  # progress
-    assert re.search(r"human: accuracy gate passed: mAP50-95 [\d.]+ \(FP32 reference\) -> [\d.]+ \(fp16\), "
+    assert re.search(r"human: accuracy gate passed: box mAP50-95 [\d.]+ \(FP32 reference\) -> [\d.]+ \(fp16\), "
                      r"drop -?[\d.]+ points, limit 2 \(accuracy: max_drop: fp16\)", r.stderr), r.stderr
     verdict = json.loads(r.stdout)["build"]["accuracy"]["human"]
     assert verdict["passed"] and verdict["limit"] == 2.0 and verdict["limit_key"] == "accuracy.max_drop.fp16"
@@ -465,3 +465,78 @@ def test_a_calibration_error_is_reported_once_by_run(int8_ws, tmp_path):
     _config(ws, ", calibration: {images: nowhere}")
     r = run_cli("--config", str(ws / "models.yaml"), "run", "--backend", "tensorrt-rtx", "--target", "sm89")
     assert r.returncode == 1 and r.stderr.count("the calibration folder does not exist") == 1, r.stderr
+
+
+# ---------------------------------------------------------------------------- every task's metric
+# name -> (task, source, demo family): the exported human and pose, and demo segment, obb and
+# classify models written from the task table's YOLOv8 architectures
+TASK_MODELS = {"human": ("detect", "yolo/yolov8n.pt", None), "pose": ("pose", "yolo/yolov8n-pose.pt", None),
+               "seg": ("segment", "tasks/seg.pt", "yolov8"), "obb": ("obb", "tasks/obb.pt", "yolov8"),
+               "cls": ("classify", "tasks/cls.pt", "yolov8")}
+
+
+def _tasks_config(ws: Path, extra: dict[str, str]) -> Path:
+    lines = [f"  - {{name: {n}, source: {src}, task: {t}{f', demo_arch: {fam}' if fam else ''}{extra.get(n, '')}}}"
+             for n, (t, src, fam) in TASK_MODELS.items()]
+    (ws / "models.yaml").write_text("defaults: {imgsz: 320, opset: 12, precision: int8, batch: 1}\nmodels:\n"
+                                    + "\n".join(lines) + "\n")
+    return ws / "models.yaml"
+
+
+@pytest.fixture(scope="module")
+def grey_ws(tmp_path_factory, exported) -> Path:
+    """Every task at 320: exported, labelled from its own FP32 outputs (tests/labelled.py), gated by
+    accuracy: on that set, and twinned at INT8 calibrated on flat grey frames only (scales that
+    clip every real picture's activations: the twin a gate must refuse)."""
+    import cv2
+
+    from pipeline.stages.demo import demo_models
+    from pipeline.stages.export import export_all
+    ws = tmp_path_factory.mktemp("tasks") / "ws"
+    shutil.copytree(exported, ws)
+    (ws / "grey").mkdir()
+    for i, v in enumerate((96, 114, 128, 144)):
+        cv2.imwrite(str(ws / "grey" / f"g{i}.png"), np.full((320, 320, 3), v, np.uint8))
+    cfg = load_config(_tasks_config(ws, {}))
+    demo_models(cfg, log=lambda m: None)
+    _, errors = export_all(cfg, cfg.models)
+    assert not errors, [e.render() for e in errors]
+    extra = {}
+    for spec in cfg.models:
+        data = labelled_set(ws / "sets" / spec.name, onnx_paths(cfg, spec)["fp32"], 320)
+        extra[spec.name] = f", calibration: {{images: grey}}, accuracy: {{data: {data}, max_drop: {{int8: 3.0}}}}"
+    cfg = load_config(_tasks_config(ws, extra))
+    for spec in cfg.models:
+        quantize.ensure_twin(cfg, spec, cached_record(cfg, spec))
+    return ws
+
+
+@pytest.mark.parametrize("name", list(TASK_MODELS))
+def test_each_tasks_gate_reports_its_metric_and_refuses_a_twin_calibrated_on_grey_frames(grey_ws, name):
+    """The gate with the task's own metric (box, mask, keypoint, rotated-box mAP50-95, top-1) on labels
+    made from the FP32 model's own confident outputs: they measure agreement with FP32, not accuracy,
+    so the FP32 reference scores high by construction and a twin's drop is its disagreement."""
+    from pipeline import tasks
+    from pipeline.stages.quantize import int8_paths
+    from pipeline.stages.verify import add_accuracy
+    cfg, spec, rec = _twin(grey_ws, name)
+    task = tasks.TASKS[spec.task]
+    fp32 = onnx_paths(cfg, spec)["fp32"]
+    ref_level = {"status": "passed", "reasons": []}
+    add_accuracy(ref_level, spec, rec, fp32, fp32, "fp32")
+    ref = ref_level["accuracy"]["reference"]
+    assert ref_level["status"] == "passed" and ref_level["accuracy"]["metric"] == task.metric
+    assert ref["metric_label"] == task.metric_label
+    assert ref[task.metric] > (99 if spec.task == "classify" else 30), ref   # the model agrees with its own labels
+    if spec.task == "classify":
+        assert ref["top5"] >= ref["top1"]   # top-5 is reported beside the gated top-1
+    else:
+        assert ref["map50_95"] > 0 and 0 < ref["precision"] <= 1
+    level = {"status": "passed", "reasons": []}
+    add_accuracy(level, spec, rec, fp32, int8_paths(cfg, spec)["onnx"], "int8")
+    cand = level["accuracy"]["candidate"]
+    print(f"{name}: {task.metric_label} FP32 {ref[task.metric]:.2f}, grey-calibrated INT8 {cand[task.metric]:.2f}")
+    assert level["status"] == "failed", (ref, cand)
+    assert level["reasons"] == [f"accuracy: {task.metric_label} dropped {level['accuracy']['drop_map50_95']:.2f} "
+                                f"points ({ref[task.metric]:.2f} -> {cand[task.metric]:.2f}), more than max_drop "
+                                "int8: 3"]

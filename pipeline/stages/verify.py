@@ -79,7 +79,8 @@ def add_accuracy(level: dict, spec: ModelSpec, record: dict, reference_onnx: Pat
     acc = spec.accuracy
     names, kpt = model_names(record)
     cache = OnnxFiles.of_fp32(reference_onnx).accuracy
-    log(f"{spec.name}: accuracy gate: mAP of the FP32 reference and the {precision} candidate on {acc.data} "
+    log(f"{spec.name}: accuracy gate: {tasks.TASKS[spec.task].metric_label} of the FP32 reference and the {precision} "
+        f"candidate on {acc.data} "
         f"(split {acc.split}; {'ONNX Runtime on the CPU' if device == 'cpu' else f'GPU {device}'}, cached per file)")
     with accuracy.scratch(reference_onnx) as tmp:
         data_yaml, digest = accuracy.prepare(acc, spec.name, spec.task, names, kpt, Path(tmp))

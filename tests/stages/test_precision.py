@@ -415,7 +415,7 @@ def test_the_accuracy_gate_re_judges_without_rebuilding_and_ignores_how_config_i
     build = ("build", "--backend", "tensorrt-rtx", "--target", "sm89")
     r = run_cli("--config", str(ws / "models.yaml"), "--json", *build)
     assert r.returncode == 0, r.stderr
-    assert "human: accuracy gate: mAP of the FP32 reference and the fp16 candidate on" in r.stderr  # progress
+    assert "human: accuracy gate: box mAP50-95 of the FP32 reference and the fp16 candidate on" in r.stderr
     assert re.search(r"human: accuracy gate passed: box mAP50-95 [\d.]+ \(FP32 reference\) -> [\d.]+ \(fp16\), "
                      r"drop -?[\d.]+ points, limit 2 \(accuracy: max_drop: fp16\)", r.stderr), r.stderr
     verdict = json.loads(r.stdout)["build"]["accuracy"]["human"]

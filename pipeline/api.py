@@ -61,23 +61,20 @@ def export(cfg: Config, names=(), keep_going: bool = False, force: bool = False,
     from pipeline.stages.export import export_all
     specs = specs if specs is not None else resolve_specs(cfg, names, precision)
     records, errors = export_all(cfg, specs, keep_going=keep_going, force=force, log=log, trust=trust)
-    ready = []
+    failed = set()
     for rec in records:
-        if rec.spec.precision != "int8":
-            ready.append(rec)
-            continue
-        if errors and not keep_going:
+        if rec.spec.precision != "int8" or (errors and not keep_going):
             continue
         from pipeline.stages import quantize  # numpy and ONNX Runtime: only for INT8 models
         try:
             rec.int8 = quantize.ensure_twin(cfg, rec.spec, rec, force=force, log=log)
-            ready.append(rec)
         except PipelineError as err:
-            # a model whose INT8 twin failed is not handed on to the build (its error is said once)
             errors.append(err)
+            failed.add(rec.model)
             if not keep_going:
                 break
-    return ready, errors
+    # a model whose INT8 twin failed is not handed on to the build (its error is said once)
+    return [r for r in records if r.model not in failed], errors
 
 
 def resolve_specs(cfg: Config, names, precision: str | None) -> list:

@@ -192,21 +192,14 @@ class EngineLevel:
 
 # The output layouts a YOLO head exports (DESIGN.md, "Model families"; decoded by pipeline.tasks.decode):
 # raw one-to-many predictions that need NMS ((batch, 4+nc[+extra], anchors)), NMS-free rows
-# ((batch, max_det, 6[+extra]) = x1, y1, x2, y2, score, class), RT-DETR's rows ((batch, 300, 4+nc),
+# ((batch, max_det, 6[+extra]) = x1, y1, x2, y2, score, class), RT-DETR's rows ((batch, 300, 6),
 # boxes cx, cy, w, h in 0..1) or class probabilities ((batch, nc)).
 LAYOUTS = ("one-to-many", "end2end", "rtdetr", "probabilities")
 
 
-def output_layout(task: str | None, end2end: bool, head: str | None = None) -> str:
-    """The layout of a model's outputs, from its task, the export's end2end flag and its head."""
-    if task == "classify":
-        return "probabilities"
-    return "rtdetr" if "RTDETR" in str(head or "") else "end2end" if end2end else "one-to-many"
-
-
-def engine_io(io: dict, task: str | None, end2end: bool, head: str | None = None) -> dict:
-    """The manifest's ``io`` record: the export's tensors plus the output layout."""
-    return {"inputs": io["inputs"], "outputs": io["outputs"], "layout": output_layout(task, end2end, head)}
+def engine_io(io: dict, layout: str) -> dict:
+    """The manifest's ``io`` record: the export's tensors plus the output layout (pipeline.tasks.output_layout)."""
+    return {"inputs": io["inputs"], "outputs": io["outputs"], "layout": layout}
 
 
 def check_io(io: object, where: str) -> dict:

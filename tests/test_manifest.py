@@ -180,11 +180,14 @@ def test_io_is_optional_and_read_both_ways(models):
 
 def test_the_output_layout_follows_the_task_and_the_export():
     from pipeline.manifest import engine_io
+    from pipeline.tasks import output_layout
     tensors = {"inputs": IO["inputs"], "outputs": IO["outputs"]}
-    assert engine_io(tensors, "detect", False)["layout"] == "one-to-many"
-    assert engine_io(tensors, "pose", True)["layout"] == "end2end"
-    assert engine_io(tensors, "classify", False)["layout"] == "probabilities"
-    assert engine_io(tensors, "detect", False, "RTDETRDecoder")["layout"] == "rtdetr"
+    rec = lambda task, **meta: {"task": task, "metadata": {"task": task, "names": "{0: 'a'}", **meta}}
+    assert engine_io(tensors, output_layout(rec("detect")))["layout"] == "one-to-many"
+    assert engine_io(tensors, output_layout(rec("pose", end2end="True")))["layout"] == "end2end"
+    assert engine_io(tensors, output_layout(rec("detect", args="{'nms': True}")))["layout"] == "end2end"
+    assert engine_io(tensors, output_layout(rec("classify")))["layout"] == "probabilities"
+    assert engine_io(tensors, output_layout(rec("detect", head="RTDETRDecoder")))["layout"] == "rtdetr"
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -26,6 +26,7 @@ from pipeline.stages.export import cached_record, onnx_paths
 from pipeline.stages.export import onnx_file as export_onnx_file
 from pipeline.stages.records import ExportRecord
 from pipeline.status import Status
+from pipeline.tasks import output_layout
 
 GIB = 1 << 30
 
@@ -232,7 +233,7 @@ def _build_one(cfg: Config, spec: ModelSpec, backend, record: ExportRecord, opti
         options=options, demo=record.get("demo", False),
         engine_level=EngineLevel(note="run `engines verify` on a target GPU"),
         # the tensors and output layout, so a pulled set describes itself (a Triton config needs them)
-        io=engine_io(record["io"], spec.task, bool(meta.get("end2end")), meta.get("head")) if record.get("io") else None,
+        io=engine_io(record["io"], output_layout(record)) if record.get("io") else None,
         extra={"built_from": str(onnx_file.relative_to(cfg.root)), "gpu": _gpu_json(backend),
                "build_seconds": seconds, "engine_bytes": files["engine"].stat().st_size,
                "trusted_checkpoint": record.get("trusted", False),

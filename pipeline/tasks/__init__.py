@@ -49,6 +49,7 @@ class Task:
     end2end: bool = True                          # whether an NMS-free layout exists (nms: false)
     families: tuple[str, ...] = field(default=())
     labels: str = "box"                           # the accuracy gate's label format (a key of checks.accuracy.LABELS)
+    layout: str | None = None                     # a fixed output layout (classify); None: from the head
 
     def demo_arch(self, family: str | None = None) -> str:
         return self.demo[family or DEFAULT_FAMILY]
@@ -94,7 +95,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          (_BOX, _CLS, _DFL, _TASK_CONV), labels="rotated"),
     Task("classify", ("output0",), _DECODE_PROBS, _COMPARE_PROBS,
          ("min_top1_agreement", "max_prob_delta"), "top1", "top-1 accuracy",
-         _suffixed("cls", ("yolov8", "yolo11", "yolo26")), (), end2end=False, labels="folders"),
+         _suffixed("cls", ("yolov8", "yolo11", "yolo26")), (), end2end=False, labels="folders",
+         layout="probabilities"),
 )}
 
 # Ultralytics tasks the pipeline refuses, with why (shown in the error).
@@ -137,6 +139,14 @@ def head_of(record: dict) -> Head:
     imgsz = int(imgsz[0]) if isinstance(imgsz, (list, tuple)) else int(record.get("options", {}).get("imgsz", 640))
     return Head(task=task, nc=len(names), kpt_shape=tuple(kpt) if kpt else None, end2end=end2end,
                 rtdetr=rtdetr, imgsz=imgsz)
+
+
+def output_layout(record: dict) -> str:
+    """The layout of a model's outputs (manifest.LAYOUTS), from its export record: what a serving
+    config or a client needs to post-process them."""
+    head = head_of(record)
+    fixed = TASKS[head.task].layout
+    return fixed or ("rtdetr" if head.rtdetr else "end2end" if head.end2end else "one-to-many")
 
 
 def decode_outputs(record: dict, outputs: dict) -> list[dict]:

@@ -155,3 +155,20 @@ def docker_leftovers():
     if containers or images:
         pytest.fail(f"the tests left Docker objects labelled {tracker.label}: containers "
                     f"{[c['Id'][:12] for c in containers]}, images {[i['Id'][:19] for i in images]}")
+
+
+@pytest.fixture
+def models(tmp_path) -> Path:
+    """A models folder holding a copy of the shipped models.yaml (no checkpoints)."""
+    d = tmp_path / "models"
+    d.mkdir()
+    shutil.copy(REPO / "models" / "models.yaml", d / "models.yaml")
+    return d
+
+
+def engines(*args, models: Path):
+    """The CLI in this process (click's runner) on ``models``' models.yaml."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+    return CliRunner().invoke(cli, ["--config", str(models / "models.yaml"), *args], catch_exceptions=False)

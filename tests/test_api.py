@@ -10,25 +10,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from pipeline.cli import cli
 from pipeline.config import load_config
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def models(tmp_path) -> Path:
-    d = tmp_path / "models"
-    d.mkdir()
-    (d / "models.yaml").write_text((REPO / "models" / "models.yaml").read_text())
-    return d
-
-
-def engines(*args, models: Path):
-    return CliRunner().invoke(cli, ["--config", str(models / "models.yaml"), *args], catch_exceptions=False)
 
 
 def test_run_result_set_dir_when_the_run_stopped_early():
@@ -60,6 +48,7 @@ RTX4090 = REPO / "tests" / "data" / "gpu-facts" / "rtx4090.csv"
 COUNTING = """
 import collections, importlib.util, json, runpy, sys
 import pipeline.fsutil as fsutil
+from tests.conftest import engines
 counts, real = collections.Counter(), fsutil.sha256_file
 def counted(path, *a, **k):
     counts[str(path)] += 1

@@ -7,26 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
-from pipeline.cli import cli
 from pipeline.engine_set import scan_sets, set_lock
+from tests.conftest import engines
 from tests.deploy.test_resolve import FACTS, TRT, make_set
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def models(tmp_path) -> Path:
-    d = tmp_path / "models"
-    d.mkdir()
-    (d / "models.yaml").write_text((REPO / "models" / "models.yaml").read_text())
-    return d
-
-
-def engines(*args, models: Path):
-    return CliRunner().invoke(cli, ["--config", str(models / "models.yaml"), *args], catch_exceptions=False)
 
 
 def test_corrupt_manifest_is_listed_and_named_by_resolve(models):

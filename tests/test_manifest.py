@@ -7,29 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from pipeline.cli import cli
 from pipeline.deploy.rules import resolve
 from pipeline.engine_set import read_manifest, scan_sets
 from pipeline.hardware import read_facts_file
 from pipeline.manifest import ManifestError, SetManifest
 from pipeline.runtime import parse_runtime
+from tests.conftest import engines
 from tests.deploy.test_resolve import FACTS, H100, H200, TRT, make_set
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def models(tmp_path) -> Path:
-    d = tmp_path / "models"
-    d.mkdir()
-    (d / "models.yaml").write_text((REPO / "models" / "models.yaml").read_text())
-    return d
-
-
-def engines(*args, models: Path):
-    return CliRunner().invoke(cli, ["--config", str(models / "models.yaml"), *args], catch_exceptions=False)
 
 
 def _manifest(set_dir: Path) -> dict:

@@ -5,25 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli
+from tests.conftest import engines
 from tests.deploy.test_resolve import TRT, make_set
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def models(tmp_path) -> Path:
-    d = tmp_path / "models"
-    d.mkdir()
-    (d / "models.yaml").write_text((REPO / "models" / "models.yaml").read_text())
-    return d
-
-
-def engines(*args, models: Path):
-    return CliRunner().invoke(cli, ["--config", str(models / "models.yaml"), *args], catch_exceptions=False)
 
 
 def test_options_after_the_command_and_click_types(models):

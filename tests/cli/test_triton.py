@@ -7,26 +7,16 @@ builds and the real tritonserver are in tests/deploy/targets/test_triton.py.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
-
 from pipeline.engine_set import read_manifest, write_manifest
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
 from tests.deploy.targets.tritonserver import MISSING_BACKEND, parse_config, tritonserver
 from tests.deploy.test_resolve import make_set
 
 IO = {"inputs": [{"name": "images", "shape": [1, 3, 640, 640], "dtype": "float32"}],
       "outputs": [{"name": "output0", "shape": [1, 84, 8400], "dtype": "float32"}], "layout": "one-to-many"}
 
-
-@pytest.fixture
-def models(tmp_path) -> Path:
-    d = tmp_path / "models"
-    d.mkdir()
-    shutil.copy(REPO / "models" / "models.yaml", d / "models.yaml")
-    return d
 
 
 def with_io(d: Path) -> Path:

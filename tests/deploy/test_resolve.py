@@ -87,13 +87,6 @@ def make_set(engines_dir: Path, backend="tensorrt", version=TRT, targets=("9.0",
     return d
 
 
-@pytest.fixture
-def models(tmp_path) -> Path:
-    d = tmp_path / "models"
-    d.mkdir()
-    shutil.copy(REPO / "models" / "models.yaml", d / "models.yaml")
-    return d
-
 
 def run_cli(models_dir: Path, *args: str, json_out=False):
     base = ["--config", str(models_dir / "models.yaml")] + (["--json"] if json_out else [])

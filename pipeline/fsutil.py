@@ -65,17 +65,28 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
 
 def sha256_files(paths: list[Path]) -> list[str | None]:
     """sha256 of each file, a few at a time (hashlib lets go of the GIL, so every core hashes);
-    None for a file that cannot be read (the caller says why, naming it)."""
-    def one(p: Path) -> str | None:
-        try:
-            return sha256_file(p)
-        except OSError:
-            return None
-    if len(paths) < 2:
-        return [one(p) for p in paths]
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1, len(paths))) as pool:
-        return list(pool.map(one, paths))
+    None for a file that cannot be read (the caller says why, naming it). Plain threads: the
+    executor of concurrent.futures imports logging and queue, more than it saves `engines resolve`."""
+    out: list[str | None] = [None] * len(paths)
+    todo = iter(range(len(paths)))
+
+    def work() -> None:
+        for i in todo:   # a shared iterator: each index is taken once (next() holds the GIL)
+            try:
+                out[i] = sha256_file(paths[i])
+            except OSError:
+                pass
+    n = min(4, os.cpu_count() or 1, len(paths))
+    if n < 2:
+        work()
+        return out
+    import threading
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
 
 
 def sha256_json(obj: object) -> str:

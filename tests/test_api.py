@@ -149,3 +149,15 @@ def test_a_misspelt_model_fails_before_any_work(ran, tmp_path):
     cfg = load_config(ran / "models.yaml")
     with pytest.raises(UsageProblem, match="humann"):
         api.run(cfg, ["humann"], backend="tensorrt-rtx", targets=["8.6"])
+
+
+def test_sha256_files_hashes_every_file_once_in_order_and_none_for_one_it_cannot_read(tmp_path):
+    import hashlib
+
+    from pipeline.fsutil import sha256_files
+    files = [tmp_path / f"f{i}" for i in range(6)]
+    for i, f in enumerate(files):
+        f.write_bytes(bytes([i]) * (i * 300_000 + 1))
+    want = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    assert sha256_files([*files, tmp_path / "missing", tmp_path]) == [*want, None, None]
+    assert sha256_files(files[:1]) == want[:1] and sha256_files([]) == []

@@ -101,9 +101,8 @@ def _make_responsive(model, seed: int, imgsz: int = 640) -> None:
     # at the size the model will be verified at: statistics from another size leave activations
     # out of range there (measured: YOLO26n calibrated at 320 gives FP16 cosine 0.9994 at 640, 0.99999 at 320)
     x = torch.from_numpy(batches(bundled_images(), imgsz, 2)[0])
-    with torch.no_grad():
-        for _ in range(2):
-            model(x)
+    with torch.no_grad():   # one pass: BatchNorm in train mode normalises by the batch's own statistics,
+        model(x)            # so a second pass over the same batch would average in the same numbers
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.03  # Ultralytics' default

@@ -281,7 +281,7 @@ def test_deploy_dry_run_picks_the_demo_set_on_the_shipped_r580_example(tmp_path,
     (tag,) = [d.name for d in (ws / "engines").iterdir() if not d.name.startswith(".")]
     out = tmp_path / "dry"
     venv = Path(sys.executable).parent.parent
-    make = ["make", "-s", "-o", str(venv / ".installed-stamp"), "deploy-dry-run", f"VENV={venv}",
+    make = ["make", "-s", "-o", str(venv / ".installed-stamp"), "deploy-dry-run", f"VENV={venv}", "ARGS=",
             f"CONFIG={ws / 'models.yaml'}", f"DRY_RUN_DIR={out}"]
     env = {k: v for k, v in os.environ.items() if k not in ("PYT_API_IMAGE", "ENGINES_IMAGE")}
     res = subprocess.run(make, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -34,6 +34,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from pipeline.builders import NAMES as BACKENDS  # the builders' one list
+from pipeline.builders import builder_named
 from pipeline.builders.compat import level
 from pipeline.errors import PipelineError
 from pipeline.status import Status
@@ -445,7 +446,6 @@ class SetManifest:
         """Why this machine cannot run the set's engines (None if it can): a runtime that loads
         the set (its exact version, or for a version-compatible set what its builder allows),
         and a GPU whose compute capability it targets."""
-        from pipeline.builders import builder_named
         if installed_version is None:
             return f"{self.backend} is not installed here"
         if not builder_named(self.backend).runtime_loads(self.trt_version, installed_version, self.version_compatible):

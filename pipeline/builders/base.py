@@ -59,7 +59,6 @@ class Builder:
     timing_cache = False            # keeps a timing cache across builds
     needs_build_gpu = True          # False: builds ahead of time for listed targets, with or without a GPU
     tuned_on_build_gpu = True       # tactics timed on the building GPU (another model of the same cc: a warning)
-    hardware_levels: tuple[str, ...] = ()   # compatibility: values it builds (pipeline.builders.compat)
     older_cuda_route = ""           # how to build for a host whose driver is too old for CUDA 13
     builds_nms = True               # can build NMS embedded in the graph (models.yaml nms: true)
 

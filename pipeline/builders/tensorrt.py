@@ -6,7 +6,7 @@ networks; what differs is detected on the module (``hasattr``), never read from 
 from __future__ import annotations
 
 from pipeline.builders.base import Builder, MissingBuild
-from pipeline.builders.compat import HARDWARE_LEVELS, level, version_compatible_loads
+from pipeline.builders.compat import level, version_compatible_loads
 from pipeline.errors import PipelineError
 
 BUILDER_CMD = "docker compose -f docker-compose.build.yml run --rm builder"
@@ -28,7 +28,6 @@ class TensorRT(Builder):
     timing_cache = True
     needs_build_gpu = True
     tuned_on_build_gpu = True
-    hardware_levels = tuple(HARDWARE_LEVELS)
     # both make variants (NGC 25.08 and 26.08) are CUDA 13: a CUDA 12 one is an older NGC tag
     older_cuda_route = ("a CUDA 12 builder image (an NGC TensorRT tag before 25.08, given as TRT_IMAGE with its "
                         "EXPECTED_TRT_VERSION)")

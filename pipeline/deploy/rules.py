@@ -280,11 +280,6 @@ def resolve(engines_dir: Path, gpu: GpuFacts, runtime: Runtime, *, allow_demo: b
     return res
 
 
-def build_command(gpu: GpuFacts, runtime: Runtime, config_arg: str = "") -> str:
-    """The exact command that builds the missing set for this host (its builder's)."""
-    return builder_named(runtime.backend).build_command(gpu, config_arg)
-
-
 def missing_tag(gpu: GpuFacts, runtime: Runtime) -> str:
     return make_tag(runtime.backend, runtime.version, [gpu.compute_cap])
 
@@ -306,11 +301,12 @@ def refusal(res: Resolution, config_arg: str = "", registry_ref: str | None = No
     # the nearest miss decides the next step: a set refused only for being unproven or demo
     near = [set(v.kinds) for v in res.verdicts if v.kinds]
     only = (lambda allowed: any(k and k <= allowed for k in near))
-    cmd = build_command(gpu, rt, config_arg)
-    want = missing_tag(gpu, rt)
     builder = builder_named(rt.backend)
-    if builder.no_build_fix(gpu):
-        fix = builder.no_build_fix(gpu)
+    cmd = builder.build_command(gpu, config_arg)
+    want = missing_tag(gpu, rt)
+    no_build = builder.no_build_fix(gpu)
+    if no_build:
+        fix = no_build
     elif only({"pending"}) or only({"pending", "demo"}) and not only({"demo"}):
         fix = (f"run `engines{config_arg} verify` on this GPU (in the builder container: "
                f"`{BUILDER_CMD} verify`), then resolve again; or pass --allow-pending to accept it unproven"

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.fleet.cells import BUILDER_UID, Cell, FleetFile, gfd_product, load_fleet  # noqa: F401  (plan's input)
+from pipeline.fleet.cells import Cell, FleetFile, load_fleet  # noqa: F401  (plan's input)
 
 GPU_RESOURCE = "nvidia.com/gpu"
 BUILDER_HOME = "/home/engines"                   # Dockerfile.build: HOME

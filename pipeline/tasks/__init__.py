@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Head output convolutions by name, as Ultralytics' ONNX export names them
 # (/model.<head>/<branch>.<scale>/<branch>.<scale>.2/Conv; YOLO26 nests one level deeper
@@ -47,7 +47,6 @@ class Task:
     demo: dict[str, str]                          # family -> Ultralytics' bundled architecture
     int8_float: tuple[str, ...] = ()              # head node-name patterns kept in float by INT8
     end2end: bool = True                          # whether an NMS-free layout exists (nms: false)
-    families: tuple[str, ...] = field(default=())
     labels: str = "box"                           # the accuracy gate's label format (a key of checks.accuracy.LABELS)
     layout: str | None = None                     # a fixed output layout (classify); None: from the head
 

@@ -7,7 +7,9 @@ Classification is judged by top-1 agreement and the delta of the top-1 probabili
 """
 from __future__ import annotations
 
-from pipeline.tasks.geometry import iou_matrix, np, rotated_iou_matrix
+import numpy as np
+
+from pipeline.tasks.geometry import iou_matrix, rotated_iou_matrix
 
 IOU_MATCH = 0.5  # a reference box is found if a same-class box overlaps it this much
 

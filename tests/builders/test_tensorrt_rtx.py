@@ -44,3 +44,14 @@ def test_fp32_attention_with_sm75_asked_for_is_refused_before_building(yolo11_fp
     assert "cannot build for sm75" in res.stderr and "Next step: set precision: fp16" in res.stderr
     assert "--target sm86" in res.stderr
     assert not list((ws / "engines").glob("trtrtx-*/m/d11.engine"))
+
+
+@pytest.mark.parametrize("args, key", [(("ampere_plus", False), "compatibility"), ((None, True), "version_compatible")])
+def test_tensorrt_for_rtx_refuses_the_portable_set_keys_with_what_applies_instead(args, key):
+    """docs/fleet.md: TensorRT for RTX refuses compatibility:/version_compatible: (its plans already
+    cover every listed target), naming what to do instead."""
+    from pipeline.builders.tensorrt_rtx import TensorRTRTX
+    from pipeline.errors import PipelineError
+    with pytest.raises(PipelineError, match=f"does not take `{key}:`") as err:
+        TensorRTRTX(["8.6"]).configure(*args)
+    assert "--target" in err.value.render()

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.deploy.targets.base import Target
-from pipeline.deploy.targets.triton_config import TritonModel, cc_key, render
+from pipeline.deploy.targets.triton_config import TritonModel, render
 from pipeline.engine_file import read_engine
 from pipeline.engine_set import EngineSet, now_iso
 from pipeline.errors import PipelineError
 from pipeline.fsutil import sha256_file, write_bytes_atomic
+from pipeline.hardware import cc_tuple
 from pipeline.status import Status
 
 RECORD = "engines-repository.json"
@@ -215,7 +216,7 @@ def readme(sets: list[EngineSet], planned: list[Planned], version: int, skipped:
     m = sets[0].manifest
     rows = []
     for p in planned:
-        ccs = ", ".join(f"{cc} -> {f}" for cc, f in sorted(p.model.cc_files.items(), key=lambda kv: cc_key(kv[0])))
+        ccs = ", ".join(f"{cc} -> {f}" for cc, f in sorted(p.model.cc_files.items(), key=lambda kv: cc_tuple(kv[0])))
         if p.model.default_file:
             ccs += f"; any other it covers -> {p.model.default_file}"
         rows.append(f"| {p.model.name} | {p.task} | {version} | {p.model.io['layout']} | {ccs} |")

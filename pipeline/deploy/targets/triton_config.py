@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.errors import PipelineError
+from pipeline.hardware import cc_tuple
 
 # numpy dtype names (what stages/export.py records) -> Triton's DataType
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
@@ -30,11 +31,6 @@ class TritonModel:
     metadata: dict                # Ultralytics' metadata (the .engine header)
     cc_files: dict[str, str] = field(default_factory=dict)   # "8.6" -> plan file in the version folder
     default_file: str | None = None   # a portable set's plan (any compute capability it covers)
-
-
-def cc_key(cc: str) -> tuple[int, ...]:
-    """Sort key of a compute capability ("8.6" < "12.0")."""
-    return tuple(int(x) for x in cc.split(".") if x.isdigit())
 
 
 def quote(text: str) -> str:
@@ -91,7 +87,7 @@ def render(model: TritonModel) -> str:
     lines.append("]")
     if model.default_file:
         lines.append(f"default_model_filename: {quote(model.default_file)}")
-    for cc, f in sorted(model.cc_files.items(), key=lambda kv: cc_key(kv[0])):
+    for cc, f in sorted(model.cc_files.items(), key=lambda kv: cc_tuple(kv[0])):
         lines.append(f"cc_model_filenames {{ key: {quote(cc)} value: {quote(f)} }}")
     # the engines hold one optimization profile (index 0), built for the batch profile
     lines.append('instance_group [ { kind: KIND_GPU count: 1 profile: [ "0" ] } ]')
